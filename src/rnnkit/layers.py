@@ -1,0 +1,994 @@
+"""Layers: unroll a cell over time, run it backwards, stack layers, pair directions.
+
+* :class:`Recurrent` walks one cell along the time axis, in either direction, with
+  optional per-sequence ``lengths`` (right padding).
+* :class:`Bidirectional` pairs a forward and a backward layer and merges them.
+* :class:`Stack` composes layers in depth with dropout between them.
+* :class:`RNN`, :class:`LSTM`, :class:`GRU` build a stack the way ``torch.nn`` does.
+
+States follow ``torch.nn``'s layout throughout: a leading dimension of
+``num_layers * num_directions``, so ``h_n`` of a two-layer bidirectional LSTM is
+``(4, B, H)`` and a single ``Recurrent`` returns ``(1, B, H)``.
+
+**Fused fast path.** Where a configuration is exactly what ``torch.nn.RNN``,
+``LSTM`` or ``GRU`` computes, the layer hands the *same parameters* to the fused
+kernel those modules call (oneDNN on CPU for the LSTM, cuDNN on GPU), variable
+lengths included (through packing). Every layer tells whether it runs fused and,
+if not, why: ``layer.fused`` and ``layer.not_fused_reason``. A ``Stack`` of
+fusable layers runs all its layers in one kernel call, as ``torch.nn.LSTM`` does.
+``fused=False`` forces the explicit per-step path (which also serves
+``return_internals=True``); ``fused=True`` raises if the kernel cannot be used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import _VF, Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from .cells import GRUCell, LSTMCell, RNNCell, State, check_input_size
+
+MERGE_MODES = ("concat", "sum", "mean")
+INITIAL_STATES = ("zeros", "learned")
+
+# -- small helpers on states (a tensor, or a tuple of tensors for the LSTM) ----------
+
+
+def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+
+
+def zip_state(fn: Callable[[Tensor, Tensor], Tensor], a: State, b: State) -> State:
+    return tuple(fn(x, y) for x, y in zip(a, b)) if isinstance(a, tuple) else fn(a, b)
+
+
+def cat_states(states: Sequence[State], dim: int = 0) -> State:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim) for parts in zip(*states))
+    return torch.cat(states, dim)
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the graph behind a carried state (truncated BPTT's window boundary).
+
+    The values carry on into the next window, but backpropagation stops here, so the
+    next ``backward()`` neither walks into the previous window (whose graph was freed)
+    nor grows without bound.
+    """
+    if state is None:
+        return None
+    return map_state(lambda s: s.detach(), state)
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence of a time-major batch within its own length.
+
+    x: (T, B, ...); padded steps stay where they are, so the reversed batch is still
+    right-padded. The map is its own inverse.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T, B = x.shape[:2]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    L = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
+    idx = idx.view(T, B, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)
+
+
+def check_lengths(lengths, batch_size: int, max_len: int) -> Tensor:
+    """Validate per-sequence lengths: a 1-D integer tensor of B values in [1, T]."""
+    if not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != batch_size or lengths.is_floating_point():
+        raise ValueError(
+            f"Argument `lengths` must be a 1-D integer tensor of {batch_size} lengths (one per "
+            f"sequence), got {lengths.dtype} of shape {tuple(lengths.shape)}."
+        )
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > max_len:
+        bad = lengths[(lengths < 1) | (lengths > max_len)].tolist()
+        raise ValueError(
+            f"Argument `lengths` must lie in [1, {max_len}] (the input has {max_len} steps), "
+            f"got {bad}."
+        )
+    return lengths.to(torch.int64).cpu()
+
+
+def _to_time_major(
+    input: Tensor | PackedSequence, lengths, batch_first: bool, layer_name: str
+) -> tuple[Tensor, Tensor | None, bool]:
+    """(B, T, ...) or (T, B, ...) or packed -> (T, B, ...), checked lengths, was_packed."""
+    if isinstance(input, PackedSequence):
+        if lengths is not None:
+            raise ValueError(f"{layer_name}: pass `lengths` or a PackedSequence, not both.")
+        x, lengths = pad_packed_sequence(input, batch_first=False)
+        return x, lengths, True
+    if not isinstance(input, Tensor) or input.dim() < 3:
+        shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+        raise ValueError(
+            f"{layer_name}: argument `input` must be (B, T, features...) with batch_first=True "
+            f"or (T, B, features...) otherwise, got {shape}."
+        )
+    x = input.transpose(0, 1) if batch_first else input
+    if lengths is not None:
+        lengths = check_lengths(lengths, x.shape[1], x.shape[0])
+        if int(lengths.min()) == x.shape[0]:
+            lengths = None  # all full length: nothing to mask
+    return x, lengths, False
+
+
+def _from_time_major(
+    out: Tensor, lengths: Tensor | None, batch_first: bool, packed: bool
+) -> Tensor | PackedSequence:
+    if packed:
+        if lengths is None:
+            lengths = torch.full((out.shape[1],), out.shape[0], dtype=torch.int64)
+        return pack_padded_sequence(out, lengths, enforce_sorted=False)
+    return out.transpose(0, 1) if batch_first else out
+
+
+def _internals_to_batch(internals, batch_first: bool):
+    if isinstance(internals, dict):
+        return {k: _internals_to_batch(v, batch_first) for k, v in internals.items()}
+    if isinstance(internals, list):
+        return [_internals_to_batch(v, batch_first) for v in internals]
+    return internals.transpose(0, 1) if batch_first else internals
+
+
+# -- the fused kernels ------------------------------------------------------------------
+
+_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+def fused_forward(
+    mode: str,
+    x: Tensor,
+    lengths: Tensor | None,
+    hx: State,
+    weights: list[Tensor],
+    *,
+    has_bias: bool,
+    num_layers: int,
+    dropout: float,
+    training: bool,
+    bidirectional: bool,
+) -> tuple[Tensor, State]:
+    """Run torch.nn's fused kernel on our parameters. x: (T, B, I) -> (T, B, D*H).
+
+    `weights` is torch's flat list: per layer and direction w_ih, w_hh[, b_ih, b_hh].
+    Variable lengths go through packing, as torch.nn.LSTM does with a PackedSequence.
+    """
+    kernel = _KERNELS[mode]
+    if lengths is None:
+        out = kernel(x, hx, weights, has_bias, num_layers, dropout, training, bidirectional, False)
+        return out[0], (out[1], out[2]) if mode == "LSTM" else out[1]
+    T = x.shape[0]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    order, unorder = packed.sorted_indices.to(x.device), packed.unsorted_indices.to(x.device)
+    hx = map_state(lambda s: s.index_select(1, order), hx)
+    out = kernel(
+        packed.data,
+        packed.batch_sizes,
+        hx,
+        weights,
+        has_bias,
+        num_layers,
+        dropout,
+        training,
+        bidirectional,
+    )
+    output = PackedSequence(
+        out[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+    )
+    output, _ = pad_packed_sequence(output, total_length=T)
+    h_n = (out[1], out[2]) if mode == "LSTM" else out[1]
+    return output, map_state(lambda s: s.index_select(1, unorder), h_n)
+
+
+def _cell_weights(cell: nn.Module) -> list[Tensor]:
+    ws = [cell.weight_ih, cell.weight_hh]
+    return ws + [cell.bias_ih, cell.bias_hh] if cell.bias else ws
+
+
+def _is_plain_cell(cell: nn.Module) -> bool:
+    return type(cell) in (RNNCell, LSTMCell, GRUCell)
+
+
+# -- Recurrent: one cell over time ---------------------------------------------------------
+
+
+class Recurrent(nn.Module):
+    """Unroll one cell over the time axis.
+
+    Args:
+        cell: any rnnkit cell (or a module with the same contract).
+        reverse: run from the last valid step to the first; each sequence is reversed
+            within its own length, so padding never reaches the state.
+        batch_first: input and output are (B, T, ...) if True, else (T, B, ...).
+        initial_state: ``"zeros"``, or ``"learned"`` (a parameter per state tensor,
+            shared over the batch). A state passed to ``forward`` overrides it.
+        fused: None picks the fused kernel when the cell allows it; False forces the
+            explicit per-step loop; True raises if the kernel cannot be used.
+
+    ``forward(input, state=None, *, lengths=None, return_internals=False)``:
+
+    * input: (B, T, *features) (batch_first) or a ``PackedSequence``.
+    * state: (1, B, *state) or a tuple of them for the LSTM (torch's layout).
+    * lengths: (B,) valid steps per sequence, 1 <= length <= T.
+
+    Returns ``(output, final_state)``: output (B, T, H), zero at padded steps, and the
+    state after each sequence's last *valid* step. With ``return_internals=True`` a
+    third element holds the cell's per-step internals, each (B, T, ...).
+    """
+
+    num_directions = 1
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        *,
+        reverse: bool = False,
+        batch_first: bool = True,
+        initial_state: str = "zeros",
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if initial_state not in INITIAL_STATES:
+            raise ValueError(
+                f"Argument `initial_state` must be one of {INITIAL_STATES}, got {initial_state!r}."
+            )
+        if fused not in (None, True, False):
+            raise ValueError(f"Argument `fused` must be None, True or False, got {fused!r}.")
+        self.cell = cell
+        self.reverse = reverse
+        self.batch_first = batch_first
+        self.fused_request = fused
+        self.h0: nn.ParameterList | None = None
+        if initial_state == "learned":
+            self.h0 = nn.ParameterList(
+                nn.Parameter(torch.zeros(1, *cell.state_shape()))  # (1, *state)
+                for _ in range(cell.num_state_tensors)
+            )
+        if fused and self.not_fused_reason:
+            raise ValueError(
+                f"fused=True, but this layer cannot run fused: {self.not_fused_reason}"
+            )
+
+    # -- what the layer is ---------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        return self.cell.output_size
+
+    @property
+    def fused_mode(self) -> str | None:
+        return getattr(self.cell, "fused_mode", None) if _is_plain_cell(self.cell) else None
+
+    @property
+    def not_fused_reason(self) -> str | None:
+        """Why this layer runs the explicit loop, or None if it runs the fused kernel."""
+        if self.fused_request is False:
+            return "fused=False was requested"
+        if not _is_plain_cell(self.cell):
+            return getattr(self.cell, "not_fused_reason", None) or (
+                f"{type(self.cell).__name__} is not an rnnkit RNNCell, LSTMCell or GRUCell"
+            )
+        return self.cell.not_fused_reason
+
+    @property
+    def fused(self) -> bool:
+        return self.not_fused_reason is None
+
+    def extra_repr(self) -> str:
+        how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
+        return f"reverse={self.reverse}, batch_first={self.batch_first}, {how}"
+
+    # -- state ----------------------------------------------------------------------
+    def initial_state(self, batch_size: int, x: Tensor) -> State:
+        """The state before step 1, in layer layout (1, B, *state). x: (T, B, ...)."""
+        spatial = tuple(x.shape[-2:]) if x.dim() == 5 else None  # conv cells: (T, B, C, H, W)
+        shape = (1, batch_size, *self.cell.state_shape(spatial))
+        if self.h0 is None:
+            zeros = [x.new_zeros(shape) for _ in range(self.cell.num_state_tensors)]
+            return zeros[0] if len(zeros) == 1 else tuple(zeros)
+        learned = [p.unsqueeze(1).expand(shape) for p in self.h0]  # (1, B, *state)
+        return learned[0] if len(learned) == 1 else tuple(learned)
+
+    def _check_state(self, state: State, batch_size: int, x: Tensor) -> None:
+        expected = self.initial_state(batch_size, x)
+        if isinstance(expected, tuple) != isinstance(state, tuple) or (
+            isinstance(state, tuple) and len(state) != len(expected)
+        ):
+            want = (
+                f"a tuple of {len(expected)} tensors" if isinstance(expected, tuple) else "a tensor"
+            )
+            raise ValueError(
+                f"{type(self).__name__}: argument `state` must be {want} for "
+                f"{type(self.cell).__name__}, got {type(state).__name__}."
+            )
+        for got, want in zip(
+            state if isinstance(state, tuple) else (state,),
+            expected if isinstance(expected, tuple) else (expected,),
+        ):
+            if tuple(got.shape) != tuple(want.shape):
+                raise ValueError(
+                    f"{type(self).__name__}: argument `state` has shape {tuple(got.shape)}, "
+                    f"expected {tuple(want.shape)} (num_layers*num_directions, B, *state)."
+                )
+
+    # -- running ----------------------------------------------------------------------
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        state: State | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        return_internals: bool = False,
+    ):
+        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
+        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
+        out = _from_time_major(out, lengths, self.batch_first, packed)
+        if return_internals:
+            return out, state, _internals_to_batch(internals, self.batch_first)
+        return out, state
+
+    def run(
+        self,
+        x: Tensor,
+        lengths: Tensor | None,
+        state: State | None,
+        *,
+        return_internals: bool = False,
+    ) -> tuple[Tensor, State, dict | None]:
+        """The time-major core: x (T, B, ...) -> output (T, B, H...), state (1, B, ...)."""
+        T, B = x.shape[:2]
+        if state is None:
+            state = self.initial_state(B, x)
+        else:
+            self._check_state(state, B, x)
+        if self.fused and not return_internals:
+            check_input_size(type(self.cell).__name__, x, self.cell.input_size)
+            return self._run_fused(x, lengths, state) + (None,)
+        return self._run_explicit(x, lengths, state, return_internals)
+
+    def _run_fused(self, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
+        if self.reverse:
+            x = reverse_padded(x, lengths)
+        out, state = fused_forward(
+            self.fused_mode,
+            x,
+            lengths,
+            state,
+            _cell_weights(self.cell),
+            has_bias=self.cell.bias,
+            num_layers=1,
+            dropout=0.0,
+            training=self.training,
+            bidirectional=False,
+        )
+        if self.reverse:
+            out = reverse_padded(out, lengths)
+        return out, state
+
+    def _run_explicit(
+        self, x: Tensor, lengths: Tensor | None, state: State, return_internals: bool
+    ) -> tuple[Tensor, State, dict | None]:
+        cell = self.cell
+        T, B = x.shape[:2]
+        if self.reverse:
+            x = reverse_padded(x, lengths)
+        state = map_state(lambda s: s.squeeze(0), state)  # (B, *state)
+        steps = T if lengths is None else int(lengths.max())
+        # Hoisted out of the loop: the input half of every step in one product.
+        xp = cell.project_input(x[:steps])  # (steps, B, G*H, ...)
+        masks = None
+        if lengths is not None:
+            valid = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (steps, B)
+            bshape = (B,) + (1,) * (xp.dim() - 2)
+            masks = [m.view(bshape) for m in valid.to(x.device).unbind(0)]
+        outputs, records = [], []
+        # unbind, not xp[t]: indexing in the loop makes the backward pass quadratic in T.
+        for t, xp_t in enumerate(xp.unbind(0)):
+            new = cell.recur(xp_t, state, return_internals=return_internals)
+            if return_internals:
+                new, record = new
+                records.append(record)
+            h = cell.output(new)
+            if masks is not None:  # padded steps neither change the state nor output
+                m = masks[t]
+                state = zip_state(lambda n, o, m=m: torch.where(m, n, o), new, state)
+                h = h * m
+            else:
+                state = new
+            outputs.append(h)
+        out = torch.stack(outputs)  # (steps, B, H, ...)
+        if steps < T:
+            out = torch.cat([out, out.new_zeros(T - steps, *out.shape[1:])])
+        internals = None
+        if return_internals:
+            internals = {k: torch.stack([r[k] for r in records]) for k in records[0]}
+            if steps < T:
+                internals = {
+                    k: torch.cat([v, v.new_zeros(T - steps, *v.shape[1:])])
+                    for k, v in internals.items()
+                }
+        if self.reverse:
+            out = reverse_padded(out, lengths)
+            if internals is not None:
+                internals = {k: reverse_padded(v, lengths) for k, v in internals.items()}
+        return out, map_state(lambda s: s.unsqueeze(0), state), internals
+
+
+# -- Bidirectional: a forward and a backward layer -------------------------------------------
+
+
+def merge_directions(fwd: Tensor, bwd: Tensor, merge: str) -> Tensor:
+    """Combine the two directions' outputs along the feature axis (dim 2 of (T, B, F...))."""
+    if merge == "concat":
+        return torch.cat([fwd, bwd], 2)
+    if merge == "sum":
+        return fwd + bwd
+    return (fwd + bwd) / 2
+
+
+class Bidirectional(nn.Module):
+    """Run a forward and a backward layer over the same input and merge their outputs.
+
+    Args:
+        forward_layer: a :class:`Recurrent` with ``reverse=False``.
+        backward_layer: a :class:`Recurrent` with ``reverse=True``.
+        merge: ``"concat"`` (output 2H), ``"sum"`` or ``"mean"`` (output H).
+
+    The state is (2, B, ...): forward direction first, as in torch.nn. With lengths,
+    the backward layer starts at each sequence's own last valid step.
+    """
+
+    num_directions = 2
+
+    def __init__(
+        self,
+        forward_layer: Recurrent,
+        backward_layer: Recurrent,
+        *,
+        merge: str = "concat",
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        if merge not in MERGE_MODES:
+            raise ValueError(f"Argument `merge` must be one of {MERGE_MODES}, got {merge!r}.")
+        if forward_layer.reverse:
+            raise ValueError("Argument `forward_layer` must have reverse=False.")
+        if not backward_layer.reverse:
+            raise ValueError("Argument `backward_layer` must have reverse=True.")
+        if forward_layer.input_size != backward_layer.input_size:
+            raise ValueError(
+                f"The two directions must read the same input_size, got "
+                f"{forward_layer.input_size} and {backward_layer.input_size}."
+            )
+        if merge != "concat" and forward_layer.output_size != backward_layer.output_size:
+            raise ValueError(f"merge={merge!r} needs equal output sizes in both directions.")
+        self.forward_layer = forward_layer
+        self.backward_layer = backward_layer
+        self.merge = merge
+        self.batch_first = batch_first
+
+    @property
+    def input_size(self) -> int:
+        return self.forward_layer.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.forward_layer.hidden_size
+
+    @property
+    def output_size(self) -> int:
+        f, b = self.forward_layer.output_size, self.backward_layer.output_size
+        return f + b if self.merge == "concat" else f
+
+    @property
+    def fused_mode(self) -> str | None:
+        return self.forward_layer.fused_mode
+
+    @property
+    def not_fused_reason(self) -> str | None:
+        for name, layer in (("forward", self.forward_layer), ("backward", self.backward_layer)):
+            if layer.not_fused_reason:
+                return f"{name} direction: {layer.not_fused_reason}"
+        f, b = self.forward_layer.cell, self.backward_layer.cell
+        if f.fused_mode != b.fused_mode or f.hidden_size != b.hidden_size or f.bias != b.bias:
+            return "the two directions differ in cell type, hidden_size or bias"
+        return None
+
+    @property
+    def fused(self) -> bool:
+        return self.not_fused_reason is None
+
+    def extra_repr(self) -> str:
+        how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
+        return f"merge={self.merge!r}, {how}"
+
+    def initial_state(self, batch_size: int, x: Tensor) -> State:
+        return cat_states(
+            [
+                self.forward_layer.initial_state(batch_size, x),
+                self.backward_layer.initial_state(batch_size, x),
+            ]
+        )
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        state: State | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        return_internals: bool = False,
+    ):
+        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
+        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
+        out = _from_time_major(out, lengths, self.batch_first, packed)
+        if return_internals:
+            return out, state, _internals_to_batch(internals, self.batch_first)
+        return out, state
+
+    def run(self, x, lengths, state, *, return_internals=False):
+        """Time-major core: x (T, B, ...) -> output (T, B, F), state (2, B, ...)."""
+        B = x.shape[1]
+        if state is None:
+            state = self.initial_state(B, x)
+        elif (state[0] if isinstance(state, tuple) else state).shape[0] != 2:
+            got = (state[0] if isinstance(state, tuple) else state).shape
+            raise ValueError(
+                f"Bidirectional: argument `state` must have 2 directions in dim 0, "
+                f"got {tuple(got)}."
+            )
+        if self.fused and not return_internals:
+            fl, bl = self.forward_layer, self.backward_layer
+            check_input_size(type(fl.cell).__name__, x, fl.cell.input_size)
+            out, state = fused_forward(
+                fl.fused_mode,
+                x,
+                lengths,
+                state,
+                _cell_weights(fl.cell) + _cell_weights(bl.cell),
+                has_bias=fl.cell.bias,
+                num_layers=1,
+                dropout=0.0,
+                training=self.training,
+                bidirectional=True,
+            )
+            if self.merge != "concat":
+                H = fl.output_size
+                out = merge_directions(out[:, :, :H], out[:, :, H:], self.merge)
+            return out, state, None
+        f_state = map_state(lambda s: s[0:1], state)
+        b_state = map_state(lambda s: s[1:2], state)
+        f_out, f_state, f_int = self.forward_layer.run(
+            x, lengths, f_state, return_internals=return_internals
+        )
+        b_out, b_state, b_int = self.backward_layer.run(
+            x, lengths, b_state, return_internals=return_internals
+        )
+        out = merge_directions(f_out, b_out, self.merge)
+        internals = {"forward": f_int, "backward": b_int} if return_internals else None
+        return out, cat_states([f_state, b_state]), internals
+
+
+# -- Stack: layers in depth ----------------------------------------------------------------
+
+
+class Stack(nn.Module):
+    """Layers in depth (a deep RNN), each reading the outputs of the one below.
+
+    Args:
+        layers: :class:`Recurrent` or :class:`Bidirectional` layers, bottom first.
+        dropout: dropout on the outputs of every layer but the last, while training.
+        batch_first: input and output are (B, T, ...) if True.
+
+    The state is (sum of the layers' directions, B, ...): layer 0's directions first,
+    exactly torch.nn's ``h_n`` layout. When every layer is fusable with the same cell
+    type and size (and bidirectional layers concatenate), the whole stack is one call
+    of the fused kernel.
+    """
+
+    def __init__(
+        self, layers: Sequence[nn.Module], *, dropout: float = 0.0, batch_first: bool = True
+    ) -> None:
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("Argument `layers` must hold at least one layer, got none.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Argument `dropout` must lie in [0, 1), got {dropout!r}.")
+        for i in range(1, len(layers)):
+            below, above = layers[i - 1].output_size, layers[i].input_size
+            if below != above:
+                raise ValueError(
+                    f"Layer {i} reads input_size={above}, but layer {i - 1} outputs {below}."
+                )
+        self.layers = nn.ModuleList(layers)
+        self.dropout = dropout
+        self.batch_first = batch_first
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_directions(self) -> int:
+        return self.layers[0].num_directions
+
+    @property
+    def input_size(self) -> int:
+        return self.layers[0].input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.layers[0].hidden_size
+
+    @property
+    def output_size(self) -> int:
+        return self.layers[-1].output_size
+
+    @property
+    def not_fused_reason(self) -> str | None:
+        """None when every layer runs a fused kernel (in one call or layer by layer)."""
+        for i, layer in enumerate(self.layers):
+            if layer.not_fused_reason:
+                return f"layer {i}: {layer.not_fused_reason}"
+        return None
+
+    @property
+    def fused(self) -> bool:
+        return self.not_fused_reason is None
+
+    @property
+    def single_call(self) -> bool:
+        """Whether the whole stack runs as one call of the fused kernel, as torch.nn does."""
+        if not self.fused:
+            return False
+        first = self.layers[0]
+        for layer in self.layers:
+            if type(layer) is not type(first) or layer.fused_mode != first.fused_mode:
+                return False
+            if layer.hidden_size != first.hidden_size:
+                return False
+            if isinstance(layer, Recurrent) and layer.reverse:
+                return False
+            if isinstance(layer, Bidirectional) and layer.merge != "concat":
+                return False
+            cells = _layer_cells(layer)
+            if (
+                any(c.bias != cells[0].bias for c in cells)
+                or cells[0].bias != _layer_cells(first)[0].bias
+            ):
+                return False
+        return True
+
+    def extra_repr(self) -> str:
+        if self.single_call:
+            how = (
+                f"fused: one {self.layers[0].fused_mode} kernel call for {self.num_layers} layer(s)"
+            )
+        elif self.fused:
+            how = "fused, layer by layer"
+        else:
+            how = f"explicit: {self.not_fused_reason}"
+        return f"dropout={self.dropout}, batch_first={self.batch_first}, {how}"
+
+    def initial_state(self, batch_size: int, x: Tensor) -> State:
+        return cat_states([layer.initial_state(batch_size, x) for layer in self.layers])
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        state: State | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        return_internals: bool = False,
+    ):
+        """input (B, T, I) -> output (B, T, output_size), state (L*D, B, H[, ...]).
+
+        With ``return_internals=True`` also a list with each layer's internals.
+        """
+        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
+        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
+        out = _from_time_major(out, lengths, self.batch_first, packed)
+        if return_internals:
+            return out, state, _internals_to_batch(internals, self.batch_first)
+        return out, state
+
+    def run(self, x, lengths, state, *, return_internals=False):
+        B = x.shape[1]
+        slots = [layer.num_directions for layer in self.layers]
+        if state is None:
+            state = self.initial_state(B, x)
+        else:
+            n = (state[0] if isinstance(state, tuple) else state).shape[0]
+            if n != sum(slots):
+                raise ValueError(
+                    f"Stack: argument `state` must have num_layers*num_directions={sum(slots)} "
+                    f"entries in dim 0, got {n}."
+                )
+        if self.single_call and not return_internals:
+            weights = [
+                w for layer in self.layers for c in _layer_cells(layer) for w in _cell_weights(c)
+            ]
+            cell0 = _layer_cells(self.layers[0])[0]
+            check_input_size(type(cell0).__name__, x, cell0.input_size)
+            return fused_forward(
+                self.layers[0].fused_mode,
+                x,
+                lengths,
+                state,
+                weights,
+                has_bias=_layer_cells(self.layers[0])[0].bias,
+                num_layers=self.num_layers,
+                dropout=self.dropout,
+                training=self.training,
+                bidirectional=self.num_directions == 2,
+            ) + (None,)
+        finals, internals, start = [], [], 0
+        for i, layer in enumerate(self.layers):
+            layer_state = map_state(lambda s, a=start, d=slots[i]: s[a : a + d], state)
+            start += slots[i]
+            x, layer_state, layer_int = layer.run(
+                x, lengths, layer_state, return_internals=return_internals
+            )
+            finals.append(layer_state)
+            internals.append(layer_int)
+            if self.dropout and self.training and i < len(self.layers) - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+        return x, cat_states(finals), internals if return_internals else None
+
+    # -- weights to and from torch.nn ------------------------------------------------------
+    def torch_parameter_names(self) -> dict[str, Tensor]:
+        """Our parameters under torch.nn's names (weight_ih_l0, bias_hh_l1_reverse, ...)."""
+        names = {}
+        for i, layer in enumerate(self.layers):
+            for d, cell in enumerate(_layer_cells(layer)):
+                suffix = f"_l{i}" + ("_reverse" if d == 1 else "")
+                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    if getattr(cell, w) is not None:
+                        names[w + suffix] = getattr(cell, w)
+        return names
+
+    @torch.no_grad()
+    def load_torch_weights(self, module: nn.RNNBase) -> Stack:
+        """Copy the weights of a torch.nn.RNN/LSTM/GRU of the same shape into this stack."""
+        ours = self.torch_parameter_names()
+        theirs = dict(module.named_parameters())
+        if set(ours) != set(theirs):
+            raise ValueError(
+                f"Argument `module` has parameters {sorted(theirs)}, this stack {sorted(ours)}."
+            )
+        for name, p in ours.items():
+            if p.shape != theirs[name].shape:
+                raise ValueError(
+                    f"Argument `module`: {name} has shape {tuple(theirs[name].shape)}, "
+                    f"expected {tuple(p.shape)}."
+                )
+            p.copy_(theirs[name])
+        return self
+
+    @torch.no_grad()
+    def to_torch(self) -> nn.RNNBase:
+        """A torch.nn.RNN/LSTM/GRU with a copy of these weights (fusable stacks only)."""
+        if not self.single_call:
+            raise ValueError(
+                f"This stack has no torch.nn equivalent: "
+                f"{self.not_fused_reason or 'its layers differ in kind, size or merge mode'}."
+            )
+        mode = self.layers[0].fused_mode
+        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
+        kwargs = {"nonlinearity": "tanh" if mode == "RNN_TANH" else "relu"} if cls is nn.RNN else {}
+        cell0 = _layer_cells(self.layers[0])[0]
+        module = cls(
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            bias=cell0.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.num_directions == 2,
+            **kwargs,
+        ).to(device=cell0.weight_hh.device, dtype=cell0.weight_hh.dtype)
+        for name, p in self.torch_parameter_names().items():
+            getattr(module, name).copy_(p)
+        return module
+
+
+def _layer_cells(layer: nn.Module) -> list[nn.Module]:
+    if isinstance(layer, Bidirectional):
+        return [layer.forward_layer.cell, layer.backward_layer.cell]
+    return [layer.cell]
+
+
+# -- torch.nn-style constructors -----------------------------------------------------------
+
+
+def _build_layers(
+    make_cell: Callable[[int], nn.Module],
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bidirectional: bool,
+    merge: str,
+    batch_first: bool,
+    initial_state: str,
+    fused: bool | None,
+) -> list[nn.Module]:
+    if not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"Argument `num_layers` must be a positive integer, got {num_layers!r}.")
+    if merge not in MERGE_MODES:
+        raise ValueError(f"Argument `merge` must be one of {MERGE_MODES}, got {merge!r}.")
+    layers, size = [], input_size
+    for _ in range(num_layers):
+
+        def rec(reverse, size=size):
+            return Recurrent(
+                make_cell(size),
+                reverse=reverse,
+                batch_first=batch_first,
+                initial_state=initial_state,
+                fused=fused,
+            )
+
+        if bidirectional:
+            layer = Bidirectional(rec(False), rec(True), merge=merge, batch_first=batch_first)
+        else:
+            layer = rec(False)
+        layers.append(layer)
+        size = layer.output_size
+    return layers
+
+
+class RNN(Stack):
+    """A stack of vanilla RNN layers, built like ``torch.nn.RNN`` (but batch_first=True).
+
+    Args mirror torch.nn.RNN: ``input_size, hidden_size, num_layers=1, *, nonlinearity,
+    bias, batch_first, dropout, bidirectional``; plus ``merge`` (how bidirectional
+    outputs combine), ``initial_state`` ("zeros" or "learned"), ``init`` (a scheme of
+    :mod:`rnnkit.init`, e.g. "irnn") and ``fused`` (see :class:`Recurrent`).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        initial_state: str = "zeros",
+        init: str | dict | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        def make_cell(size):
+            return RNNCell(size, hidden_size, nonlinearity=nonlinearity, bias=bias)
+
+        super().__init__(
+            _build_layers(
+                make_cell,
+                input_size,
+                hidden_size,
+                num_layers,
+                bidirectional=bidirectional,
+                merge=merge,
+                batch_first=batch_first,
+                initial_state=initial_state,
+                fused=fused,
+            ),
+            dropout=dropout,
+            batch_first=batch_first,
+        )
+        _apply_init(self, init)
+
+
+class LSTM(Stack):
+    """A stack of LSTM layers, built like ``torch.nn.LSTM`` (but batch_first=True).
+
+    As :class:`RNN`, with ``forget_bias`` (default 1.0) in place of ``nonlinearity``.
+    The state is ``(h, c)``, each (num_layers * num_directions, B, H).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        forget_bias: float = 1.0,
+        initial_state: str = "zeros",
+        init: str | dict | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        def make_cell(size):
+            return LSTMCell(size, hidden_size, bias=bias, forget_bias=forget_bias)
+
+        super().__init__(
+            _build_layers(
+                make_cell,
+                input_size,
+                hidden_size,
+                num_layers,
+                bidirectional=bidirectional,
+                merge=merge,
+                batch_first=batch_first,
+                initial_state=initial_state,
+                fused=fused,
+            ),
+            dropout=dropout,
+            batch_first=batch_first,
+        )
+        _apply_init(self, init)
+
+
+class GRU(Stack):
+    """A stack of GRU layers, built like ``torch.nn.GRU`` (but batch_first=True).
+
+    As :class:`RNN`, with ``reset`` ("after", torch's form, fused; or "before", the
+    lecture's form, explicit) in place of ``nonlinearity``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        reset: str = "after",
+        initial_state: str = "zeros",
+        init: str | dict | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        def make_cell(size):
+            return GRUCell(size, hidden_size, bias=bias, reset=reset)
+
+        super().__init__(
+            _build_layers(
+                make_cell,
+                input_size,
+                hidden_size,
+                num_layers,
+                bidirectional=bidirectional,
+                merge=merge,
+                batch_first=batch_first,
+                initial_state=initial_state,
+                fused=fused,
+            ),
+            dropout=dropout,
+            batch_first=batch_first,
+        )
+        _apply_init(self, init)
+
+
+def _apply_init(module: nn.Module, init: str | dict | None) -> None:
+    if init is None:
+        return
+    from .init import initialize
+
+    initialize(module, init)
