@@ -1,7 +1,16 @@
-"""rnnkit: recurrent neural networks as taught in the lectures, as real and fast software."""
+"""rnnkit: recurrent neural networks as taught in the lectures, as real and fast software.
 
+Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
+``Bidirectional`` compose layers; ``RNN``, ``LSTM`` and ``GRU`` build them the way
+``torch.nn`` does and run its fused kernels where the configuration allows.
+"""
+
+from . import init, reference
+from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
 from .conv import ConvGRUCell, ConvLSTMCell
+from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
+from .init import init_cell, initialize
 from .layers import (
     GRU,
     LSTM,
@@ -12,21 +21,47 @@ from .layers import (
     detach_state,
     reverse_padded,
 )
+from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
+from .tbptt import tbptt_windows, truncated_bptt
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # cells
     "RNNCell",
     "LSTMCell",
     "GRUCell",
     "ConvGRUCell",
     "ConvLSTMCell",
+    # layers and structures
     "Recurrent",
     "Bidirectional",
     "Stack",
     "RNN",
     "LSTM",
     "GRU",
-    "detach_state",
+    "ManyToOne",
+    "ManyToMany",
+    "OneToMany",
+    "EncoderDecoder",
+    "generate",
+    # variable-length batches
+    "pad_batch",
+    "pack_batch",
+    "lengths_to_mask",
+    "masked_mean",
+    "BucketBatchSampler",
     "reverse_padded",
+    # training mechanics
+    "detach_state",
+    "truncated_bptt",
+    "tbptt_windows",
+    "init_cell",
+    "initialize",
+    "hidden_gradient_norms",
+    "largest_singular_values",
+    "plot_gradient_norms",
+    # modules
+    "init",
+    "reference",
 ]

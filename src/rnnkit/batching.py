@@ -39,7 +39,9 @@ def pad_batch(
                 f"needs at least one step."
             )
     lengths = torch.tensor([s.shape[0] for s in sequences], dtype=torch.int64)
-    return pad_sequence(list(sequences), batch_first=batch_first, padding_value=padding_value), lengths
+    return pad_sequence(
+        list(sequences), batch_first=batch_first, padding_value=padding_value
+    ), lengths
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -97,7 +99,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"Argument `batch_size` must be a positive integer, got {batch_size!r}.")
+            raise ValueError(
+                f"Argument `batch_size` must be a positive integer, got {batch_size!r}."
+            )
         if not isinstance(pool_batches, int) or pool_batches < 1:
             raise ValueError(
                 f"Argument `pool_batches` must be a positive integer, got {pool_batches!r}."

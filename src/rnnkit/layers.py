@@ -62,6 +62,29 @@ def detach_state(state: State | None) -> State | None:
     return map_state(lambda s: s.detach(), state)
 
 
+def check_state(layer_name: str, state: State, expected: State) -> None:
+    """Raise a ValueError naming `state` unless it has the structure and shapes of `expected`.
+
+    The fused kernels do not check the state: a wrong batch size runs silently.
+    """
+    if isinstance(expected, tuple) != isinstance(state, tuple) or (
+        isinstance(state, tuple) and len(state) != len(expected)
+    ):
+        want = f"a tuple of {len(expected)} tensors" if isinstance(expected, tuple) else "a tensor"
+        raise ValueError(
+            f"{layer_name}: argument `state` must be {want}, got {type(state).__name__}."
+        )
+    for got, want in zip(
+        state if isinstance(state, tuple) else (state,),
+        expected if isinstance(expected, tuple) else (expected,),
+    ):
+        if tuple(got.shape) != tuple(want.shape):
+            raise ValueError(
+                f"{layer_name}: argument `state` has shape {tuple(got.shape)}, "
+                f"expected {tuple(want.shape)} (num_layers*num_directions, B, *state)."
+            )
+
+
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of a time-major batch within its own length.
 
@@ -305,26 +328,7 @@ class Recurrent(nn.Module):
         return learned[0] if len(learned) == 1 else tuple(learned)
 
     def _check_state(self, state: State, batch_size: int, x: Tensor) -> None:
-        expected = self.initial_state(batch_size, x)
-        if isinstance(expected, tuple) != isinstance(state, tuple) or (
-            isinstance(state, tuple) and len(state) != len(expected)
-        ):
-            want = (
-                f"a tuple of {len(expected)} tensors" if isinstance(expected, tuple) else "a tensor"
-            )
-            raise ValueError(
-                f"{type(self).__name__}: argument `state` must be {want} for "
-                f"{type(self.cell).__name__}, got {type(state).__name__}."
-            )
-        for got, want in zip(
-            state if isinstance(state, tuple) else (state,),
-            expected if isinstance(expected, tuple) else (expected,),
-        ):
-            if tuple(got.shape) != tuple(want.shape):
-                raise ValueError(
-                    f"{type(self).__name__}: argument `state` has shape {tuple(got.shape)}, "
-                    f"expected {tuple(want.shape)} (num_layers*num_directions, B, *state)."
-                )
+        check_state(type(self).__name__, state, self.initial_state(batch_size, x))
 
     # -- running ----------------------------------------------------------------------
     def forward(
@@ -360,6 +364,20 @@ class Recurrent(nn.Module):
             check_input_size(type(self.cell).__name__, x, self.cell.input_size)
             return self._run_fused(x, lengths, state) + (None,)
         return self._run_explicit(x, lengths, state, return_internals)
+
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step with the explicit cell: x (B, I) -> output (B, H), state (1, B, ...).
+
+        For generation, where each input depends on the previous output. It calls the
+        cell directly: the fused kernels are slow for a single step (oneDNN setup costs
+        more than the step itself).
+        """
+        if self.reverse:
+            raise ValueError("A reverse layer cannot be stepped: it reads the sequence backwards.")
+        if state is None:
+            state = self.initial_state(x.shape[0], x.unsqueeze(0))
+        state = self.cell(x, map_state(lambda s: s.squeeze(0), state))
+        return self.cell.output(state), map_state(lambda s: s.unsqueeze(0), state)
 
     def _run_fused(self, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
         if self.reverse:
@@ -408,6 +426,8 @@ class Recurrent(nn.Module):
                 m = masks[t]
                 state = zip_state(lambda n, o, m=m: torch.where(m, n, o), new, state)
                 h = h * m
+                if return_internals:  # zero at padded steps, like the output
+                    records[-1] = {k: v * m for k, v in records[-1].items()}
             else:
                 state = new
             outputs.append(h)
@@ -545,12 +565,8 @@ class Bidirectional(nn.Module):
         B = x.shape[1]
         if state is None:
             state = self.initial_state(B, x)
-        elif (state[0] if isinstance(state, tuple) else state).shape[0] != 2:
-            got = (state[0] if isinstance(state, tuple) else state).shape
-            raise ValueError(
-                f"Bidirectional: argument `state` must have 2 directions in dim 0, "
-                f"got {tuple(got)}."
-            )
+        else:
+            check_state(type(self).__name__, state, self.initial_state(B, x))
         if self.fused and not return_internals:
             fl, bl = self.forward_layer, self.backward_layer
             check_input_size(type(fl.cell).__name__, x, fl.cell.input_size)
@@ -712,12 +728,7 @@ class Stack(nn.Module):
         if state is None:
             state = self.initial_state(B, x)
         else:
-            n = (state[0] if isinstance(state, tuple) else state).shape[0]
-            if n != sum(slots):
-                raise ValueError(
-                    f"Stack: argument `state` must have num_layers*num_directions={sum(slots)} "
-                    f"entries in dim 0, got {n}."
-                )
+            check_state(type(self).__name__, state, self.initial_state(B, x))
         if self.single_call and not return_internals:
             weights = [
                 w for layer in self.layers for c in _layer_cells(layer) for w in _cell_weights(c)
@@ -748,6 +759,29 @@ class Stack(nn.Module):
             if self.dropout and self.training and i < len(self.layers) - 1:
                 x = nn.functional.dropout(x, self.dropout, training=True)
         return x, cat_states(finals), internals if return_internals else None
+
+    def step(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step through every layer: x (B, I) -> output (B, H), state (L, B, ...).
+
+        Only forward (unidirectional) stacks can be stepped. Dropout between layers
+        applies in training mode, as in :meth:`forward`.
+        """
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Recurrent) or layer.reverse:
+                raise ValueError(
+                    f"Layer {i} is {type(layer).__name__}"
+                    f"{' (reverse)' if isinstance(layer, Recurrent) else ''}: only a stack of "
+                    f"forward layers can be stepped one step at a time."
+                )
+        if state is None:
+            state = self.initial_state(x.shape[0], x.unsqueeze(0))
+        finals = []
+        for i, layer in enumerate(self.layers):
+            x, layer_state = layer.step(x, map_state(lambda s, i=i: s[i : i + 1], state))
+            finals.append(layer_state)
+            if self.dropout and self.training and i < len(self.layers) - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+        return x, cat_states(finals)
 
     # -- weights to and from torch.nn ------------------------------------------------------
     def torch_parameter_names(self) -> dict[str, Tensor]:
