@@ -1,0 +1,155 @@
+"""Truncated BPTT: windows, gradient cut at the boundary, carried state, clipping."""
+
+import math
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.tbptt import tbptt_windows, truncated_bptt
+
+
+class SeqModel(torch.nn.Module):
+    """x (B, T, I) -> y (B, T, O), carrying the recurrent state."""
+
+    def __init__(self, I=2, H=5, O=1, cell="rnn"):
+        super().__init__()
+        cls = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell]
+        self.rnn = cls(I, H)
+        self.out = torch.nn.Linear(H, O)
+
+    def forward(self, x, state=None):
+        h, state = self.rnn(x, state)
+        return self.out(h), state
+
+
+def mse(y, t):
+    return ((y - t) ** 2).mean()
+
+
+@pytest.mark.parametrize(
+    "T, k1, k2, expected",
+    [
+        (10, 4, None, [(0, 0, 0, 4), (4, 4, 4, 8), (8, 8, 8, 10)]),
+        (10, 4, 6, [(0, 0, 0, 4), (2, 2, 4, 8), (6, 6, 8, 10)]),
+        (10, 4, 2, [(0, 2, 0, 4), (4, 6, 4, 8), (8, 8, 8, 10)]),
+        (3, 5, None, [(0, 0, 0, 3)]),
+    ],
+)
+def test_windows(T, k1, k2, expected):
+    got = [(w.start, w.cut, w.loss_start, w.end) for w in tbptt_windows(T, k1, k2)]
+    assert got == expected
+    # every step's loss is counted exactly once
+    assert [t for w in tbptt_windows(T, k1, k2) for t in range(w.loss_start, w.end)] == list(
+        range(T)
+    )
+
+
+@pytest.mark.parametrize("name, bad", [("k1", 0), ("k2", -1), ("T", 0)])
+def test_windows_reject_bad_sizes(name, bad):
+    args = {"T": 10, "k1": 3, "k2": 3} | {name: bad}
+    with pytest.raises(ValueError, match=name):
+        tbptt_windows(args["T"], args["k1"], args["k2"])
+
+
+def _frozen_run(model, x, y, k1, k2):
+    """Run TBPTT with lr=0 so weights stay put; return x.grad."""
+    x = x.clone().requires_grad_(True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    truncated_bptt(model, x, y, mse, opt, k1=k1, k2=k2)
+    return x.grad
+
+
+def test_gradient_stops_at_window_boundary():
+    torch.manual_seed(0)
+    model = SeqModel().double()
+    x = torch.randn(3, 12, 2, dtype=torch.float64)
+    y = torch.randn(3, 12, 1, dtype=torch.float64)
+    grad = _frozen_run(model, x, y, k1=4, k2=4)
+
+    # Independent computation: each window's loss backpropagated within the window only,
+    # from the true carried state (computed without gradients).
+    expected = torch.zeros_like(x)
+    with torch.no_grad():
+        _, s4 = model(x[:, :4])
+        _, s8 = model(x[:, :8])
+    for a, b, s in [(0, 4, None), (4, 8, s4), (8, 12, s8)]:
+        xw = x[:, a:b].clone().requires_grad_(True)
+        out, _ = model(xw, s)
+        (g,) = torch.autograd.grad(mse(out, y[:, a:b]), xw)
+        expected[:, a:b] = g
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-14)
+
+    # Full BPTT would differ: later losses reach back into earlier windows.
+    xf = x.clone().requires_grad_(True)
+    out, _ = model(xf)
+    losses = [mse(out[:, a:b], y[:, a:b]) for a, b in [(0, 4), (4, 8), (8, 12)]]
+    (full,) = torch.autograd.grad(sum(losses), xf)
+    assert not torch.allclose(full[:, :4], grad[:, :4])
+
+
+def test_longer_backprop_k2_reaches_back_k2_steps():
+    torch.manual_seed(1)
+    model = SeqModel().double()
+    x = torch.randn(2, 6, 2, dtype=torch.float64)
+    y = torch.randn(2, 6, 1, dtype=torch.float64)
+    grad = _frozen_run(model, x, y, k1=2, k2=4)
+    # windows: losses [0,2) from 0; [2,4) from 0; [4,6) from 2.
+    xf = x.clone().requires_grad_(True)
+    out, _ = model(xf[:, :4])
+    (g_early,) = torch.autograd.grad(mse(out[:, :2], y[:, :2]) + mse(out[:, 2:4], y[:, 2:4]), xf)
+    torch.testing.assert_close(grad[:, :2], g_early[:, :2], rtol=1e-10, atol=1e-14)
+    with torch.no_grad():
+        _, s2 = model(x[:, :2])
+    xw = x[:, 2:6].clone().requires_grad_(True)
+    out, _ = model(xw, s2)
+    (g_last,) = torch.autograd.grad(mse(out[:, 2:], y[:, 4:6]), xw)
+    torch.testing.assert_close(grad[:, 2:4], g_early[:, 2:4] + g_last[:, :2], rtol=1e-10, atol=0)
+    torch.testing.assert_close(grad[:, 4:6], g_last[:, 2:], rtol=1e-10, atol=0)
+
+
+def test_shorter_backprop_k2_detaches_inside_the_window():
+    torch.manual_seed(2)
+    model = SeqModel().double()
+    x = torch.randn(2, 4, 2, dtype=torch.float64)
+    y = torch.randn(2, 4, 1, dtype=torch.float64)
+    grad = _frozen_run(model, x, y, k1=4, k2=1)
+    # Only the last step is backpropagated through the recurrence: the loss at step t
+    # reaches x_t, and (for t < 3) nothing earlier, because the state is cut at step 3.
+    xf = x.clone().requires_grad_(True)
+    out, _ = model(xf)
+    (full,) = torch.autograd.grad(mse(out, y), xf)
+    assert torch.allclose(grad[:, 3], full[:, 3])  # last step: same as full BPTT
+    assert not torch.allclose(grad[:, :3], full[:, :3])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_trains_across_windows_carrying_state(cell):
+    """A long sequence in windows: no 'backward through the graph a second time', loss falls."""
+    torch.manual_seed(0)
+    t = torch.arange(201, dtype=torch.float32)
+    wave = torch.sin(t * 2 * math.pi / 25).view(1, -1, 1).repeat(4, 1, 1)
+    x, y = wave[:, :-1], wave[:, 1:]
+    model = SeqModel(I=1, H=16, cell=cell)
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    first = truncated_bptt(model, x, y, mse, opt, k1=20)
+    state = first.state
+    for _ in range(5):
+        res = truncated_bptt(model, x, y, mse, opt, k1=20, state=state)
+        state = res.state
+    assert len(first.losses) == math.ceil(200 / 20)
+    assert res.losses[-1] < 0.1 * first.losses[0]
+    h = state[0] if isinstance(state, tuple) else state
+    assert not h.requires_grad  # detached: safe to carry into the next batch
+
+
+def test_clipping_bounds_the_update():
+    torch.manual_seed(0)
+    model = SeqModel()
+    x, y = torch.randn(2, 8, 2) * 10, torch.randn(2, 8, 1) * 10
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    res = truncated_bptt(model, x, y, mse, opt, k1=8, clip_norm=0.01)
+    after = torch.nn.utils.parameters_to_vector(model.parameters())
+    assert res.grad_norms[0] > 0.01  # the pre-clip norm was larger ...
+    assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-4)  # ... the step is not
