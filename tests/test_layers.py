@@ -677,3 +677,29 @@ def test_detach_state():
             assert torch.equal(d, s) and d.data_ptr() == s.data_ptr()  # same values, no copy
         assert all(s.requires_grad for s in as_tuple(state))  # the original is untouched
     assert rnnkit.detach_state(None) is None
+
+
+def test_to_torch_works_for_a_stack_forced_onto_the_explicit_path():
+    model = rnnkit.LSTM(3, 4, 2, fused=False).double()
+    assert not model.single_call and model.torch_equivalent_reason() is None
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    torch.testing.assert_close(model(x)[0], model.to_torch()(x)[0])
+    with pytest.raises(ValueError, match="merges directions by 'sum'"):
+        rnnkit.GRU(3, 4, bidirectional=True, merge="sum").to_torch()
+
+
+def test_step_matches_forward_and_checks_the_state():
+    torch.manual_seed(0)
+    model = rnnkit.GRU(3, 4, 2).double().eval()
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    out, final = model(x)
+    state, steps = None, []
+    for t in range(6):
+        y, state = model.step(x[:, t], state)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), out)
+    torch.testing.assert_close(state, final)
+    with pytest.raises(ValueError, match=r"argument `state` has shape \(2, 3, 4\)"):
+        model.step(x[:, 0], torch.zeros(2, 3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="forward layers"):
+        rnnkit.GRU(3, 4, bidirectional=True).step(x[:, 0].float())

@@ -23,6 +23,7 @@ from .layers import (
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
 from .tbptt import tbptt_windows, truncated_bptt
+from .trainer import Trainer, TrainerConfig
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,8 @@ __all__ = [
     "detach_state",
     "truncated_bptt",
     "tbptt_windows",
+    "Trainer",
+    "TrainerConfig",
     "init_cell",
     "initialize",
     "hidden_gradient_norms",

@@ -376,6 +376,8 @@ class Recurrent(nn.Module):
             raise ValueError("A reverse layer cannot be stepped: it reads the sequence backwards.")
         if state is None:
             state = self.initial_state(x.shape[0], x.unsqueeze(0))
+        else:
+            check_state(type(self).__name__, state, self.initial_state(x.shape[0], x.unsqueeze(0)))
         state = self.cell(x, map_state(lambda s: s.squeeze(0), state))
         return self.cell.output(state), map_state(lambda s: s.unsqueeze(0), state)
 
@@ -628,7 +630,8 @@ class Stack(nn.Module):
             below, above = layers[i - 1].output_size, layers[i].input_size
             if below != above:
                 raise ValueError(
-                    f"Layer {i} reads input_size={above}, but layer {i - 1} outputs {below}."
+                    f"Argument `layers`: layer {i} reads input_size={above}, but layer "
+                    f"{i - 1} outputs {below}."
                 )
         self.layers = nn.ModuleList(layers)
         self.dropout = dropout
@@ -669,25 +672,37 @@ class Stack(nn.Module):
     @property
     def single_call(self) -> bool:
         """Whether the whole stack runs as one call of the fused kernel, as torch.nn does."""
-        if not self.fused:
-            return False
+        return self.fused and self.torch_equivalent_reason() is None
+
+    def torch_equivalent_reason(self) -> str | None:
+        """Why no single torch.nn.RNN/LSTM/GRU computes this stack, or None if one does.
+
+        Unlike :attr:`not_fused_reason` this ignores ``fused=False``: a stack forced onto
+        the explicit path still has a torch.nn twin for :meth:`to_torch`.
+        """
         first = self.layers[0]
-        for layer in self.layers:
-            if type(layer) is not type(first) or layer.fused_mode != first.fused_mode:
-                return False
-            if layer.hidden_size != first.hidden_size:
-                return False
-            if isinstance(layer, Recurrent) and layer.reverse:
-                return False
-            if isinstance(layer, Bidirectional) and layer.merge != "concat":
-                return False
+        bias = _layer_cells(first)[0].bias
+        for i, layer in enumerate(self.layers):
             cells = _layer_cells(layer)
-            if (
-                any(c.bias != cells[0].bias for c in cells)
-                or cells[0].bias != _layer_cells(first)[0].bias
+            if not all(_is_plain_cell(c) and c.fused_mode for c in cells):
+                reason = next(
+                    c.not_fused_reason or f"{type(c).__name__} has no torch.nn kernel"
+                    for c in cells
+                    if not (_is_plain_cell(c) and c.fused_mode)
+                )
+                return f"layer {i}: {reason}"
+            if type(layer) is not type(first) or any(
+                c.fused_mode != cells[0].fused_mode or c.fused_mode != first.fused_mode
+                for c in cells
             ):
-                return False
-        return True
+                return f"layer {i} differs from layer 0 in cell type or direction"
+            if layer.hidden_size != first.hidden_size or any(c.bias != bias for c in cells):
+                return f"layer {i} differs from layer 0 in hidden_size or bias"
+            if isinstance(layer, Recurrent) and layer.reverse:
+                return f"layer {i} runs reversed on its own (torch.nn has no such layer)"
+            if isinstance(layer, Bidirectional) and layer.merge != "concat":
+                return f"layer {i} merges directions by {layer.merge!r} (torch.nn concatenates)"
+        return None
 
     def extra_repr(self) -> str:
         if self.single_call:
@@ -775,6 +790,8 @@ class Stack(nn.Module):
                 )
         if state is None:
             state = self.initial_state(x.shape[0], x.unsqueeze(0))
+        else:
+            check_state(type(self).__name__, state, self.initial_state(x.shape[0], x.unsqueeze(0)))
         finals = []
         for i, layer in enumerate(self.layers):
             x, layer_state = layer.step(x, map_state(lambda s, i=i: s[i : i + 1], state))
@@ -815,12 +832,10 @@ class Stack(nn.Module):
 
     @torch.no_grad()
     def to_torch(self) -> nn.RNNBase:
-        """A torch.nn.RNN/LSTM/GRU with a copy of these weights (fusable stacks only)."""
-        if not self.single_call:
-            raise ValueError(
-                f"This stack has no torch.nn equivalent: "
-                f"{self.not_fused_reason or 'its layers differ in kind, size or merge mode'}."
-            )
+        """A torch.nn.RNN/LSTM/GRU with a copy of these weights (torch-shaped stacks only)."""
+        reason = self.torch_equivalent_reason()
+        if reason:
+            raise ValueError(f"This stack has no torch.nn equivalent: {reason}.")
         mode = self.layers[0].fused_mode
         cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
         kwargs = {"nonlinearity": "tanh" if mode == "RNN_TANH" else "relu"} if cls is nn.RNN else {}
