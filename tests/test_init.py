@@ -32,7 +32,13 @@ def _seed():
 def test_exports():
     assert set(SCHEMES) >= {"uniform", "xavier", "lecun", "orthogonal", "identity", "zeros"}
     assert set(PRESETS) >= {
-        "torch", "xavier", "lecun", "orthogonal", "xavier-orthogonal", "identity", "irnn"
+        "torch",
+        "xavier",
+        "lecun",
+        "orthogonal",
+        "xavier-orthogonal",
+        "identity",
+        "irnn",
     }
 
 

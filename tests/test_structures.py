@@ -87,9 +87,7 @@ def test_one_to_many_learns_two_sequences_from_two_seeds():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    out = model.generate(
-        seeds, embed(torch.full((2,), start)), 5, lambda y: embed(y.argmax(-1))
-    )
+    out = model.generate(seeds, embed(torch.full((2,), start)), 5, lambda y: embed(y.argmax(-1)))
     assert out.argmax(-1).tolist() == targets.tolist()
 
 

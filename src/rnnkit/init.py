@@ -108,9 +108,7 @@ def _check_scheme(arg: str, value: object) -> None:
     if callable(value):
         return
     if not isinstance(value, str) or value not in SCHEMES:
-        raise ValueError(
-            f"Argument `{arg}` must be one of {SCHEMES} or a callable, got {value!r}."
-        )
+        raise ValueError(f"Argument `{arg}` must be one of {SCHEMES} or a callable, got {value!r}.")
 
 
 def _check_bias(value: object) -> None:

@@ -29,6 +29,7 @@ from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .cells import GRUCell, LSTMCell, RNNCell, State, check_input_size
+from .sequence import run_sequence, sequence_kernel
 
 MERGE_MODES = ("concat", "sum", "mean")
 INITIAL_STATES = ("zeros", "learned")
@@ -408,6 +409,13 @@ class Recurrent(nn.Module):
         if self.reverse:
             x = reverse_padded(x, lengths)
         state = map_state(lambda s: s.squeeze(0), state)  # (B, *state)
+        if not return_internals and sequence_kernel(cell) is not None:
+            # The dense cells: the whole sequence as one autograd node with a hand-written
+            # backward and one product per weight gradient (rnnkit.sequence), not one per step.
+            out, state = run_sequence(cell, x, state, lengths)  # (T, B, H)
+            if self.reverse:
+                out = reverse_padded(out, lengths)
+            return out, map_state(lambda s: s.unsqueeze(0), state), None
         steps = T if lengths is None else int(lengths.max())
         # Hoisted out of the loop: the input half of every step in one product.
         xp = cell.project_input(x[:steps])  # (steps, B, G*H, ...)
