@@ -4,8 +4,10 @@ One training step of a character language model: embedding (or a random input) -
 recurrent stack -> linear -> cross-entropy -> backward -> Adam. For each cell type:
 
 * ``torch.nn``   torch.nn.LSTM / GRU / RNN, the baseline;
-* ``fused``      rnnkit's default path: torch's fused kernel on rnnkit's parameters;
+* ``fused``      ``fused=True``: torch's fused kernel on rnnkit's parameters;
 * ``explicit``   ``fused=False``: rnnkit's own time loop (rnnkit.sequence for dense cells);
+                 with the default ``fused=None`` the CPU runs this for GRU and RNN, and
+                 ``fused`` for the LSTM (see ``rnnkit.layers.CPU_SEQUENCE_FASTER``);
 * ``stepped``    the generic per-step loop every other cell takes (a subclass of the cell,
                  so the whole-sequence kernel does not apply): what ``explicit`` replaced;
 * ``reset=before`` (GRU only) the lecture's GRU, which has no fused kernel.
@@ -90,7 +92,7 @@ def build_rnn(cell: str, variant: str, cfg: Config, input_size: int) -> nn.Modul
         sizes = [input_size] + [H] * (L - 1)
         return Stack([Recurrent(cls(size, H), fused=False) for size in sizes])
     cls = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU, "rnn": rnnkit.RNN}[cell]
-    kwargs = {"fused": False} if variant == "explicit" else {}
+    kwargs = {"fused": variant == "fused"}
     if variant == "reset=before":
         kwargs = {"reset": "before"}
     if cell == "lstm":

@@ -27,8 +27,18 @@ def _seed():
 # -- helpers -------------------------------------------------------------------------------
 
 
+def torch_kernel(kind: str, fused: bool | None) -> bool | None:
+    """fused=None in these tests means torch's kernel wherever one exists.
+
+    (On the CPU, a layer left at fused=None runs rnnkit's sequence kernel for the GRU and
+    vanilla RNN, because it is faster there; fused=True asks for torch's kernel.)
+    """
+    return True if fused is None and kind != "gru-before" else fused
+
+
 def make(kind: str, **kwargs) -> Stack:
     """An rnnkit RNN/LSTM/GRU in float64. kind: rnn-tanh, rnn-relu, lstm, gru, gru-before."""
+    kwargs["fused"] = torch_kernel(kind, kwargs.get("fused"))
     if kind.startswith("rnn"):
         model = rnnkit.RNN(I, H, nonlinearity=kind[4:], **kwargs)
     elif kind == "lstm":
@@ -241,7 +251,7 @@ def test_fused_matches_explicit(case, inputs):
 @pytest.mark.parametrize("kind", KINDS)
 def test_reverse_single_layer_fused_matches_explicit(kind, lengths):
     cell = make_cell(kind)
-    fused = Recurrent(cell, reverse=True)
+    fused = Recurrent(cell, reverse=True, fused=torch_kernel(kind, None))
     explicit = Recurrent(cell, reverse=True, fused=False)  # the same cell, the same weights
     assert fused.fused and not explicit.fused
     stack = Stack([fused])
@@ -263,8 +273,8 @@ def test_reverse_single_layer_fused_matches_explicit(kind, lengths):
 @pytest.mark.parametrize("fused", [None, False], ids=["fused", "explicit"])
 def test_reverse_is_forward_on_each_flipped_sequence(fused):
     cell = make_cell("gru")
-    backward = Recurrent(cell, reverse=True, fused=fused)
-    forward = Recurrent(cell, fused=fused)
+    backward = Recurrent(cell, reverse=True, fused=torch_kernel("gru", fused))
+    forward = Recurrent(cell, fused=torch_kernel("gru", fused))
     x = randn(B, T, I)
     out, h = backward(x, lengths=LENGTHS)
     for b, L in enumerate(LENGTHS):
@@ -322,7 +332,7 @@ def test_merge_modes_combine_the_concat_halves(merge, fused):
 @pytest.mark.parametrize("kind", KINDS + ["gru-before"])
 def test_layer_gradcheck_with_lengths(kind, reverse, fused):
     cell = make_cell(kind, input_size=2)
-    layer = Recurrent(cell, reverse=reverse, fused=fused)  # gru-before: explicit either way
+    layer = Recurrent(cell, reverse=reverse, fused=torch_kernel(kind, fused))
     names = [n for n, _ in layer.named_parameters()]
     params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
     x = randn(2, 3, 2, requires_grad=True)  # (B, T, I)
@@ -344,7 +354,7 @@ def test_layer_gradcheck_with_lengths(kind, reverse, fused):
 
 def build(kind: str, direction: str, fused: bool | None) -> nn.Module:
     if direction == "reverse":
-        return Recurrent(make_cell(kind), reverse=True, fused=fused)
+        return Recurrent(make_cell(kind), reverse=True, fused=torch_kernel(kind, fused))
     return make(kind, num_layers=2, bidirectional=direction == "bidirectional", fused=fused)
 
 
@@ -703,3 +713,39 @@ def test_step_matches_forward_and_checks_the_state():
         model.step(x[:, 0], torch.zeros(2, 3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="forward layers"):
         rnnkit.GRU(3, 4, bidirectional=True).step(x[:, 0].float())
+
+
+def test_backend_says_what_runs_where():
+    """On the CPU the GRU and RNN run rnnkit's sequence kernel (faster than torch's
+    unfused CPU loop); the LSTM runs oneDNN; on CUDA all three run cuDNN."""
+    from rnnkit.layers import BACKENDS
+
+    torch_k, seq_k, loop = BACKENDS
+    assert rnnkit.LSTM(3, 4, 2).backend("cpu") == torch_k
+    assert rnnkit.GRU(3, 4, 2).backend("cpu") == seq_k
+    assert rnnkit.RNN(3, 4, bidirectional=True).backend("cpu") == seq_k
+    for model in (rnnkit.LSTM(3, 4), rnnkit.GRU(3, 4), rnnkit.RNN(3, 4)):
+        assert model.backend("cuda") == torch_k
+    assert rnnkit.GRU(3, 4, fused=True).backend("cpu") == torch_k
+    assert rnnkit.GRU(3, 4, reset="before").backend("cuda") == seq_k
+    assert rnnkit.LSTM(3, 4, fused=False).backend("cpu") == seq_k
+    assert Recurrent(rnnkit.ConvGRUCell(3, 4)).backend("cpu") == loop
+    # and it is what actually runs: the sequence kernel is one autograd node
+    x = torch.randn(2, 5, 3, requires_grad=True)
+    out, _ = rnnkit.GRU(3, 4)(x)
+    assert any("GRUSequence" in type(f).__name__ for f in _walk(out.grad_fn))
+    out, _ = rnnkit.GRU(3, 4, fused=True)(x)
+    assert not any("Sequence" in type(f).__name__ for f in _walk(out.grad_fn))
+
+
+def _walk(fn, seen=None):
+    """Every node of an autograd graph below `fn`."""
+    seen = set() if seen is None else seen
+    stack = [fn]
+    while stack:
+        f = stack.pop()
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        yield f
+        stack.extend(n for n, _ in f.next_functions)

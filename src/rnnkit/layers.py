@@ -10,14 +10,24 @@ States follow ``torch.nn``'s layout throughout: a leading dimension of
 ``num_layers * num_directions``, so ``h_n`` of a two-layer bidirectional LSTM is
 ``(4, B, H)`` and a single ``Recurrent`` returns ``(1, B, H)``.
 
-**Fused fast path.** Where a configuration is exactly what ``torch.nn.RNN``,
-``LSTM`` or ``GRU`` computes, the layer hands the *same parameters* to the fused
-kernel those modules call (oneDNN on CPU for the LSTM, cuDNN on GPU), variable
-lengths included (through packing). Every layer tells whether it runs fused and,
-if not, why: ``layer.fused`` and ``layer.not_fused_reason``. A ``Stack`` of
-fusable layers runs all its layers in one kernel call, as ``torch.nn.LSTM`` does.
-``fused=False`` forces the explicit per-step path (which also serves
-``return_internals=True``); ``fused=True`` raises if the kernel cannot be used.
+**Three backends.** ``layer.backend(device)`` says which one runs a layer:
+
+* *torch fused kernel*: where a configuration is exactly what ``torch.nn.RNN``,
+  ``LSTM`` or ``GRU`` computes, the layer hands the *same parameters* to the kernel
+  those modules call (oneDNN on CPU for the LSTM, cuDNN on GPU), variable lengths
+  included (through packing). A ``Stack`` of such layers is one kernel call for all
+  its layers, as ``torch.nn.LSTM`` is.
+* *rnnkit sequence kernel* (:mod:`rnnkit.sequence`): for the dense cells, the whole
+  sequence as one autograd node with backpropagation through time written out. It
+  serves ``GRUCell(reset="before")`` and ``fused=False``, and on the CPU the GRU and
+  vanilla RNN by default, because torch fuses only the LSTM there and this kernel
+  trains the other two faster than torch's per-step CPU loop.
+* *per-step cell loop*: any other cell (convolutional, custom), and every layer
+  asked for ``return_internals=True``.
+
+``layer.fused`` and ``layer.not_fused_reason`` tell whether torch's kernel can run
+and, if not, why. ``fused=True`` insists on it (and raises where it cannot run);
+``fused=False`` never uses it.
 """
 
 from __future__ import annotations
@@ -166,6 +176,33 @@ def _internals_to_batch(internals, batch_first: bool):
 
 _KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
+# On the CPU torch fuses only the LSTM (oneDNN); its GRU and vanilla RNN run a generic
+# per-step loop, which rnnkit's whole-sequence kernels (rnnkit.sequence) beat in training
+# (benchmarks/bench_layers.py: 1.04-1.29x) and match in inference. So with fused=None
+# those two run rnnkit's kernel on the CPU and torch's (cuDNN) on the GPU.
+CPU_SEQUENCE_FASTER = frozenset({"GRU", "RNN_TANH", "RNN_RELU"})
+
+BACKENDS = ("torch fused kernel", "rnnkit sequence kernel", "per-step cell loop")
+
+
+def choose_backend(layer: nn.Module, device: torch.device | str) -> str:
+    """Which of BACKENDS a layer runs on `device` (without return_internals)."""
+    device = torch.device(device)
+    if layer.fused:
+        wants_torch = getattr(layer, "fused_request", None) is True
+        if wants_torch or device.type != "cpu" or layer.fused_mode not in CPU_SEQUENCE_FASTER:
+            return BACKENDS[0]
+    cells = (
+        _layer_cells(layer)
+        if not isinstance(layer, Stack)
+        else [c for sub in layer.layers for c in _layer_cells(sub)]
+    )
+    from .sequence import sequence_kernel
+
+    if all(sequence_kernel(c) is not None for c in cells):
+        return BACKENDS[1]
+    return BACKENDS[2]
+
 
 def fused_forward(
     mode: str,
@@ -234,8 +271,9 @@ class Recurrent(nn.Module):
         batch_first: input and output are (B, T, ...) if True, else (T, B, ...).
         initial_state: ``"zeros"``, or ``"learned"`` (a parameter per state tensor,
             shared over the batch). A state passed to ``forward`` overrides it.
-        fused: None picks the fused kernel when the cell allows it; False forces the
-            explicit per-step loop; True raises if the kernel cannot be used.
+        fused: None picks the fastest backend for the device (see the module docstring);
+            True requires torch's fused kernel (raises if the cell has none); False
+            never uses it.
 
     ``forward(input, state=None, *, lengths=None, return_internals=False)``:
 
@@ -313,6 +351,10 @@ class Recurrent(nn.Module):
     def fused(self) -> bool:
         return self.not_fused_reason is None
 
+    def backend(self, device: torch.device | str = "cpu") -> str:
+        """What runs this layer on `device`: one of ``rnnkit.layers.BACKENDS``."""
+        return choose_backend(self, device)
+
     def extra_repr(self) -> str:
         how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
         return f"reverse={self.reverse}, batch_first={self.batch_first}, {how}"
@@ -361,7 +403,7 @@ class Recurrent(nn.Module):
             state = self.initial_state(B, x)
         else:
             self._check_state(state, B, x)
-        if self.fused and not return_internals:
+        if not return_internals and choose_backend(self, x.device) == BACKENDS[0]:
             check_input_size(type(self.cell).__name__, x, self.cell.input_size)
             return self._run_fused(x, lengths, state) + (None,)
         return self._run_explicit(x, lengths, state, return_internals)
@@ -543,6 +585,15 @@ class Bidirectional(nn.Module):
     def fused(self) -> bool:
         return self.not_fused_reason is None
 
+    @property
+    def fused_request(self) -> bool | None:
+        requests = {self.forward_layer.fused_request, self.backward_layer.fused_request}
+        return True if True in requests else False if False in requests else None
+
+    def backend(self, device: torch.device | str = "cpu") -> str:
+        """What runs this layer on `device`: one of ``rnnkit.layers.BACKENDS``."""
+        return choose_backend(self, device)
+
     def extra_repr(self) -> str:
         how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
         return f"merge={self.merge!r}, {how}"
@@ -577,7 +628,7 @@ class Bidirectional(nn.Module):
             state = self.initial_state(B, x)
         else:
             check_state(type(self).__name__, state, self.initial_state(B, x))
-        if self.fused and not return_internals:
+        if not return_internals and choose_backend(self, x.device) == BACKENDS[0]:
             fl, bl = self.forward_layer, self.backward_layer
             check_input_size(type(fl.cell).__name__, x, fl.cell.input_size)
             out, state = fused_forward(
@@ -678,6 +729,23 @@ class Stack(nn.Module):
         return self.not_fused_reason is None
 
     @property
+    def fused_mode(self) -> str | None:
+        return self.layers[0].fused_mode
+
+    @property
+    def fused_request(self) -> bool | None:
+        requests = {layer.fused_request for layer in self.layers}
+        return True if True in requests else False if False in requests else None
+
+    def backend(self, device: torch.device | str = "cpu") -> str:
+        """What runs this stack on `device`: one of ``rnnkit.layers.BACKENDS``.
+
+        A stack whose layers differ reports the slowest of them.
+        """
+        backends = [choose_backend(layer, device) for layer in self.layers]
+        return max(backends, key=BACKENDS.index)
+
+    @property
     def single_call(self) -> bool:
         """Whether the whole stack runs as one call of the fused kernel, as torch.nn does."""
         return self.fused and self.torch_equivalent_reason() is None
@@ -752,7 +820,11 @@ class Stack(nn.Module):
             state = self.initial_state(B, x)
         else:
             check_state(type(self).__name__, state, self.initial_state(B, x))
-        if self.single_call and not return_internals:
+        if (
+            self.single_call
+            and not return_internals
+            and choose_backend(self, x.device) == BACKENDS[0]
+        ):
             weights = [
                 w for layer in self.layers for c in _layer_cells(layer) for w in _cell_weights(c)
             ]
