@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__
+from ._malloc import tune_glibc_malloc
 
 
 def _cmd_hello(args: argparse.Namespace) -> int:
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
     except ValueError as err:  # bad input: one clear line, no traceback
