@@ -172,6 +172,19 @@ def _internals_to_batch(internals, batch_first: bool):
     return internals.transpose(0, 1) if batch_first else internals
 
 
+def run_layer(layer: nn.Module, input, state, lengths, return_internals: bool):
+    """The public forward of every layer: normalise the input, run the time-major core.
+
+    (B, T, ...) or (T, B, ...) or packed -> layer.run on (T, B, ...) -> the same layout.
+    """
+    x, lengths, packed = _to_time_major(input, lengths, layer.batch_first, type(layer).__name__)
+    out, state, internals = layer.run(x, lengths, state, return_internals=return_internals)
+    out = _from_time_major(out, lengths, layer.batch_first, packed)
+    if return_internals:
+        return out, state, _internals_to_batch(internals, layer.batch_first)
+    return out, state
+
+
 # -- the fused kernels ------------------------------------------------------------------
 
 _KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -382,12 +395,7 @@ class Recurrent(nn.Module):
         lengths: Tensor | Sequence[int] | None = None,
         return_internals: bool = False,
     ):
-        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
-        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
-        out = _from_time_major(out, lengths, self.batch_first, packed)
-        if return_internals:
-            return out, state, _internals_to_batch(internals, self.batch_first)
-        return out, state
+        return run_layer(self, input, state, lengths, return_internals)
 
     def run(
         self,
@@ -614,12 +622,7 @@ class Bidirectional(nn.Module):
         lengths: Tensor | Sequence[int] | None = None,
         return_internals: bool = False,
     ):
-        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
-        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
-        out = _from_time_major(out, lengths, self.batch_first, packed)
-        if return_internals:
-            return out, state, _internals_to_batch(internals, self.batch_first)
-        return out, state
+        return run_layer(self, input, state, lengths, return_internals)
 
     def run(self, x, lengths, state, *, return_internals=False):
         """Time-major core: x (T, B, ...) -> output (T, B, F), state (2, B, ...)."""
@@ -806,12 +809,7 @@ class Stack(nn.Module):
 
         With ``return_internals=True`` also a list with each layer's internals.
         """
-        x, lengths, packed = _to_time_major(input, lengths, self.batch_first, type(self).__name__)
-        out, state, internals = self.run(x, lengths, state, return_internals=return_internals)
-        out = _from_time_major(out, lengths, self.batch_first, packed)
-        if return_internals:
-            return out, state, _internals_to_batch(internals, self.batch_first)
-        return out, state
+        return run_layer(self, input, state, lengths, return_internals)
 
     def run(self, x, lengths, state, *, return_internals=False):
         B = x.shape[1]
