@@ -20,12 +20,12 @@ demo: $(STAMP)
 	$(VENV)/bin/rnnkit hello
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests $(wildcard benchmarks)
+	$(PY) -m ruff check src tests $(wildcard benchmarks) $(wildcard scripts)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests $(wildcard benchmarks)
-	$(PY) -m ruff format --check src tests $(wildcard benchmarks)
+	$(PY) -m ruff check src tests $(wildcard benchmarks) $(wildcard scripts)
+	$(PY) -m ruff format --check src tests $(wildcard benchmarks) $(wildcard scripts)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py

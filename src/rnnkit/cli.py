@@ -2,6 +2,7 @@
 
 rnnkit hello       the lecture's toy RNN learns "hello"
 rnnkit gradients   vanishing and exploding gradients, measured and plotted
+rnnkit data        list the text corpora, fetch one into the cache
 """
 
 from __future__ import annotations
@@ -70,6 +71,30 @@ def _cmd_gradients(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from .corpora import CORPORA, cache_dir
+
+    print(f"corpora (cache: {cache_dir()}):")
+    for c in CORPORA.values():
+        state = "bundled" if c.source is None else "cached" if c.is_cached() else "-"
+        source = c.source or "bundled with rnnkit"
+        print(f"  {c.name:12s} {state:8s} {c.chars / 1e6:6.2f} M chars  {c.description}")
+        print(f"  {'':12s} {'':8s} {'':14s}  source {source}; licence {c.licence}")
+    return 0
+
+
+def _cmd_data_get(args: argparse.Namespace) -> int:
+    from .corpora import FetchError, fetch
+
+    try:
+        path = fetch(args.name, log=lambda msg: print(msg, file=sys.stderr))
+    except FetchError as err:
+        print(f"rnnkit data get: error: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent neural networks, from the lectures to real use."
@@ -103,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="gradients.png", help="where to write the plot")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_gradients)
+
+    p = sub.add_parser("data", help="list the text corpora, fetch one into the cache")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = data_sub.add_parser("list", help="name, size, source, licence; which are cached")
+    q.set_defaults(func=_cmd_data_list)
+    q = data_sub.add_parser(
+        "get",
+        help="fetch a corpus (sha256-checked) into $RNNKIT_DATA and print its path",
+    )
+    q.add_argument("name", help="corpus name, see `rnnkit data list`")
+    q.set_defaults(func=_cmd_data_get)
     return parser
 
 
