@@ -8,6 +8,7 @@ Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
 from . import init, reference
 from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
+from .charlm import CharLM, CharLMConfig, load
 from .conv import ConvGRUCell, ConvLSTMCell
 from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
 from .init import init_cell, initialize
@@ -64,6 +65,10 @@ __all__ = [
     "hidden_gradient_norms",
     "largest_singular_values",
     "plot_gradient_norms",
+    # applications
+    "CharLM",
+    "CharLMConfig",
+    "load",
     # modules
     "init",
     "reference",

@@ -3,13 +3,18 @@
 rnnkit hello       the lecture's toy RNN learns "hello"
 rnnkit gradients   vanishing and exploding gradients, measured and plotted
 rnnkit data        list the text corpora, fetch one into the cache
+rnnkit train       train a model (charlm: a character-level language model)
+rnnkit sample      sample text from a character model, streamed as it is made
+rnnkit eval        bits per character of a character model on a text
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -95,6 +100,101 @@ def _cmd_data_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_charlm(args: argparse.Namespace) -> int:
+    from .charlm import CharLMConfig, TrainConfig, train
+
+    model_cfg = CharLMConfig(
+        cell=args.cell,
+        num_layers=args.layers,
+        hidden_size=args.hidden_size,
+        embedding_size=args.embedding_size,
+        dropout=args.dropout,
+    )
+    train_cfg = TrainConfig(
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        steps=args.steps if args.steps is not None else TrainConfig.steps,
+        minutes=args.minutes,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_steps=args.warmup,
+        clip_norm=args.clip,
+        val_fraction=args.val_fraction,
+        eval_every=args.eval_every,
+        eval_chars=args.eval_chars,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    corpus = args.corpus if args.text is None else None
+    if args.text is None and corpus is None:
+        corpus = "shakespeare"
+    out = args.out or f"runs/charlm-{corpus or Path(args.text).stem}"
+    if args.resume:  # the run's own settings; --steps may extend it
+        resume_cfg = train_cfg if args.steps is not None else None
+        if resume_cfg is None and args.no_progress:
+            resume_cfg = TrainConfig(steps=1, progress=False)
+        model, trainer = train(out, resume=True, train_config=resume_cfg)
+    else:
+        model, trainer = train(out, model_cfg, train_cfg, text=args.text, corpus=corpus)
+    print(f"run directory: {out} (best/, latest/, metrics.csv, loss.png)")
+    if args.sample:
+        text = model.sample(length=args.sample, temperature=0.8, seed=args.seed)
+        print(f"\n--- a sample at temperature 0.8 ---\n{text}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .charlm import load
+
+    model = load(args.checkpoint, device=_device(args.device))
+    kwargs = dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num=args.num,
+        seed=args.seed,
+    )
+    if args.num == 1:  # stream the text as it is made
+        gen = model.generate(args.prime, args.length, **kwargs)
+        sys.stdout.write(args.prime)
+        for step in gen:
+            sys.stdout.write(step[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    for i, text in enumerate(model.sample(args.prime, args.length, **kwargs)):
+        print(f"--- sample {i + 1} of {args.num} ---\n{args.prime}{text}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .charlm import load, unigram_entropy
+    from .corpora import fetch, load_text
+
+    model = load(args.checkpoint, device=_device(args.device))
+    path = args.text if args.text is not None else fetch(args.corpus)
+    text = load_text(path)
+    result = model.score(text)
+    ids = model.vocab.encode(text)
+    h1 = unigram_entropy(ids, model.vocab_size)
+    print(
+        f"{path}: {len(text):,} characters\n"
+        f"  model:   {result['nats_per_char']:.4f} nats/char  "
+        f"{result['bits_per_char']:.4f} bits/char\n"
+        f"  unigram: {h1:.4f} nats/char  {h1 / math.log(2):.4f} bits/char "
+        "(character frequencies alone)"
+    )
+    return 0
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnkit", description="Recurrent neural networks, from the lectures to real use."
@@ -139,6 +239,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("name", help="corpus name, see `rnnkit data list`")
     q.set_defaults(func=_cmd_data_get)
+
+    p = sub.add_parser("train", help="train a model: `rnnkit train charlm --help`")
+    train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    q = train_sub.add_parser(
+        "charlm",
+        help="a character-level language model on any UTF-8 text",
+        description="Train a character-level language model: embedding -> stacked "
+        "LSTM/GRU/RNN -> linear, on B parallel streams with truncated BPTT.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--text", help="a UTF-8 text file to train on")
+    src.add_argument(
+        "--corpus", help="a named corpus (`rnnkit data list`); default: the bundled shakespeare"
+    )
+    q.add_argument("--out", help="run directory (default runs/charlm-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    q.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    q.add_argument("--layers", type=int, default=2)
+    q.add_argument("--hidden-size", type=int, default=256)
+    q.add_argument("--embedding-size", type=int, default=64, help="0: one-hot inputs")
+    q.add_argument("--dropout", type=float, default=0.0)
+    q.add_argument("--batch-size", type=int, default=32, help="parallel streams")
+    q.add_argument("--seq-len", type=int, default=64, help="characters per TBPTT window")
+    q.add_argument("--steps", type=int, help="optimizer steps (default 4000)")
+    q.add_argument(
+        "--minutes", type=float, help="train for this long instead of --steps (schedule fits)"
+    )
+    q.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
+    q.add_argument("--schedule", choices=["constant", "cosine", "linear"], default="cosine")
+    q.add_argument("--warmup", type=int, default=50, help="warmup steps")
+    q.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
+    q.add_argument("--val-fraction", type=float, default=0.1)
+    q.add_argument("--eval-every", type=int, default=500, help="steps; 0: at the end only")
+    q.add_argument("--eval-chars", type=int, default=0, help="validation characters; 0: all")
+    q.add_argument("--checkpoint-every", type=int, default=500)
+    q.add_argument("--sample", type=int, default=300, help="characters to sample at the end")
+    q.add_argument("--seed", type=int, default=1234)
+    q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_train_charlm)
+
+    p = sub.add_parser("sample", help="sample text from a character model")
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("--prime", default="", help="text to start from")
+    p.add_argument("--length", type=int, default=1000, help="characters to sample")
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--num", type=int, default=1, help="streams, sampled as one batch")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("eval", help="bits per character of a character model on a text")
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="a UTF-8 text file")
+    src.add_argument("--corpus", help="a named corpus")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 
@@ -147,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
-    except ValueError as err:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: one line
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -243,6 +243,7 @@ class Trainer:
         self._extra_state: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {}
         self._batch_iter: Any = None
         self._stop = False
+        self._bar: Any = None
         for event, fns in (callbacks or {}).items():
             for fn in [fns] if callable(fns) else fns:
                 self.add_callback(event, fn)
@@ -271,6 +272,21 @@ class Trainer:
         if name in self._extra_state:
             raise ValueError(f"Argument `name`: extra state {name!r} is already registered.")
         self._extra_state[name] = (get_state, set_state)
+
+    def set_max_steps(self, max_steps: int) -> None:
+        """Change where training ends, e.g. from a time budget measured in the first steps.
+
+        The learning-rate schedule follows (it reads ``config.max_steps`` each step).
+        """
+        if not isinstance(max_steps, int) or max_steps < max(1, self.step):
+            raise ValueError(
+                f"Argument `max_steps` must be an integer >= the current step {self.step}, "
+                f"got {max_steps!r}."
+            )
+        self.config.max_steps = max_steps
+        if self._bar is not None:
+            self._bar.total = max_steps
+            self._bar.refresh()
 
     def stop(self) -> None:
         """Ask :meth:`fit` to stop after the current step (e.g. early stopping)."""
@@ -310,6 +326,7 @@ class Trainer:
         window = _Window()
         last_eval_step = last_checkpoint_step = -1
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train")
+        self._bar = bar
         try:
             while self.step < cfg.max_steps and not self._stop:
                 lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
@@ -349,6 +366,7 @@ class Trainer:
                     self._fire("on_checkpoint")
         finally:
             bar.close()
+            self._bar = None
             self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
         return self.history
 

@@ -1,0 +1,843 @@
+"""Character-level language models: the lectures' flagship application, end to end.
+
+A :class:`CharLM` reads characters and predicts the next one::
+
+    ids (B, T) -> embedding (B, T, E) -> stacked LSTM/GRU/RNN (B, T, H) -> dropout
+               -> linear (B, T, V) = logits of the next character
+
+trained on B parallel streams through the text with truncated BPTT that carries the
+hidden state from window to window (char-rnn's scheme). The loss is the cross-entropy
+in nats per character; bits per character are nats / ln 2.
+
+Everything a user does with one lives here: :class:`CharLMConfig` (the model) and
+:class:`TrainConfig` (the run), :class:`StreamBatches` (the data with a resumable
+cursor), :func:`train` (through the model-agnostic :class:`rnnkit.Trainer`),
+:meth:`CharLM.sample` / :meth:`CharLM.generate` (streamed, batched, temperature,
+top-k, top-p), :meth:`CharLM.score` (bits per character) and :func:`load`.
+
+A run directory holds::
+
+    RUN/latest/       checkpoint of the last save (weights, optimizer, RNG, data cursor,
+                      carried hidden state) -- what ``--resume`` continues from
+    RUN/best/         weights of the best validation loss so far
+    RUN/metrics.csv   one row per log record and per evaluation
+    RUN/loss.png      training and validation loss against characters seen
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .cells import LSTMCell
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .corpora import CORPORA, Vocab, cache_dir, encode_to_memmap, fetch, split_by_position
+from .layers import GRU, LSTM, RNN, State, detach_state, map_state
+from .trainer import Trainer, TrainerConfig
+
+KIND = "charlm"
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+PathLike = str | os.PathLike
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@dataclass
+class CharLMConfig:
+    """The model: what a checkpoint needs to rebuild it (besides the vocabulary)."""
+
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn" (tanh)
+    num_layers: int = 2
+    hidden_size: int = 256
+    embedding_size: int = 64  # 0: one-hot inputs (input_size = vocabulary size)
+    dropout: float = 0.0  # between layers and before the output layer, while training
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(
+                f"CharLMConfig `cell` must be one of {sorted(CELLS)}, got {self.cell!r}"
+            )
+        for name in ("num_layers", "hidden_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"CharLMConfig `{name}` must be a positive integer, got {v!r}")
+        if not isinstance(self.embedding_size, int) or self.embedding_size < 0:
+            raise ValueError(
+                "CharLMConfig `embedding_size` must be an integer >= 0, "
+                f"got {self.embedding_size!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"CharLMConfig `dropout` must lie in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. The defaults are the tuned ones of the README's benchmark."""
+
+    batch_size: int = 32  # parallel streams through the text
+    seq_len: int = 64  # characters per truncated-BPTT window
+    steps: int = 4000  # optimizer steps (ignored when `minutes` is set)
+    minutes: float | None = None  # train for this long instead: steps set after warmup
+    lr: float = 3e-3
+    schedule: str = "cosine"  # "constant" | "cosine" | "linear"
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    val_fraction: float = 0.1  # the last part of the text, by position
+    eval_every: int = 500  # steps; 0: only at the end
+    eval_chars: int = 0  # characters of validation text per evaluation; 0: all
+    checkpoint_every: int = 500  # steps; 0: only at the end
+    log_every: int = 20
+    seed: int = 1234
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
+        if self.minutes is not None and not (
+            isinstance(self.minutes, (int, float)) and self.minutes > 0
+        ):
+            raise ValueError(f"Argument `minutes` must be a positive number, got {self.minutes!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"Argument `val_fraction` must lie in (0, 1), got {self.val_fraction!r}"
+            )
+
+    def trainer_config(self) -> TrainerConfig:
+        steps = max(self.steps, self.warmup_steps + 1)
+        return TrainerConfig(
+            max_steps=steps,
+            lr=self.lr,
+            optimizer="adam",
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            warmup_steps=min(self.warmup_steps, steps),
+            min_lr_ratio=self.min_lr_ratio,
+            clip_norm=self.clip_norm,
+            eval_every=self.eval_every,
+            log_every=self.log_every,
+            checkpoint_every=self.checkpoint_every,
+            progress=self.progress,
+            device=self.device,
+        )
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+class CharLM(nn.Module):
+    """Embedding -> stacked recurrent layers -> linear, over a character vocabulary.
+
+    Args:
+        config: the architecture.
+        vocab: the characters; ``len(vocab)`` is the output size.
+    """
+
+    def __init__(self, config: CharLMConfig, vocab: Vocab) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        V, E, H = len(vocab), config.embedding_size, config.hidden_size
+        self.embedding = nn.Embedding(V, E) if E else None
+        self.rnn = CELLS[config.cell](
+            E or V, H, config.num_layers, dropout=config.dropout, batch_first=True
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)  # y_t = W_hy h_t + b_y
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """ids (...,) -> inputs (..., E), or one-hot (..., V) when embedding_size is 0."""
+        if self.embedding is None:
+            return F.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)
+        return self.embedding(ids)
+
+    def forward(self, ids: Tensor, state: State | None = None, *, return_internals: bool = False):
+        """ids (B, T) int64 -> logits (B, T, V), final state [, per-layer internals]."""
+        if ids.dim() != 2:
+            raise ValueError(f"Argument `ids` must be (B, T), got shape {tuple(ids.shape)}")
+        out = self.rnn(self.embed(ids), state, return_internals=return_internals)
+        logits = self.head(self.drop(out[0]))  # (B, T, V)
+        return (logits, out[1], out[2]) if return_internals else (logits, out[1])
+
+    # -- text in, text out ------------------------------------------------------------------
+    def encode(self, text: str, *, argument: str = "text") -> Tensor:
+        """(len(text),) int64 ids; ValueError naming `argument` and unknown characters."""
+        try:
+            return torch.from_numpy(self.vocab.encode(text).astype(np.int64))
+        except ValueError as err:
+            raise ValueError(f"Argument `{argument}`: {err}") from None
+
+    @torch.no_grad()
+    def score(self, text: str, *, batch_size: int = 16, window: int = 256) -> dict[str, float]:
+        """Cross-entropy of the model on `text`: ``nats_per_char``, ``bits_per_char``.
+
+        The text is cut into `batch_size` streams read in windows of `window`
+        characters, the state carried across windows (as in training); every
+        character but each stream's first is predicted.
+        """
+        ids = self.encode(text)
+        if len(ids) < 2:
+            raise ValueError(f"Argument `text` needs at least 2 characters, got {len(ids)}")
+        return evaluate(self, ids.numpy(), batch_size=batch_size, window=window)
+
+    def sampler(self) -> Sampler:
+        return Sampler(self)
+
+    def generate(self, prime: str = "", length: int = 200, **kwargs: Any) -> Iterator[list[str]]:
+        """Yield, one step at a time, the list of the `num` streams' next characters.
+
+        Keyword arguments as for :meth:`Sampler.generate`.
+        """
+        return self.sampler().generate(prime, length, **kwargs)
+
+    def sample(self, prime: str = "", length: int = 200, **kwargs: Any) -> str | list[str]:
+        """`length` sampled characters after `prime` (the prime not included).
+
+        Returns a string, or a list of `num` strings when ``num`` is given.
+        """
+        num = kwargs.get("num")
+        texts = ["" for _ in range(num or 1)]
+        chunks = [[] for _ in texts]
+        for step in self.generate(prime, length, **kwargs):
+            for i, ch in enumerate(step):
+                chunks[i].append(ch)
+        texts = ["".join(c) for c in chunks]
+        return texts if num is not None else texts[0]
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+def stream_starts(n: int, batch_size: int) -> tuple[int, int]:
+    """(stream length, batch size) for cutting n characters into parallel streams."""
+    batch_size = max(1, min(batch_size, n - 1))
+    return (n - 1) // batch_size, batch_size
+
+
+@torch.no_grad()
+def evaluate(
+    model: CharLM, ids: np.ndarray, *, batch_size: int = 16, window: int = 256
+) -> dict[str, float]:
+    """Mean cross-entropy of `model` over the id array `ids` (any integer dtype).
+
+    `batch_size` streams, each read left to right in windows of `window` steps with the
+    state carried over; the few characters left over after cutting are skipped.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    L, B = stream_starts(len(ids), batch_size)
+    data = torch.from_numpy(np.asarray(ids[: B * L + 1]).astype(np.int64))
+    rows = torch.stack([data[b * L : b * L + L + 1] for b in range(B)]).to(device)  # (B, L+1)
+    total, count, state = 0.0, 0, None
+    try:
+        for start in range(0, L, window):
+            x = rows[:, start : min(start + window, L)]
+            y = rows[:, start + 1 : min(start + window, L) + 1]
+            logits, state = model(x, state)
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    nats = total / count
+    return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": float(count)}
+
+
+# -- sampling ----------------------------------------------------------------------------------
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Keep the `top_k` largest logits and the smallest set whose probability reaches
+    `top_p` (nucleus); the rest become -inf. logits: (N, V)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # mass before this one already >= p
+        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
+        logits = torch.full_like(logits, -math.inf).scatter(-1, order, sorted_logits)
+    return logits
+
+
+class Sampler:
+    """Fast one-character-at-a-time stepping of a :class:`CharLM`, state carried.
+
+    The lecture's sampling loop: feed a character, get the next one's distribution,
+    draw, feed it back. Written for speed at one stream, where the per-call overhead
+    of a fused kernel dominates (see shared/PERF.md). The first layer's input
+    projection is a precomputed (V, G*H) table -- embedding and ``W_ih`` folded -- so
+    a step costs one row lookup there instead of a product. LSTM stacks run a
+    dedicated step with the gate blocks reordered (i, f, o, g: one sigmoid call for
+    three gates), both biases folded, ``[W_ih W_hh]`` joined into one product for the
+    upper layers, and in-place elementwise math; other cells run their own ``recur``.
+    Either way it is the cells' math, checked against the model's forward pass in
+    the tests. The prime is read by the model's forward pass in one call.
+    """
+
+    def __init__(self, model: CharLM) -> None:
+        self.model = model
+        self.layers = list(model.rnn.layers)
+        for i, layer in enumerate(self.layers):
+            if not hasattr(layer, "cell"):
+                raise ValueError(f"layer {i} is bidirectional; a language model cannot sample")
+        cells = [layer.cell for layer in self.layers]
+        self.lstm = all(type(c) is LSTMCell for c in cells)
+        with torch.inference_mode():
+            V = model.vocab_size
+            ids = torch.arange(V, device=model.head.weight.device)
+            inputs = model.embed(ids)  # (V, E)
+            self.head_wt = model.head.weight.t().contiguous()  # (H, V)
+            self.head_b = model.head.bias.clone()
+            if not self.lstm:
+                self.table = cells[0].project_input(inputs).clone()  # (V, G*H)
+                return
+            H = cells[0].hidden_size
+            perm = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H)])
+            perm = torch.cat([perm, torch.arange(2 * H, 3 * H)]).to(ids.device)  # i f o g
+
+            def bias(c: LSTMCell) -> Tensor:
+                if c.bias_ih is None:
+                    return c.weight_hh.new_zeros(4 * H)
+                return c.bias_ih + c.bias_hh
+
+            c0 = cells[0]
+            self.table = (F.linear(inputs, c0.weight_ih) + bias(c0))[:, perm].contiguous()
+            self.whh0_t = c0.weight_hh[perm].t().contiguous()  # (H, 4H)
+            self.upper = [  # (W^T (I+H, 4H), b (4H,)) of layers 1..L-1
+                (torch.cat([c.weight_ih, c.weight_hh], 1)[perm].t().contiguous(), bias(c)[perm])
+                for c in cells[1:]
+            ]
+            self.hidden = H
+
+    def initial_state(self, num: int) -> list[State]:
+        """Each layer's initial state (zeros or learned) for `num` streams."""
+        x = self.model.head.weight.new_zeros(1, num, 1)
+        states = [layer.initial_state(num, x) for layer in self.layers]  # (1, N, H) each
+        return [map_state(lambda t: t[0], s) for s in states]
+
+    def step(self, ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
+        """ids (N,) -> logits (N, V) of the next character, the new per-layer states.
+
+        Layer states are the cells' own: (N, H), or (h, c) for the LSTM.
+        """
+        if self.lstm:
+            return self._lstm_step(ids, states)
+        new, h = [], None
+        xp = self.table[ids]  # (N, G*H)
+        for i, layer in enumerate(self.layers):
+            cell = layer.cell
+            if i:
+                xp = cell.project_input(h)
+            s = cell.recur(xp, states[i])
+            new.append(s)
+            h = cell.output(s)
+        return torch.addmm(self.head_b, h, self.head_wt), new
+
+    def _lstm_step(self, ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
+        H = self.hidden
+        new = []
+        below, c = states[0]
+        gates = torch.addmm(self.table[ids], below, self.whh0_t)  # (N, 4H) in i f o g order
+        for i in range(len(states)):
+            if i:
+                h, c = states[i]
+                w_t, b = self.upper[i - 1]
+                gates = torch.addmm(b, torch.cat([below, h], 1), w_t)
+            gates[:, : 3 * H].sigmoid_()
+            gates[:, 3 * H :].tanh_()
+            i_g, f_g, o_g, g_g = gates.chunk(4, 1)
+            c = torch.addcmul(c * f_g, i_g, g_g)  # c_t = f c_{t-1} + i g
+            below = torch.tanh(c).mul_(o_g)  # h_t = o tanh(c_t)
+            new.append((below, c))
+        return torch.addmm(self.head_b, below, self.head_wt), new
+
+    def read_prime(self, prime_ids: Tensor, num: int) -> tuple[Tensor, list[State]]:
+        """Run the prime through the model once: the logits after its last character
+        and the per-layer states, for `num` identical streams."""
+        model = self.model
+        ids = prime_ids.to(model.head.weight.device).unsqueeze(0).expand(num, -1)
+        if len(prime_ids) > 1:
+            _, state = model(ids[:, :-1].contiguous())
+            states = _split_layers(state, len(self.layers))
+        else:
+            states = self.initial_state(num)
+        return self.step(ids[:, -1].contiguous(), states)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 200,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num: int | None = None,
+        seed: int | None = None,
+    ) -> Iterator[list[str]]:
+        """Yield the next character of each of `num` streams, `length` times.
+
+        Args:
+            prime: text that starts every stream; "" starts from a newline (or, in a
+                vocabulary without one, its first character).
+            temperature: logits are divided by it; 0 takes the most likely character
+                (greedy, deterministic).
+            top_k: sample among the k most likely characters only.
+            top_p: sample from the smallest set of characters holding probability p.
+            num: streams, sampled together as one batch (default 1).
+            seed: seeds a private generator, so the same seed gives the same text;
+                None draws from the global RNG.
+        """
+        n = 1 if num is None else num
+        _check_sampling(length, temperature, top_k, top_p, n, self.model.vocab_size)
+        model = self.model
+        vocab = model.vocab
+        was_training = model.training
+        model.eval()
+        device = model.head.weight.device
+        if not prime:
+            prime = "\n" if "\n" in vocab.index else vocab.chars[0]
+        prime_ids = model.encode(prime, argument="prime")
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed)
+        chars = vocab.chars
+        try:
+            logits, states = self.read_prime(prime_ids, n)
+            for _ in range(length):
+                if temperature == 0:
+                    nxt = logits.argmax(-1)
+                else:
+                    if temperature != 1.0:
+                        logits = logits / temperature
+                    if top_k is not None or top_p is not None:
+                        logits = filter_logits(logits, top_k, top_p)
+                    nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
+                yield [chars[i] for i in nxt.tolist()]
+                logits, states = self.step(nxt, states)
+        finally:
+            model.train(was_training)
+
+
+def _split_layers(state: State, num_layers: int) -> list[State]:
+    """A stack's state (L, B, H) or ((L, B, H), (L, B, H)) -> per-layer cell states."""
+    if isinstance(state, tuple):
+        return [tuple(s[i] for s in state) for i in range(num_layers)]
+    return [state[i] for i in range(num_layers)]
+
+
+def _check_sampling(length, temperature, top_k, top_p, num, vocab_size) -> None:
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"Argument `length` must be an integer >= 0, got {length!r}")
+    if not isinstance(temperature, (int, float)) or not temperature >= 0 or math.isinf(temperature):
+        raise ValueError(
+            f"Argument `temperature` must be a finite number >= 0 (0: greedy), got {temperature!r}"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"Argument `top_k` must be a positive integer, got {top_k!r}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"Argument `top_p` must lie in (0, 1], got {top_p!r}")
+    if not isinstance(num, int) or num < 1:
+        raise ValueError(f"Argument `num` must be a positive integer, got {num!r}")
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+class StreamBatches:
+    """B parallel streams through a text, read in windows of T characters.
+
+    The text (N ids) is cut into B equal streams of L = (N - 1) // B characters; call
+    k returns window k mod W (W = L // T) of every stream as ``(x, y)``, (B, T) int64
+    each, y the characters one step after x. Consecutive windows continue each stream,
+    so the hidden state at the end of one is the right start for the next. When the
+    windows wrap around, :attr:`epoch` increases and :attr:`wrapped` is True for that
+    call (the carried state must be reset). The cursor is resumable through
+    :meth:`state_dict`.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int) -> None:
+        n = len(ids)
+        needed = batch_size * (seq_len + 1)  # at least one window of every stream
+        if n < needed:
+            raise ValueError(
+                f"the training text has {n:,} characters, too short for one window of "
+                f"batch_size={batch_size} streams x (seq_len={seq_len} + 1) = {needed:,}; "
+                "use a longer text or lower --batch-size / --seq-len"
+            )
+        self.ids = ids
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.stream_len = (n - 1) // batch_size
+        self.windows = self.stream_len // seq_len
+        self.cursor = 0  # the next window
+        self.epoch = 0
+        self.wrapped = False
+
+    def __call__(self) -> tuple[Tensor, Tensor]:
+        B, T, L = self.batch_size, self.seq_len, self.stream_len
+        k = self.cursor % self.windows
+        self.wrapped = k == 0 and self.cursor > 0
+        if self.wrapped:
+            self.epoch += 1
+        self.cursor += 1
+        starts = np.arange(B) * L + k * T
+        rows = np.stack([self.ids[s : s + T + 1] for s in starts]).astype(np.int64)  # (B, T+1)
+        chunk = torch.from_numpy(rows)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"cursor": self.cursor, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.cursor, self.epoch = int(state["cursor"]), int(state["epoch"])
+
+
+@dataclass
+class TextData:
+    """The encoded text of a run: ids (memory-mapped), vocabulary, split, provenance."""
+
+    ids: np.ndarray
+    vocab: Vocab
+    train: np.ndarray
+    val: np.ndarray
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def load_data(
+    *, text: PathLike | None = None, corpus: str | None = None, val_fraction: float = 0.1
+) -> TextData:
+    """Encode a text file or a named corpus (fetched on first use), memory-mapped.
+
+    The encoding is cached under ``$RNNKIT_DATA/encoded``; a text of any size costs a
+    bounded amount of memory (see :func:`rnnkit.corpora.encode_to_memmap`).
+    """
+    if (text is None) == (corpus is None):
+        raise ValueError("give exactly one of `text` (a file) and `corpus` (a name)")
+    if corpus is not None:
+        if corpus not in CORPORA:
+            raise ValueError(
+                f"unknown corpus {corpus!r}; valid names: {', '.join(sorted(CORPORA))}"
+            )
+        path = fetch(corpus)
+        source = {"corpus": corpus}
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"Argument `text`: no such file: {path}")
+        source = {"text": str(path.resolve())}
+    ids, vocab = encode_to_memmap(path, cache_dir() / "encoded")
+    train_ids, val_ids = split_by_position(ids, val_fraction)
+    if len(val_ids) < 2:
+        raise ValueError(
+            f"{path} has {len(ids):,} characters: too short to hold out "
+            f"val_fraction={val_fraction} of it for validation (needs at least 2 characters)"
+        )
+    source["chars"] = int(len(ids))
+    return TextData(ids, vocab, train_ids, val_ids, source)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+class _CarriedState:
+    """The hidden state carried from window to window (truncated BPTT), resumable."""
+
+    def __init__(self) -> None:
+        self.state: State | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        if s is None:
+            return {"kind": "none"}
+        if isinstance(s, tuple):
+            return {"kind": "tuple", "tensors": [t.detach().cpu() for t in s]}
+        return {"kind": "tensor", "tensors": [s.detach().cpu()]}
+
+    def load_state_dict(self, d: dict[str, Any], device: torch.device) -> None:
+        if d["kind"] == "none":
+            self.state = None
+        elif d["kind"] == "tuple":
+            self.state = tuple(t.to(device) for t in d["tensors"])
+        else:
+            self.state = d["tensors"][0].to(device)
+
+
+def make_step_fn(batches: StreamBatches, carried: _CarriedState) -> Callable:
+    def step_fn(model: CharLM, batch: tuple[Tensor, Tensor]):
+        x, y = batch  # (B, T) each
+        if batches.wrapped:  # a new pass: the streams restart at their beginnings
+            carried.state = None
+        logits, state = model(x, carried.state)
+        carried.state = detach_state(state)  # truncated BPTT: cut at the window edge
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return loss, {"items": y.numel()}
+
+    return step_fn
+
+
+def run_meta(config: CharLMConfig, vocab: Vocab, train: TrainConfig | None, source: dict) -> dict:
+    return {
+        "kind": KIND,
+        "model": asdict(config),
+        "vocab": vocab.to_dict(),
+        "train": asdict(train) if train is not None else None,
+        "data": source,
+    }
+
+
+def train(
+    out: PathLike,
+    config: CharLMConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    text: PathLike | None = None,
+    corpus: str | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[CharLM, Trainer]:
+    """Train a character model into the run directory `out` (layout: module docstring).
+
+    With ``resume=True`` the run continues from ``out/latest`` exactly where it stopped:
+    the saved model and run configuration are used (``train_config.steps``, when
+    given, may extend the run), and the same data. ``config``, ``text`` and
+    ``corpus`` are then ignored.
+    """
+    out = Path(out)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "latest", expected_kind=KIND)
+        meta = ckpt.meta
+        config = _from_dict(CharLMConfig, meta["model"])
+        saved = _from_dict(TrainConfig, meta["train"])
+        if train_config is not None and train_config.steps > saved.steps:
+            saved.steps = train_config.steps
+            saved.minutes = None
+        if train_config is not None:
+            saved.progress = train_config.progress
+        train_config = saved
+        text, corpus = meta["data"].get("text"), meta["data"].get("corpus")
+    else:
+        if (out / "latest").exists():
+            raise FileExistsError(
+                f"{out} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        config = config or CharLMConfig()
+        train_config = train_config or TrainConfig()
+
+    data = load_data(text=text, corpus=corpus, val_fraction=train_config.val_fraction)
+    if ckpt is not None:
+        saved_vocab = Vocab.from_dict(ckpt.meta["vocab"])
+        if saved_vocab != data.vocab:
+            raise ValueError(
+                f"the text at {text or corpus} changed since the run began (its vocabulary "
+                "differs); cannot resume"
+            )
+    batches = StreamBatches(data.train, train_config.batch_size, train_config.seq_len)
+
+    torch.manual_seed(train_config.seed)
+    np.random.seed(train_config.seed % 2**32)
+    model = CharLM(config, data.vocab)
+    carried = _CarriedState()
+    val = data.val
+    if train_config.eval_chars:
+        val = val[: train_config.eval_chars]
+    best = {"loss": math.inf}
+
+    def eval_fn(m: CharLM) -> dict[str, float]:
+        r = evaluate(m, val)
+        return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
+
+    trainer = Trainer(
+        train_config.trainer_config(),
+        model,
+        make_step_fn(batches, carried),
+        train_batches=batches,
+        eval_fn=eval_fn,
+    )
+    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
+    trainer.add_extra_state(
+        "carried_state", carried.state_dict, lambda d: carried.load_state_dict(d, trainer.device)
+    )
+    trainer.add_extra_state("best", lambda: dict(best), best.update)
+    meta = run_meta(config, data.vocab, train_config, data.source)
+
+    def on_eval(t: Trainer, metrics: dict[str, float]) -> None:
+        log(
+            f"step {t.step}: val {metrics['loss']:.4f} nats/char, {metrics['bpc']:.4f} bits/char"
+            f" ({t.step * batches.batch_size * batches.seq_len / 1e6:.2f} M chars seen)"
+        )
+        if metrics["loss"] < best["loss"]:
+            best.update(loss=metrics["loss"], step=t.step)
+            save_checkpoint(
+                out / "best",
+                model_state=t.model.state_dict(),
+                train_state=None,
+                meta={**meta, "step": t.step, "val_loss": metrics["loss"]},
+            )
+
+    def on_checkpoint(t: Trainer) -> None:
+        save_checkpoint(
+            out / "latest",
+            model_state=t.model.state_dict(),
+            train_state=t.state_dict(),
+            meta={**meta, "step": t.step},
+        )
+        t.write_history(out / "metrics.csv")
+
+    trainer.add_callback("on_eval", on_eval)
+    trainer.add_callback("on_checkpoint", on_checkpoint)
+    if train_config.minutes is not None:
+        trainer.add_callback("on_log", _time_budget(train_config, meta))
+
+    if ckpt is not None:
+        model.load_state_dict(ckpt.model_state)
+        trainer.load_state_dict(ckpt.train_state)
+        trainer.config.max_steps = max(trainer.config.max_steps, train_config.steps)
+        log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
+    else:
+        n_params = sum(p.numel() for p in model.parameters())
+        log(
+            f"training a {config.num_layers}x{config.hidden_size} {config.cell.upper()} "
+            f"({n_params / 1e6:.2f} M parameters) on {data.source.get('corpus') or text}: "
+            f"{len(data.train):,} training and {len(data.val):,} validation characters, "
+            f"vocabulary {len(data.vocab)}; backend {model.rnn.backend(trainer.device)}"
+        )
+    trainer.fit()
+    trainer.write_history(out / "metrics.csv")
+    try:
+        plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)
+    except Exception as err:  # a plot must never cost the run
+        log(f"could not write the loss plot: {err}")
+    return model, trainer
+
+
+def _time_budget(train_config: TrainConfig, meta: dict) -> Callable:
+    """An on_log callback that fixes max_steps from the measured step time.
+
+    At the first log record after warmup (at least 20 steps), the training speed so far
+    sets ``max_steps`` so that training ends after ``minutes`` (evaluation time not
+    counted); the schedule then decays over exactly that many steps. The decided
+    number is written into the run's configuration, so a resumed run keeps it.
+    """
+    budget_s = train_config.minutes * 60
+    first = {"step": None, "time": None}
+
+    def on_log(t: Trainer, record: dict) -> None:
+        if train_config.minutes is None:  # decided already
+            return
+        if first["step"] is None:  # skip the first window: start-up costs
+            first.update(step=t.step, time=record["elapsed_s"])
+            return
+        if t.step < max(20, train_config.warmup_steps):
+            return
+        per_step = (record["elapsed_s"] - first["time"]) / (t.step - first["step"])
+        steps = max(t.step + 1, int(budget_s / per_step))
+        t.set_max_steps(steps)
+        train_config.steps = steps
+        train_config.minutes = None  # decided: a resumed run keeps these steps
+        meta["train"] = asdict(train_config)
+        meta["train"]["minutes_requested"] = budget_s / 60
+
+    return on_log
+
+
+def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -> Path:
+    """Training and validation loss (nats/char) against millions of characters seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_path
+
+    train_pts = [(r["step"], r["loss"]) for r in history if "loss" in r]
+    val_pts = [(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    scale = chars_per_step / 1e6
+    if train_pts:
+        s, v = zip(*train_pts, strict=True)
+        ax.plot([x * scale for x in s], v, lw=1, label="training (window mean)")
+    if val_pts:
+        s, v = zip(*val_pts, strict=True)
+        ax.plot([x * scale for x in s], v, "o-", lw=1.5, label="validation")
+    ax.set_xlabel("characters seen (millions)")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    secondary = ax.secondary_yaxis(
+        "right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2))
+    )
+    secondary.set_ylabel("bits/char")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(path: PathLike) -> Path:
+    """A run directory (its best checkpoint, else its latest), a checkpoint directory,
+    or a file inside one -> the checkpoint directory."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    if p.is_file():
+        return p.parent
+    for sub in ("best", "latest"):
+        if (p / sub / "meta.json").is_file():
+            return p / sub
+    return p
+
+
+def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
+    """The :class:`CharLM` saved at `path` (see :func:`resolve_checkpoint`), in eval mode.
+
+    Raises FileNotFoundError for a missing path and ValueError for anything that is not
+    a character-model checkpoint.
+    """
+    ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
+    model = CharLM(
+        _from_dict(CharLMConfig, ckpt.meta["model"]), Vocab.from_dict(ckpt.meta["vocab"])
+    )
+    model.load_state_dict(ckpt.model_state)
+    model.meta = ckpt.meta
+    return model.to(device).eval()
+
+
+def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
+    """Entropy in nats of the character frequencies of `ids`: what a model that
+    ignores context can reach at best."""
+    counts = np.bincount(np.asarray(ids), minlength=vocab_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())

@@ -1,0 +1,405 @@
+"""The character language model end to end, on a tiny real corpus (a Shakespeare excerpt)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import charlm
+from rnnkit.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
+from rnnkit.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.cli import main
+from rnnkit.corpora import Vocab, load_shakespeare
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def excerpt() -> str:
+    return load_shakespeare()[200_000:230_000]
+
+
+@pytest.fixture
+def text_file(tmp_path, excerpt) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(excerpt, encoding="utf-8")
+    return path
+
+
+def small_train(**kw) -> TrainConfig:
+    base = dict(
+        batch_size=4,
+        seq_len=16,
+        steps=30,
+        lr=1e-2,
+        warmup_steps=2,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=1,
+        progress=False,
+        eval_chars=2000,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+SMALL = CharLMConfig(num_layers=2, hidden_size=24, embedding_size=8)
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def test_stream_batches_are_contiguous_streams_and_resume():
+    ids = np.arange(1000, dtype=np.uint16)
+    b = StreamBatches(ids, batch_size=3, seq_len=10)
+    L = b.stream_len
+    assert L == 333 and b.windows == 33
+    x0, y0 = b()
+    x1, _ = b()
+    assert torch.equal(y0, x0 + 1)  # targets are the next characters
+    for s in range(3):  # stream s starts at s*L and the next window continues it
+        assert x0[s, 0] == s * L and x1[s, 0] == s * L + 10
+    state = b.state_dict()
+    expected = [b() for _ in range(40)]
+    assert b.epoch == 1  # 33 windows per pass: wrapped once
+    c = StreamBatches(ids, batch_size=3, seq_len=10)
+    c.load_state_dict(state)
+    for xe, ye in expected:
+        xa, ya = c()
+        assert torch.equal(xa, xe) and torch.equal(ya, ye)
+
+
+def test_stream_batches_reject_text_shorter_than_one_window():
+    with pytest.raises(ValueError, match=r"batch_size=4.*seq_len=64"):
+        StreamBatches(np.zeros(100, dtype=np.uint8), batch_size=4, seq_len=64)
+
+
+# -- the model and its sampler ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("embedding_size", [8, 0])
+def test_sampler_step_matches_the_forward_pass(cell, embedding_size, excerpt):
+    torch.manual_seed(0)
+    vocab = Vocab.from_text(excerpt)
+    model = CharLM(
+        CharLMConfig(cell=cell, num_layers=2, hidden_size=16, embedding_size=embedding_size), vocab
+    ).eval()
+    ids = model.encode("To be, or not to be: that is the question")
+    with torch.no_grad():
+        ref, ref_state = model(ids[None].expand(3, -1))  # (3, T, V)
+    sampler = model.sampler()
+    states = sampler.initial_state(3)
+    with torch.inference_mode():
+        for t in range(len(ids)):
+            logits, states = sampler.step(ids[t].repeat(3), states)
+            torch.testing.assert_close(logits, ref[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_sampler_starts_from_a_learned_initial_state(excerpt):
+    torch.manual_seed(0)
+    model = CharLM(SMALL, Vocab.from_text(excerpt))
+    model.rnn = rnnkit.LSTM(8, 24, 2, initial_state="learned")
+    with torch.no_grad():
+        for p in model.rnn.parameters():
+            p.uniform_(-0.5, 0.5)
+    model.eval()
+    ids = model.encode("ROMEO")
+    with torch.no_grad():
+        ref, _ = model(ids[None])
+    sampler = model.sampler()
+    states = sampler.initial_state(1)
+    with torch.inference_mode():
+        for t in range(len(ids)):
+            logits, states = sampler.step(ids[t : t + 1], states)
+    torch.testing.assert_close(logits, ref[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, excerpt):
+    """A tiny model trained for 150 steps on the excerpt (shared by the tests below)."""
+    root = tmp_path_factory.mktemp("trained")
+    text = root / "tiny.txt"
+    text.write_text(excerpt, encoding="utf-8")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RNNKIT_DATA", str(root / "cache"))
+    try:
+        model, trainer = charlm.train(
+            root / "run",
+            SMALL,
+            small_train(
+                steps=300, batch_size=16, seq_len=32, log_every=10, eval_every=150, lr=2e-2
+            ),
+            text=text,
+            log=quiet,
+        )
+    finally:
+        mp.undo()
+    return root / "run", model, trainer, text
+
+
+def test_training_lowers_the_loss_below_the_unigram_entropy(trained, excerpt):
+    run, model, trainer, _ = trained
+    losses = [r["loss"] for r in trainer.history if "loss" in r]
+    assert losses[-1] < losses[0] - 1.0  # from ~ln(V) = 4.1 nats down
+    vocab = model.vocab
+    val = vocab.encode(excerpt)[int(len(excerpt) * 0.9) :]
+    h1 = charlm.unigram_entropy(val, len(vocab))
+    assert trainer.last_eval["loss"] < h1 - 0.2  # context helps: beats character frequencies
+    assert (run / "best" / "meta.json").is_file() and (run / "latest" / "meta.json").is_file()
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert any(r["eval_loss"] for r in rows) and any(r["loss"] for r in rows)
+    png = (run / "loss.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_load_and_score_agree_with_the_trainer(trained, excerpt):
+    run, model, trainer, _ = trained
+    loaded = rnnkit.load(run / "best")
+    assert loaded.vocab == model.vocab and not loaded.training
+    val_text = excerpt[len(excerpt) - int(len(excerpt) * 0.1) :]
+    best = load_checkpoint(run / "best").meta["val_loss"]
+    score = loaded.score(val_text[:2000])
+    assert score["nats_per_char"] == pytest.approx(best, abs=1e-4)
+    assert score["bits_per_char"] == pytest.approx(best / math.log(2), abs=1e-4)
+
+
+def test_sampling_is_reproducible_and_greedy_at_temperature_zero(trained):
+    _, model, _, _ = trained
+    model.eval()
+    a = model.sample("ROMEO:", 80, temperature=0.8, seed=7)
+    b = model.sample("ROMEO:", 80, temperature=0.8, seed=7)
+    c = model.sample("ROMEO:", 80, temperature=0.8, seed=8)
+    assert a == b and a != c and len(a) == 80
+    greedy = model.sample("ROMEO:", 40, temperature=0)
+    # independently: argmax of the forward pass over the growing text
+    text = "ROMEO:"
+    with torch.no_grad():
+        for _ in range(40):
+            logits, _ = model(model.encode(text)[None])
+            text += model.vocab.chars[int(logits[0, -1].argmax())]
+    assert greedy == text[len("ROMEO:") :]
+    assert model.sample("ROMEO:", 40, temperature=1.0, top_k=1, seed=3) == greedy
+    assert model.sample("ROMEO:", 40, temperature=1.0, top_p=1e-6, seed=3) == greedy
+
+
+def test_batched_streams_are_independent_samples(trained):
+    _, model, _, _ = trained
+    texts = model.sample("ROMEO:", 60, num=8, seed=1, temperature=1.0)
+    assert len(texts) == 8 and all(len(t) == 60 for t in texts)
+    assert len(set(texts)) > 1
+    assert all(set(t) <= set(model.vocab.chars) for t in texts)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, 2, None)
+    assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
+    p = filter_logits(logits, None, 0.7)  # 0.5 < 0.7 <= 0.8: keeps the first two
+    assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
+    p = filter_logits(logits, None, 0.5)  # the first alone reaches 0.5
+    assert torch.isfinite(p[0, :1]).all() and torch.isinf(p[0, 1:]).all()
+
+
+def test_sampling_rejects_bad_arguments(trained):
+    _, model, _, _ = trained
+    with pytest.raises(ValueError, match=r"`temperature`.*-0.5"):
+        model.sample("ROMEO:", 10, temperature=-0.5)
+    with pytest.raises(ValueError, match=r"`prime`.*'€'"):
+        model.sample("ROMEO € ", 10)
+    with pytest.raises(ValueError, match=r"`top_p`"):
+        model.sample("A", 10, top_p=1.5)
+
+
+# -- resuming exactly ---------------------------------------------------------------------------
+
+
+class SimulatedCrashError(RuntimeError):
+    pass
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
+    cfg = CharLMConfig(num_layers=2, hidden_size=16, embedding_size=8, dropout=0.2)
+
+    def run_losses(out: Path) -> list[float]:
+        rows = list(csv.DictReader((out / "metrics.csv").open()))
+        return [float(r["loss"]) for r in rows if r["loss"]]
+
+    tc = small_train(steps=24, checkpoint_every=8, eval_every=8)
+    charlm.train(tmp_path / "whole", cfg, tc, text=text_file, log=quiet)
+    whole = run_losses(tmp_path / "whole")
+    assert len(whole) == 24
+
+    real_save = charlm.save_checkpoint
+
+    def crash_after_step_16(path, **kw):
+        real_save(path, **kw)
+        if Path(path).name == "latest" and kw["meta"]["step"] == 16:
+            raise SimulatedCrashError("killed")
+
+    monkeypatch.setattr(charlm, "save_checkpoint", crash_after_step_16)
+    with pytest.raises(SimulatedCrashError):
+        charlm.train(
+            tmp_path / "cut",
+            cfg,
+            small_train(steps=24, checkpoint_every=8, eval_every=8),
+            text=text_file,
+            log=quiet,
+        )
+    monkeypatch.setattr(charlm, "save_checkpoint", real_save)
+    assert load_checkpoint(tmp_path / "cut" / "latest").meta["step"] == 16
+    model, trainer = charlm.train(tmp_path / "cut", resume=True, text=None, log=quiet)
+    assert trainer.step == 24
+    resumed = run_losses(tmp_path / "cut")
+    assert resumed == whole  # every step's loss, bit for bit
+    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
+    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_new_run_never_overwrites_an_old_one(tmp_path, text_file):
+    charlm.train(tmp_path / "run", SMALL, small_train(steps=3), text=text_file, log=quiet)
+    before = (tmp_path / "run" / "latest" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        charlm.train(tmp_path / "run", SMALL, small_train(steps=3), text=text_file, log=quiet)
+    assert (tmp_path / "run" / "latest" / "model.safetensors").read_bytes() == before
+
+
+def test_time_budget_fixes_the_steps_and_a_resume_keeps_them(tmp_path, text_file):
+    tc = small_train(steps=100_000, minutes=0.05, log_every=5, warmup_steps=5)
+    _, trainer = charlm.train(tmp_path / "run", SMALL, tc, text=text_file, log=quiet)
+    steps = trainer.step
+    assert 20 <= steps < 100_000
+    assert trainer.config.max_steps == steps
+    meta = load_checkpoint(tmp_path / "run" / "latest").meta
+    assert meta["train"]["steps"] == steps and meta["train"]["minutes"] is None
+    assert meta["train"]["minutes_requested"] == pytest.approx(0.05)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TINY_ARGS = [
+    "--layers",
+    "1",
+    "--hidden-size",
+    "16",
+    "--embedding-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--warmup",
+    "2",
+    "--eval-chars",
+    "1000",
+    "--no-progress",
+]
+
+
+def test_cli_train_sample_eval(tmp_path, text_file, capsys):
+    run = tmp_path / "run"
+    code, out, _ = cli(
+        capsys,
+        "train",
+        "charlm",
+        "--text",
+        text_file,
+        "--out",
+        run,
+        "--steps",
+        "40",
+        "--sample",
+        "50",
+        *TINY_ARGS,
+    )
+    assert code == 0 and "run directory" in out and "a sample" in out
+    code, out, _ = cli(capsys, "sample", run, "--prime", "KING", "--length", "30", "--seed", "3")
+    assert code == 0 and out.startswith("KING") and len(out.rstrip("\n")) >= 34
+    assert cli(capsys, "sample", run, "--prime", "KING", "--length", "30", "--seed", "3")[1] == out
+    code, out, _ = cli(capsys, "sample", run, "--length", "20", "--num", "3", "--seed", "1")
+    assert code == 0 and out.count("--- sample") == 3
+    code, out, _ = cli(capsys, "eval", run, "--text", text_file)
+    assert code == 0
+    bpc = float(out.split("nats/char")[1].split()[0])
+    expected = rnnkit.load(run).score(text_file.read_text())["bits_per_char"]
+    assert bpc == pytest.approx(expected, abs=1e-3)
+    # resuming to more steps continues the same run
+    code, out, _ = cli(
+        capsys,
+        "train",
+        "charlm",
+        "--out",
+        run,
+        "--resume",
+        "--steps",
+        "50",
+        "--sample",
+        "0",
+        "--no-progress",
+    )
+    assert code == 0
+    assert load_checkpoint(run / "latest").meta["step"] == 50
+
+
+def test_cli_bad_input_gets_one_clear_line(tmp_path, text_file, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café crème, naïve façade ".encode("latin-1") * 50)
+    short = tmp_path / "short.txt"
+    short.write_text("To be or not to be.\n" * 3)
+    cases = [
+        (["train", "charlm", "--text", empty], "is empty"),
+        (["train", "charlm", "--text", binary], "binary"),
+        (["train", "charlm", "--text", latin1], "not UTF-8"),
+        (["train", "charlm", "--text", short, "--batch-size", "8"], "too short for one window"),
+        (["train", "charlm", "--corpus", "klingon"], "unknown corpus 'klingon'"),
+        (["train", "charlm", "--text", tmp_path / "nope.txt"], "no such file"),
+        (["sample", tmp_path / "missing"], "no checkpoint"),
+        (["eval", tmp_path / "missing", "--text", text_file], "no checkpoint"),
+    ]
+    for argv, message in cases:
+        code, out, err = cli(
+            capsys,
+            *argv,
+            *([] if argv[0] != "train" else ["--out", tmp_path / "r", "--no-progress"]),
+        )
+        assert code == 2, argv
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "r").exists()  # nothing half-made was left behind
+
+
+def test_cli_refuses_a_foreign_checkpoint_and_a_negative_temperature(trained, tmp_path, capsys):
+    run, model, _, _ = trained
+    foreign = tmp_path / "classifier"
+    save_checkpoint(
+        foreign, model_state=model.state_dict(), train_state=None, meta={"kind": "classify"}
+    )
+    code, _, err = cli(capsys, "sample", foreign)
+    assert code == 2 and "'classify'" in err and "'charlm'" in err
+    code, _, err = cli(capsys, "sample", run, "--temperature", "-1")
+    assert code == 2 and "`temperature`" in err and "-1" in err
+    code, _, err = cli(capsys, "sample", run, "--prime", "\u00bfQu\u00e9?")
+    assert code == 2 and "`prime`" in err and "'¿'" in err
