@@ -250,13 +250,14 @@ def evaluate(
     model.eval()
     device = model.head.weight.device
     L, B = stream_starts(len(ids), batch_size)
-    data = torch.from_numpy(np.asarray(ids[: B * L + 1]).astype(np.int64))
-    rows = torch.stack([data[b * L : b * L + L + 1] for b in range(B)]).to(device)  # (B, L+1)
     total, count, state = 0.0, 0, None
     try:
         for start in range(0, L, window):
-            x = rows[:, start : min(start + window, L)]
-            y = rows[:, start + 1 : min(start + window, L) + 1]
+            end = min(start + window, L)
+            # one window of every stream, read from `ids` (a memmap stays on disk)
+            rows = np.stack([ids[b * L + start : b * L + end + 1] for b in range(B)])
+            chunk = torch.from_numpy(rows.astype(np.int64)).to(device)  # (B, w+1)
+            x, y = chunk[:, :-1], chunk[:, 1:]
             logits, state = model(x, state)
             total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             count += y.numel()

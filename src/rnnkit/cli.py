@@ -299,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", help="a named corpus")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_cmd_eval)
+
+    from .inspect_cells import add_inspect_parser
+
+    add_inspect_parser(sub)
     return parser
 
 
