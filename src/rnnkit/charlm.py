@@ -598,7 +598,7 @@ def make_step_fn(batches: StreamBatches, carried: _CarriedState) -> Callable:
         logits, state = model(x, carried.state)
         carried.state = detach_state(state)  # truncated BPTT: cut at the window edge
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        return loss, {"items": y.numel()}
+        return loss, {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
 
     return step_fn
 
@@ -682,6 +682,7 @@ def train(
         train_batches=batches,
         eval_fn=eval_fn,
     )
+    trainer.items_name, trainer.progress_keys = "chars", ["bpc"]
     trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
     trainer.add_extra_state(
         "carried_state", carried.state_dict, lambda d: carried.load_state_dict(d, trainer.device)

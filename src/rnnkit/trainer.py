@@ -244,6 +244,8 @@ class Trainer:
         self._batch_iter: Any = None
         self._stop = False
         self._bar: Any = None
+        self.items_name = "items"  # what stats["items"] counts, for the progress bar
+        self.progress_keys: list[str] = []  # stats shown on the progress bar besides loss
         for event, fns in (callbacks or {}).items():
             for fn in [fns] if callable(fns) else fns:
                 self.add_callback(event, fn)
@@ -384,11 +386,13 @@ class Trainer:
 
     def _log(self, record: dict[str, Any], bar: Any) -> None:
         self.history.append(record)
-        bar.set_postfix(
-            loss=f"{record['loss']:.4f}",
-            items_s=f"{record['items_per_s']:.4g}",
-            lr=f"{record['lr']:.2e}",
-        )
+        postfix = {"loss": f"{record['loss']:.4f}"}
+        for key in self.progress_keys:  # the task's own stats, e.g. bits per character
+            if key in record:
+                postfix[key] = f"{record[key]:.4f}"
+        postfix[f"{self.items_name}/s"] = f"{record['items_per_s']:.4g}"
+        postfix["lr"] = f"{record['lr']:.2e}"
+        bar.set_postfix(postfix)
         self._fire("on_log", record)
 
     def evaluate(self) -> dict[str, float] | None:
