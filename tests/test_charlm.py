@@ -176,6 +176,29 @@ def test_load_and_score_agree_with_the_trainer(trained, excerpt):
     assert score["bits_per_char"] == pytest.approx(best / math.log(2), abs=1e-4)
 
 
+def test_score_file_reads_a_file_chunk_by_chunk(trained, tmp_path, monkeypatch):
+    run, model, _, text_path = trained
+    text = text_path.read_text(encoding="utf-8")
+    monkeypatch.setattr(charlm, "iter_text_chunks", lambda p: _chunks(p, 1000))
+    r = charlm.score_file(model, text_path)
+    whole = model.score(text)
+    assert r["nats_per_char"] == pytest.approx(whole["nats_per_char"], abs=1e-5)
+    assert r["text_chars"] == len(text)
+    h1 = charlm.unigram_entropy(model.vocab.encode(text), len(model.vocab))
+    assert r["unigram_nats"] == pytest.approx(h1, abs=1e-9)
+    assert not list((tmp_path / "cache").glob("score-*"))  # its temporary file is gone
+    odd = tmp_path / "odd.txt"
+    odd.write_text(text[:5000] + "\u00e6on", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"odd\.txt.*'\u00e6'"):
+        charlm.score_file(model, odd)
+
+
+def _chunks(path, chunk_bytes):
+    from rnnkit.corpora import iter_text_chunks
+
+    return iter_text_chunks(path, chunk_bytes)
+
+
 def test_sampling_is_reproducible_and_greedy_at_temperature_zero(trained):
     _, model, _, _ = trained
     model.eval()
@@ -201,6 +224,37 @@ def test_batched_streams_are_independent_samples(trained):
     assert len(texts) == 8 and all(len(t) == 60 for t in texts)
     assert len(set(texts)) > 1
     assert all(set(t) <= set(model.vocab.chars) for t in texts)
+
+
+@pytest.mark.parametrize("num", [1, 3])
+def test_numpy_and_torch_sampling_paths_compute_the_same_model(trained, num):
+    _, model, _, _ = trained
+    model.eval()
+    fast = model.sampler()
+    assert fast._np is not None and num <= fast.numpy_max_streams  # NumPy path taken
+    slow = model.sampler()
+    slow.numpy_max_streams = 0  # the torch path
+    a = list(fast.generate("ROMEO:", 120, temperature=0, num=num))
+    b = list(slow.generate("ROMEO:", 120, temperature=0, num=num))
+    assert a == b
+    # a seed fixes each path's text, and the NumPy path is used up to its stream limit
+    fast.numpy_max_streams = num
+    again = list(fast.generate("KING", 50, temperature=0.9, num=num, seed=5))
+    assert again == list(fast.generate("KING", 50, temperature=0.9, num=num, seed=5))
+    assert again != list(fast.generate("KING", 50, temperature=0.9, num=num, seed=6))
+
+
+def test_inverse_cdf_draw_follows_the_softmax():
+    rng = np.random.default_rng(0)
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05, 1.0], dtype=np.float32))
+    logits[4] = -np.inf  # filtered out
+    n = 40_000
+    drawn = charlm.draw(np.repeat(logits[None], n, 0), rng)
+    freq = np.bincount(drawn, minlength=5) / n
+    expected = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
+    sigma = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(freq - expected) <= 4 * sigma + 1e-12), freq
+    assert freq[4] == 0.0  # probability zero is never drawn
 
 
 def test_filter_logits_top_k_and_top_p():

@@ -5,6 +5,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from rnnkit.corpora import (
     iter_text_chunks,
     load_shakespeare,
     load_text,
+    release_pages,
     split_by_position,
     strip_gutenberg,
 )
@@ -286,3 +288,25 @@ def test_downloaded_package_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
         corpora._apt_download(package, tmp_path)
     assert "r-cran-tokenizers==0.3.0-1" in str(err.value)
     assert package.sha256 in str(err.value) and actual in str(err.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
+def test_release_pages_drops_a_memmap_from_resident_memory(tmp_path):
+    path = tmp_path / "ids.bin"
+    size = 48 * 2**20
+    path.write_bytes(np.arange(size, dtype=np.uint8).tobytes())
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * page
+
+    ids = np.memmap(path, dtype=np.uint8, mode="r")
+    train = ids[: size // 2]  # a slice, as split_by_position gives
+    before = resident()
+    assert int(ids[1::4096].astype(np.int64).sum()) == size // 4096  # touches every page
+    grown = resident()
+    assert grown - before > size * 3 // 4
+    assert release_pages(train)  # any slice releases the whole mapping
+    assert grown - resident() > size * 3 // 4
+    assert int(ids[-1]) == (size - 1) % 256  # still readable afterwards
+    assert not release_pages(np.zeros(4))  # not memory-mapped: nothing to do

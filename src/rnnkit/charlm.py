@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,13 +41,23 @@ from torch.nn import functional as F
 
 from .cells import LSTMCell
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .corpora import CORPORA, Vocab, cache_dir, encode_to_memmap, fetch, split_by_position
+from .corpora import (
+    CORPORA,
+    Vocab,
+    cache_dir,
+    encode_to_memmap,
+    fetch,
+    iter_text_chunks,
+    release_pages,
+    split_by_position,
+)
 from .layers import GRU, LSTM, RNN, State, detach_state, map_state
 from .trainer import Trainer, TrainerConfig
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 PathLike = str | os.PathLike
+RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -93,10 +104,11 @@ class TrainConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.02
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
     clip_norm: float = 1.0
     val_fraction: float = 0.1  # the last part of the text, by position
     eval_every: int = 500  # steps; 0: only at the end
-    eval_chars: int = 0  # characters of validation text per evaluation; 0: all
+    eval_chars: int = 1_000_000  # validation characters per evaluation (its start); 0: all
     checkpoint_every: int = 500  # steps; 0: only at the end
     log_every: int = 20
     seed: int = 1234
@@ -124,6 +136,7 @@ class TrainConfig:
             lr=self.lr,
             optimizer="adam",
             weight_decay=self.weight_decay,
+            betas=tuple(self.betas),
             schedule=self.schedule,
             warmup_steps=min(self.warmup_steps, steps),
             min_lr_ratio=self.min_lr_ratio,
@@ -252,7 +265,9 @@ def evaluate(
     L, B = stream_starts(len(ids), batch_size)
     total, count, state = 0.0, 0, None
     try:
-        for start in range(0, L, window):
+        for k, start in enumerate(range(0, L, window)):
+            if k % RELEASE_EVERY == RELEASE_EVERY - 1:
+                release_pages(ids)  # keep memory flat over a long memory-mapped text
             end = min(start + window, L)
             # one window of every stream, read from `ids` (a memmap stays on disk)
             rows = np.stack([ids[b * L + start : b * L + end + 1] for b in range(B)])
@@ -265,6 +280,42 @@ def evaluate(
         model.train(was_training)
     nats = total / count
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": float(count)}
+
+
+def score_file(
+    model: CharLM, path: PathLike, *, batch_size: int = 16, window: int = 256
+) -> dict[str, float]:
+    """:func:`evaluate` on a UTF-8 file of any size, plus its unigram entropy.
+
+    The file is decoded and encoded chunk by chunk into a temporary id file that is
+    then memory-mapped, so memory stays flat however big the file (reading it whole
+    as a str would take 1-4 bytes per character, and the ids as many again).
+    Returns ``nats_per_char``, ``bits_per_char``, ``chars`` (characters predicted),
+    ``text_chars`` and ``unigram_nats`` (the entropy of the file's character
+    frequencies: what a model that ignores context reaches at best).
+    """
+    vocab = model.vocab
+    counts = np.zeros(len(vocab), dtype=np.int64)
+    n = 0
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="score-") as tmp:
+        ids_path = Path(tmp) / "ids.bin"
+        with open(ids_path, "wb") as f:
+            for chunk in iter_text_chunks(path):
+                try:
+                    ids = vocab.encode(chunk)
+                except ValueError as err:
+                    raise ValueError(f"Argument `text` ({path}): {err}") from None
+                counts += np.bincount(ids, minlength=len(vocab))
+                n += len(ids)
+                f.write(ids.tobytes())
+        if n < 2:
+            raise ValueError(f"Argument `text` ({path}) needs at least 2 characters, got {n}")
+        ids = np.memmap(ids_path, dtype=vocab.dtype, mode="r", shape=(n,))
+        result = evaluate(model, ids, batch_size=batch_size, window=window)
+        del ids
+    p = counts[counts > 0] / n
+    return {**result, "text_chars": float(n), "unigram_nats": float(-(p * np.log(p)).sum())}
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -300,8 +351,11 @@ class Sampler:
     the tests. The prime is read by the model's forward pass in one call.
     """
 
+    numpy_max_streams = 8  # NumPy steps up to this many streams; torch above (measured)
+
     def __init__(self, model: CharLM) -> None:
         self.model = model
+        self._np: _NumpyLSTM | None = None
         self.layers = list(model.rnn.layers)
         for i, layer in enumerate(self.layers):
             if not hasattr(layer, "cell"):
@@ -334,6 +388,11 @@ class Sampler:
                 for c in cells[1:]
             ]
             self.hidden = H
+            # The same arrays for NumPy, whose per-call cost (~1 us) is a fraction of
+            # torch's (~5 us): at a few streams a step is ~20 small calls, so this
+            # doubles single-stream speed (shared/PERF.md; benchmarks/bench_charlm_sample.py).
+            if self.table.device.type == "cpu" and self.table.dtype == torch.float32:
+                self._np = _NumpyLSTM(self)
 
     def initial_state(self, num: int) -> list[State]:
         """Each layer's initial state (zeros or learned) for `num` streams."""
@@ -431,6 +490,12 @@ class Sampler:
         chars = vocab.chars
         try:
             logits, states = self.read_prime(prime_ids, n)
+            if self._np is not None and n <= self.numpy_max_streams:
+                steps = self._np.generate(
+                    logits, states, length, temperature, top_k, top_p, gen, chars
+                )
+                yield from steps
+                return
             for _ in range(length):
                 if temperature == 0:
                     nxt = logits.argmax(-1)
@@ -444,6 +509,93 @@ class Sampler:
                 logits, states = self.step(nxt, states)
         finally:
             model.train(was_training)
+
+
+def draw(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of `logits` (N, V), drawn with probabilities softmax(logits),
+    by inverse CDF (a uniform number against the cumulative sum). `logits` is
+    overwritten. -inf logits are never drawn."""
+    logits -= logits.max(1, keepdims=True)
+    np.exp(logits, out=logits)
+    cdf = np.cumsum(logits, 1)  # (N, V)
+    u = (1.0 - rng.random(len(cdf))) * cdf[:, -1]  # in (0, total]
+    return (cdf < u[:, None]).sum(1)  # the first index with cdf >= u
+
+
+class _NumpyLSTM:
+    """The LSTM sampler's step and draw in NumPy (float32), for a few streams on the CPU.
+
+    Same arrays and gate order as :meth:`Sampler._lstm_step`; the draw is by inverse
+    CDF: a uniform number against the cumulative sum of exp(logits / T), with the
+    temperature folded into the output layer. The generator is NumPy's, seeded from
+    the sampler's torch generator (or torch's global RNG), so a seed still fixes the
+    text and ``torch.manual_seed`` still governs an unseeded run.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        def arr(t: Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
+
+        self.hidden = sampler.hidden
+        self.table = arr(sampler.table)  # (V, 4H), gates i f o g
+        self.whh0_t = arr(sampler.whh0_t)  # (H, 4H)
+        self.upper = [(arr(w), arr(b)) for w, b in sampler.upper]
+        self.head_wt = arr(sampler.head_wt)  # (H, V)
+        self.head_b = arr(sampler.head_b)
+
+    def step(
+        self, ids: np.ndarray, states: list[tuple[np.ndarray, np.ndarray]], head: tuple
+    ) -> np.ndarray:
+        """ids (N,) -> logits (N, V) through `head` (W^T, b); `states` updated in place."""
+        H3 = 3 * self.hidden
+        below, c = states[0]
+        gates = self.table[ids]  # (N, 4H)
+        gates += below @ self.whh0_t
+        for i in range(len(states)):
+            if i:
+                h, c = states[i]
+                w_t, b = self.upper[i - 1]
+                gates = np.concatenate([below, h], 1) @ w_t
+                gates += b
+            sig = gates[:, :H3]  # sigmoid(x) = (1 + tanh(x / 2)) / 2: one ufunc call less
+            sig *= 0.5
+            np.tanh(sig, out=sig)
+            sig *= 0.5
+            sig += 0.5
+            g = gates[:, H3:]
+            np.tanh(g, out=g)
+            i_g, f_g, o_g = np.split(sig, 3, axis=1)
+            c = c * f_g  # c_t = f c_{t-1} + i g
+            c += i_g * g
+            below = np.tanh(c)
+            below *= o_g  # h_t = o tanh(c_t)
+            states[i] = (below, c)
+        logits = below @ head[0]
+        logits += head[1]
+        return logits
+
+    def generate(self, logits, states, length, temperature, top_k, top_p, gen, chars):
+        """Continue :meth:`Sampler.generate` from the prime's torch logits and states."""
+        seed = torch.randint(0, 2**62, (1,), generator=gen).item()
+        rng = np.random.default_rng(seed)
+        greedy = temperature == 0
+        scale = 1.0 if greedy else 1.0 / temperature
+        head = (self.head_wt * scale, self.head_b * scale)  # logits / T, folded in
+        z = logits.detach().numpy().astype(np.float32) * np.float32(scale)
+        np_states = [
+            (h.detach().numpy().astype(np.float32), c.detach().numpy().astype(np.float32))
+            for h, c in states
+        ]
+        filtered = top_k is not None or top_p is not None
+        for _ in range(length):
+            if greedy:
+                nxt = z.argmax(1)
+            else:
+                if filtered:
+                    z = filter_logits(torch.from_numpy(z), top_k, top_p).numpy()
+                nxt = draw(z, rng)
+            yield [chars[i] for i in nxt.tolist()]
+            z = self.step(nxt, np_states, head)
 
 
 def _split_layers(state: State, num_layers: int) -> list[State]:
@@ -508,6 +660,8 @@ class StreamBatches:
         if self.wrapped:
             self.epoch += 1
         self.cursor += 1
+        if self.cursor % RELEASE_EVERY == 0:
+            release_pages(self.ids)  # else an epoch leaves the whole text resident
         starts = np.arange(B) * L + k * T
         rows = np.stack([self.ids[s : s + T + 1] for s in starts]).astype(np.int64)  # (B, T+1)
         chunk = torch.from_numpy(rows)

@@ -170,19 +170,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .charlm import load, unigram_entropy
-    from .corpora import fetch, load_text
+    from .charlm import load, score_file
+    from .corpora import fetch
 
     model = load(args.checkpoint, device=_device(args.device))
     path = args.text if args.text is not None else fetch(args.corpus)
-    text = load_text(path)
-    result = model.score(text)
-    ids = model.vocab.encode(text)
-    h1 = unigram_entropy(ids, model.vocab_size)
+    r = score_file(model, path)
+    h1 = r["unigram_nats"]
     print(
-        f"{path}: {len(text):,} characters\n"
-        f"  model:   {result['nats_per_char']:.4f} nats/char  "
-        f"{result['bits_per_char']:.4f} bits/char\n"
+        f"{path}: {int(r['text_chars']):,} characters\n"
+        f"  model:   {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char\n"
         f"  unigram: {h1:.4f} nats/char  {h1 / math.log(2):.4f} bits/char "
         "(character frequencies alone)"
     )
@@ -193,6 +190,18 @@ def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Help that shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and not any(
+            action.default is v for v in (None, False, argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a character-level language model on any UTF-8 text",
         description="Train a character-level language model: embedding -> stacked "
         "LSTM/GRU/RNN -> linear, on B parallel streams with truncated BPTT.",
+        formatter_class=_ShowDefaults,
     )
     src = q.add_mutually_exclusive_group()
     src.add_argument("--text", help="a UTF-8 text file to train on")
@@ -255,27 +265,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--out", help="run directory (default runs/charlm-NAME)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    q.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-    q.add_argument("--layers", type=int, default=2)
-    q.add_argument("--hidden-size", type=int, default=256)
-    q.add_argument("--embedding-size", type=int, default=64, help="0: one-hot inputs")
-    q.add_argument("--dropout", type=float, default=0.0)
-    q.add_argument("--batch-size", type=int, default=32, help="parallel streams")
-    q.add_argument("--seq-len", type=int, default=64, help="characters per TBPTT window")
-    q.add_argument("--steps", type=int, help="optimizer steps (default 4000)")
+    # The defaults are the configuration classes' own (the tuned ones of the README).
+    from .charlm import CharLMConfig as M
+    from .charlm import TrainConfig as T
+
+    q.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=M.cell, help="recurrent cell")
+    q.add_argument("--layers", type=int, default=M.num_layers, help="stacked layers")
+    q.add_argument("--hidden-size", type=int, default=M.hidden_size, help="units per layer")
+    q.add_argument("--embedding-size", type=int, default=M.embedding_size, help="0: one-hot")
+    q.add_argument(
+        "--dropout", type=float, default=M.dropout, help="between layers, before the output"
+    )
+    q.add_argument("--batch-size", type=int, default=T.batch_size, help="parallel streams")
+    q.add_argument("--seq-len", type=int, default=T.seq_len, help="characters per TBPTT window")
+    q.add_argument("--steps", type=int, help=f"optimizer steps (default {T.steps})")
     q.add_argument(
         "--minutes", type=float, help="train for this long instead of --steps (schedule fits)"
     )
-    q.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate")
-    q.add_argument("--schedule", choices=["constant", "cosine", "linear"], default="cosine")
-    q.add_argument("--warmup", type=int, default=50, help="warmup steps")
-    q.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold")
-    q.add_argument("--val-fraction", type=float, default=0.1)
-    q.add_argument("--eval-every", type=int, default=500, help="steps; 0: at the end only")
-    q.add_argument("--eval-chars", type=int, default=0, help="validation characters; 0: all")
-    q.add_argument("--checkpoint-every", type=int, default=500)
+    q.add_argument("--lr", type=float, default=T.lr, help="peak Adam learning rate")
+    q.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "linear"],
+        default=T.schedule,
+        help="learning-rate decay after warm-up",
+    )
+    q.add_argument("--warmup", type=int, default=T.warmup_steps, help="warmup steps")
+    q.add_argument("--clip", type=float, default=T.clip_norm, help="gradient-norm clip threshold")
+    q.add_argument(
+        "--val-fraction", type=float, default=T.val_fraction, help="the end of the text held out"
+    )
+    q.add_argument("--eval-every", type=int, default=T.eval_every, help="steps; 0: at the end")
+    q.add_argument(
+        "--eval-chars",
+        type=int,
+        default=T.eval_chars,
+        help="validation characters per evaluation, from its start; 0: all",
+    )
+    q.add_argument("--checkpoint-every", type=int, default=T.checkpoint_every, help="steps")
     q.add_argument("--sample", type=int, default=300, help="characters to sample at the end")
-    q.add_argument("--seed", type=int, default=1234)
+    q.add_argument("--seed", type=int, default=T.seed, help="initialisation and data order")
     q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_train_charlm)

@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import mmap
 import os
 import re
 import shutil
@@ -596,3 +597,18 @@ def split_by_position(data: np.ndarray, val_fraction: float = 0.1) -> tuple[np.n
     n_val = int(len(data) * val_fraction)
     split = len(data) - n_val
     return data[:split], data[split:]
+
+
+def release_pages(data: np.ndarray) -> bool:
+    """Drop the pages of a memory-mapped array from this process's resident memory.
+
+    Reading a memmap leaves every page it touched resident, so a pass over a big
+    encoded text would grow the process to the text's size. The pages stay in the
+    kernel's page cache (a later read is cheap); only this process's hold on them
+    goes. Returns False, doing nothing, for an array that is not memory-mapped.
+    """
+    mm = getattr(data, "_mmap", None)  # numpy.memmap and its slices share it
+    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    mm.madvise(mmap.MADV_DONTNEED)
+    return True
