@@ -3,7 +3,13 @@
 Both train the same character model on the bundled Shakespeare (vocabulary 84): embedding
 64 -> 2-layer LSTM, hidden 256 -> linear; batch 32 streams x 64-character windows, the
 hidden state carried from window to window and detached, cross-entropy, gradient norm
-clipped to 1.0, Adam at lr 3e-3.
+clipped to 1.0, Adam at the default learning rate.
+
+rnnkit's default precision is "auto": on a CPU with native bfloat16 (AVX512-BF16 or AMX)
+the forward pass runs under ``torch.autocast`` in bfloat16, which oneDNN's LSTM kernel
+turns into fewer, cheaper steps; elsewhere float32. So that the framework's own cost is
+visible too, the in-process comparison then also runs ``rnnkit-fp32`` (rnnkit forced
+to float32, the bare loop's arithmetic) against the same bare loop.
 
 * ``rnnkit``  the loop ``rnnkit train charlm`` runs with its defaults: the Trainer of
               :func:`rnnkit.charlm.train` (``StreamBatches`` over the memory-mapped
@@ -67,8 +73,9 @@ from rnnkit.charlm import (
     _CarriedState,
     load_data,
     make_step_fn,
+    resolve_precision,
 )
-from rnnkit.trainer import Trainer
+from rnnkit.trainer import Trainer, _resolve_device
 
 LOG_EVERY = TrainConfig.log_every  # 20: chunks are whole log windows
 
@@ -79,11 +86,11 @@ LOG_EVERY = TrainConfig.log_every  # 20: chunks are whole log windows
 class RnnkitLoop:
     """The Trainer of ``rnnkit.charlm.train`` with the CLI's defaults; run(n) = n steps."""
 
-    name = "rnnkit"
-
-    def __init__(self, total_steps: int, progress: bool) -> None:
+    def __init__(self, total_steps: int, progress: bool, precision: str = "auto") -> None:
         cfg = TrainConfig(steps=max(TrainConfig.steps, total_steps + 2 * LOG_EVERY))
         cfg.progress = progress
+        cfg.precision = precision
+        self.name = "rnnkit" if precision == "auto" else f"rnnkit-{precision}"
         self.config = cfg
         data = load_data(corpus="shakespeare", val_fraction=cfg.val_fraction)
         batches = StreamBatches(data.train, cfg.batch_size, cfg.seq_len)
@@ -91,9 +98,9 @@ class RnnkitLoop:
         np.random.seed(cfg.seed % 2**32)
         model = CharLM(CharLMConfig(), data.vocab)
         carried = _CarriedState()
-        self.trainer = Trainer(
-            cfg.trainer_config(), model, make_step_fn(batches, carried), train_batches=batches
-        )
+        self.precision = resolve_precision(precision, model, _resolve_device(cfg.device))
+        step_fn = make_step_fn(batches, carried, self.precision)
+        self.trainer = Trainer(cfg.trainer_config(), model, step_fn, train_batches=batches)
         self.trainer.items_name, self.trainer.progress_keys = "chars", ["bpc"]  # as train()
         self.trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
         self.until = 0
@@ -267,19 +274,22 @@ def run_worker(variant: str, tune: bool, args: argparse.Namespace) -> dict:
 
 
 def in_process(args: argparse.Namespace) -> dict:
-    loops = [RnnkitLoop(args.warmup + args.rounds * args.steps, args.progress), BareLoop()]
-    print(f"rnnkit backend: {loops[0].backend}", file=sys.stderr)
+    total = args.warmup + args.rounds * args.steps
+    loops = [RnnkitLoop(total, args.progress), BareLoop()]
+    if loops[0].precision != "fp32":  # also the same arithmetic as the bare loop
+        loops.append(RnnkitLoop(total, args.progress, "fp32"))
+    print(f"rnnkit backend: {loops[0].backend}, precision {loops[0].precision}", file=sys.stderr)
     for loop in loops:
         loop.run(args.warmup)
     rates: dict[str, list[float]] = {loop.name: [] for loop in loops}
     for r in range(args.rounds):
-        order = loops if r % 2 == 0 else loops[::-1]
+        order = loops[r % len(loops) :] + loops[: r % len(loops)]  # rotate the order
         for loop in order:
             seconds = loop.run(args.steps)
             rates[loop.name].append(args.steps * loop.chars_per_step / seconds)
         print(f"  in-process round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     ratios = [a / b for a, b in zip(rates["rnnkit"], rates["bare"])]
-    return {
+    result = {
         "rnnkit_chars_per_s": statistics.median(rates["rnnkit"]),
         "bare_chars_per_s": statistics.median(rates["bare"]),
         "ratio": statistics.median(ratios),
@@ -287,7 +297,14 @@ def in_process(args: argparse.Namespace) -> dict:
         "rounds": rates,
         "steps_per_measurement": args.steps,
         "rnnkit_backend": loops[0].backend,
+        "rnnkit_precision": loops[0].precision,
     }
+    if "rnnkit-fp32" in rates:
+        fp32 = [a / b for a, b in zip(rates["rnnkit-fp32"], rates["bare"])]
+        result["fp32_chars_per_s"] = statistics.median(rates["rnnkit-fp32"])
+        result["fp32_ratio"] = statistics.median(fp32)
+        result["fp32_ratios"] = fp32
+    return result
 
 
 def subprocesses(args: argparse.Namespace) -> dict:
@@ -380,6 +397,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{sp['rnnkit_chars_per_s']:15,.0f} {sp['bare_chars_per_s']:13,.0f} "
             f"{sp['ratio']:6.3f}  {verdict(sp['ratio'], 1.0)}"
         )
+    if "fp32_ratio" in ip:
+        print(
+            f"{'1b. the same, rnnkit forced to fp32':<46} {ip['fp32_chars_per_s']:15,.0f} "
+            f"{ip['bare_chars_per_s']:13,.0f} {ip['fp32_ratio']:6.3f}  "
+            f"{verdict(ip['fp32_ratio'], 0.95)}"
+        )
+    print(f"rnnkit precision: {ip['rnnkit_precision']} (auto)")
     print(f"per-round ratios, 1: {' '.join(f'{r:.3f}' for r in ip['ratios'])}")
     if args.proc_rounds:
         print(f"per-round ratios, 2: {' '.join(f'{r:.3f}' for r in sp['ratios'])}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import rnnkit
 from rnnkit import charlm
@@ -275,6 +276,58 @@ def test_sampling_rejects_bad_arguments(trained):
         model.sample("ROMEO € ", 10)
     with pytest.raises(ValueError, match=r"`top_p`"):
         model.sample("A", 10, top_p=1.5)
+
+
+# -- precision -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_train_and_keep_float32_weights(tmp_path, text_file, precision):
+    model, trainer = charlm.train(
+        tmp_path / precision,
+        SMALL,
+        small_train(steps=60, lr=2e-2, precision=precision),
+        text=text_file,
+        log=quiet,
+    )
+    losses = [r["loss"] for r in trainer.history if "loss" in r]
+    assert losses[-1] < losses[0] - 0.5
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    meta = load_checkpoint(tmp_path / precision / "latest").meta
+    assert meta["precision"] == precision
+
+
+def test_bf16_steps_the_same_model_as_fp32_to_bfloat16_accuracy(excerpt):
+    torch.manual_seed(0)
+    model = CharLM(SMALL, Vocab.from_text(excerpt))
+    ids = model.encode(excerpt[:400]).view(4, 100)
+    batches = StreamBatches(np.zeros(10_000, dtype=np.uint8), 4, 99)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        step = charlm.make_step_fn(batches, charlm._CarriedState(), precision)
+        loss, _ = step(model, (ids[:, :-1], ids[:, 1:]))
+        loss.backward()
+        losses[precision] = (loss.item(), model.head.weight.grad.clone())
+        model.zero_grad()
+    assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=2e-2)
+    assert losses["bf16"][0] != losses["fp32"][0]  # bfloat16 was really used
+    cos = F.cosine_similarity(losses["bf16"][1].flatten(), losses["fp32"][1].flatten(), dim=0)
+    assert cos > 0.99
+
+
+def test_auto_precision_is_float32_off_the_fused_kernel_and_bf16_is_refused_there(excerpt):
+    vocab = Vocab.from_text(excerpt)
+    cpu = torch.device("cpu")
+    gru = CharLM(CharLMConfig(cell="gru", hidden_size=8, embedding_size=4), vocab)
+    assert charlm.resolve_precision("auto", gru, cpu) == "fp32"
+    with pytest.raises(ValueError, match=r"`precision`.*'bf16'.*GRU"):
+        charlm.resolve_precision("bf16", gru, cpu)
+    lstm = CharLM(CharLMConfig(hidden_size=8, embedding_size=4), vocab)
+    expected = "bf16" if charlm.native_bf16(cpu) else "fp32"
+    assert charlm.resolve_precision("auto", lstm, cpu) == expected
+    assert charlm.resolve_precision("fp32", lstm, cpu) == "fp32"
+    with pytest.raises(ValueError, match=r"`precision`.*'fp16'"):
+        TrainConfig(precision="fp16")
 
 
 # -- resuming exactly ---------------------------------------------------------------------------

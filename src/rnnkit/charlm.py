@@ -51,12 +51,13 @@ from .corpora import (
     release_pages,
     split_by_position,
 )
-from .layers import GRU, LSTM, RNN, State, detach_state, map_state
-from .trainer import Trainer, TrainerConfig
+from .layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
+from .trainer import Trainer, TrainerConfig, _resolve_device
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 PathLike = str | os.PathLike
+PRECISIONS = ("auto", "fp32", "bf16")
 RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
 
 
@@ -72,6 +73,7 @@ class CharLMConfig:
     hidden_size: int = 256
     embedding_size: int = 64  # 0: one-hot inputs (input_size = vocabulary size)
     dropout: float = 0.0  # between layers and before the output layer, while training
+    init: str | None = None  # a scheme of rnnkit.init (e.g. "orthogonal"); None: torch's
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -113,9 +115,17 @@ class TrainConfig:
     log_every: int = 20
     seed: int = 1234
     device: str = "auto"
+    # "bf16": the forward pass under torch.autocast in bfloat16 (weights, optimizer and
+    # loss stay float32); "auto": bf16 where the CPU has native bfloat16 arithmetic
+    # (AVX512-BF16 or AMX) and the layers run torch's fused kernel, else "fp32"
+    precision: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"Argument `precision` must be one of {PRECISIONS}, got {self.precision!r}"
+            )
         for name in ("batch_size", "seq_len", "steps"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -172,7 +182,7 @@ class CharLM(nn.Module):
         V, E, H = len(vocab), config.embedding_size, config.hidden_size
         self.embedding = nn.Embedding(V, E) if E else None
         self.rnn = CELLS[config.cell](
-            E or V, H, config.num_layers, dropout=config.dropout, batch_first=True
+            E or V, H, config.num_layers, dropout=config.dropout, batch_first=True, init=config.init
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, V)  # y_t = W_hy h_t + b_y
@@ -744,17 +754,48 @@ class _CarriedState:
             self.state = d["tensors"][0].to(device)
 
 
-def make_step_fn(batches: StreamBatches, carried: _CarriedState) -> Callable:
+def make_step_fn(
+    batches: StreamBatches, carried: _CarriedState, precision: str = "fp32"
+) -> Callable:
+    bf16 = precision == "bf16"
+
     def step_fn(model: CharLM, batch: tuple[Tensor, Tensor]):
         x, y = batch  # (B, T) each
         if batches.wrapped:  # a new pass: the streams restart at their beginnings
             carried.state = None
-        logits, state = model(x, carried.state)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, state = model(x, carried.state)
         carried.state = detach_state(state)  # truncated BPTT: cut at the window edge
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         return loss, {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
 
     return step_fn
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively (not emulated in float32)."""
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def resolve_precision(precision: str, model: CharLM, device: torch.device) -> str:
+    """ "fp32" or "bf16" for `precision` ("auto", "fp32", "bf16") on `device`.
+
+    "auto" picks bf16 only where it is measured to pay: a CPU with native bfloat16
+    and layers on torch's fused kernel (oneDNN's bf16 LSTM: 1.3-1.6x the steps per
+    second of float32 on an AVX512-BF16 CPU, benchmarks/bench_charlm_train.py). CUDA
+    stays float32 under "auto" (not measured here); ask for "bf16" there.
+    """
+    fused = model.rnn.backend(device) == BACKENDS[0]
+    if precision == "bf16" and not fused:
+        raise ValueError(
+            "Argument `precision`: 'bf16' needs layers on torch's fused kernel, but this "
+            f"{model.config.cell.upper()} runs the {model.rnn.backend(device)} on {device.type}"
+        )
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and fused and native_bf16(device) else "fp32"
 
 
 def run_meta(config: CharLMConfig, vocab: Vocab, train: TrainConfig | None, source: dict) -> dict:
@@ -829,10 +870,13 @@ def train(
         r = evaluate(m, val)
         return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
 
+    precision = resolve_precision(
+        train_config.precision, model, _resolve_device(train_config.device)
+    )
     trainer = Trainer(
         train_config.trainer_config(),
         model,
-        make_step_fn(batches, carried),
+        make_step_fn(batches, carried, precision),
         train_batches=batches,
         eval_fn=eval_fn,
     )
@@ -843,6 +887,7 @@ def train(
     )
     trainer.add_extra_state("best", lambda: dict(best), best.update)
     meta = run_meta(config, data.vocab, train_config, data.source)
+    meta["precision"] = precision  # what "auto" chose on this machine
 
     def on_eval(t: Trainer, metrics: dict[str, float]) -> None:
         log(
@@ -883,7 +928,8 @@ def train(
             f"training a {config.num_layers}x{config.hidden_size} {config.cell.upper()} "
             f"({n_params / 1e6:.2f} M parameters) on {data.source.get('corpus') or text}: "
             f"{len(data.train):,} training and {len(data.val):,} validation characters, "
-            f"vocabulary {len(data.vocab)}; backend {model.rnn.backend(trainer.device)}"
+            f"vocabulary {len(data.vocab)}; backend {model.rnn.backend(trainer.device)}, "
+            f"precision {precision}"
         )
     trainer.fit()
     trainer.write_history(out / "metrics.csv")

@@ -6,6 +6,7 @@ rnnkit data        list the text corpora, fetch one into the cache
 rnnkit train       train a model (charlm: a character-level language model)
 rnnkit sample      sample text from a character model, streamed as it is made
 rnnkit eval        bits per character of a character model on a text
+rnnkit inspect     colour a text by a character model's cells; find the interpretable ones
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         progress=not args.no_progress,
     )
     corpus = args.corpus if args.text is None else None
@@ -305,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sample", type=int, default=300, help="characters to sample at the end")
     q.add_argument("--seed", type=int, default=T.seed, help="initialisation and data order")
     q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    q.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=T.precision,
+        help="bf16: the forward pass in bfloat16 under autocast; auto: bf16 on CPUs with "
+        "native bfloat16 (AVX512-BF16, AMX) when the fused LSTM kernel runs, else fp32",
+    )
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_train_charlm)
 
