@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -53,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from _machine import environment, write_json
 from rnnkit._malloc import tune_glibc_malloc
 from rnnkit.charlm import CharLMConfig, StreamBatches, TrainConfig, load_data, train
 from rnnkit.corpora import cache_dir, encode_to_memmap, load_shakespeare
@@ -195,40 +195,6 @@ def drop_cached_encoding(workdir: Path, text: Path) -> int:
     return removed
 
 
-# -- machine information -------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict:
-    mem_total = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_total = int(f.readline().split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "mem_total": mem_total,
-        "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-        "loadavg": os.getloadavg(),
-    }
-
-
 # -- reporting -------------------------------------------------------------------------------
 
 
@@ -358,17 +324,8 @@ def main(argv: list[str] | None = None) -> None:
         f"largest increment over the import baseline: {mib(worst)} MiB = "
         f"{worst / encoded:.3f} x encoded, {worst / file_bytes:.3f} x the file"
     )
-    if args.json:
-        report = {
-            "environment": env,
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "text": str(text),
-            "summary": summary,
-            "phases": phases,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
+    report = {"environment": env, "args": vars(args), "text": text, "summary": summary}
+    write_json(args.json, {**report, "phases": phases})
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+from _machine import environment, print_environment, print_load_after, write_json
 
 TARGETS = {5.0: 1.50, 10.0: 1.45}  # nats/char
 
@@ -74,11 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    env = environment()
+    print_environment(env)
     results = []
     for minutes in args.minutes:
         results.append(run(minutes, args.workdir / f"{stamp}-{minutes:g}min"))
@@ -101,10 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{t['seq_len']} characters, Adam lr {t['lr']} betas {tuple(t['betas'])}, "
         f"{t['schedule']} schedule, warm-up {t['warmup_steps']} steps, clip {t['clip_norm']}"
     )
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-        print(f"wrote {args.json}")
+    print_load_after()
+    write_json(args.json, {"environment": env, "results": results})
 
 
 if __name__ == "__main__":

@@ -31,9 +31,6 @@ to report).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +38,7 @@ import time
 import torch
 from torch import nn
 
+from _machine import environment, print_environment, print_load_after, write_json
 from rnnkit._malloc import tune_glibc_malloc
 from rnnkit.charlm import CharLM, CharLMConfig, load
 from rnnkit.corpora import Vocab, load_shakespeare
@@ -96,51 +94,6 @@ class TorchLSTMSampler:
             for i, c in enumerate(ids.tolist()):
                 chunks[i].append(chars[c])
         return ["".join(c) for c in chunks]
-
-
-# -- machine information -------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(malloc_tuned: bool) -> dict:
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "onednn_enabled": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
-        "malloc_tuned": malloc_tuned,
-        "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-        "loadavg": os.getloadavg(),
-    }
-
-
-def print_environment(env: dict) -> None:
-    print(
-        f"torch {env['torch']}, python {env['python']}, {env['threads']} threads, "
-        f"{env['cpus']} CPUs: {env['cpu']}\n"
-        f"oneDNN: {env['onednn_enabled']}, glibc malloc tuned: {env['malloc_tuned']}, "
-        f"LD_PRELOAD={env['LD_PRELOAD']}, GLIBC_TUNABLES={env['GLIBC_TUNABLES']}"
-    )
-    la = env["loadavg"]
-    print(f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
-    if la[0] > 0.5:
-        print(
-            "WARNING: the machine is busy (1-minute load average > 0.5 before this run): "
-            "these numbers are contended, do not report them"
-        )
 
 
 # -- running and reporting -------------------------------------------------------------------
@@ -242,19 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                 target += f"; >= {TARGET_RATIO_1:.0f}x nn.LSTM: {'met' if ok else 'MISSED'}"
         results[f"{name}/{n}"] = res
         print(f"{n:7d} {name:<8} {res['chars_per_s']:10,.0f} {ratio:11.2f}  {target}")
-    la = os.getloadavg()
-    print(f"load average after (includes this run): {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
-    if args.json:
-        report = {
-            "environment": env,
-            "args": vars(args),
-            "greedy_check": check,
-            "results": results,
-            "loadavg_after": la,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
+    la = print_load_after()
+    report = {"environment": env, "args": vars(args), "greedy_check": check}
+    write_json(args.json, {**report, "results": results, "loadavg_after": la})
 
 
 if __name__ == "__main__":

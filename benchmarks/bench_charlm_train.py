@@ -53,7 +53,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from _machine import environment, print_environment, print_load_after, write_json
 from rnnkit._malloc import tune_glibc_malloc
 from rnnkit.charlm import (
     CharLM,
@@ -176,55 +176,6 @@ class BareLoop:
         for _ in range(steps):
             self.step()
         return time.perf_counter() - start
-
-
-# -- machine information -------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(malloc_tuned: bool) -> dict:
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "onednn_enabled": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
-        "malloc_tuned": malloc_tuned,
-        "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-        "loadavg": os.getloadavg(),
-    }
-
-
-def print_environment(env: dict) -> None:
-    print(
-        f"torch {env['torch']}, python {env['python']}, {env['threads']} threads, "
-        f"{env['cpus']} CPUs: {env['cpu']}\n"
-        f"oneDNN: {env['onednn_enabled']}, glibc malloc tuned (in this process): "
-        f"{env['malloc_tuned']}, LD_PRELOAD={env['LD_PRELOAD']}, "
-        f"GLIBC_TUNABLES={env['GLIBC_TUNABLES']}"
-    )
-    warn_if_loaded(env["loadavg"])
-
-
-def warn_if_loaded(loadavg: tuple[float, float, float]) -> None:
-    print(f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
-    if loadavg[0] > 0.5:
-        print(
-            "WARNING: the machine is busy (1-minute load average > 0.5 before this run): "
-            "these numbers are contended, do not report them"
-        )
 
 
 # -- the worker: one loop in a fresh process ------------------------------------------------
@@ -384,7 +335,6 @@ def main(argv: list[str] | None = None) -> None:
     report["in_process"] = ip = in_process(args)
     if args.proc_rounds:
         report["subprocess"] = sp = subprocesses(args)
-    report["loadavg_after"] = os.getloadavg()
 
     print(f"\n{'comparison':<46} {'rnnkit chars/s':>15} {'bare chars/s':>13} {'ratio':>6}")
     print(
@@ -407,12 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"per-round ratios, 1: {' '.join(f'{r:.3f}' for r in ip['ratios'])}")
     if args.proc_rounds:
         print(f"per-round ratios, 2: {' '.join(f'{r:.3f}' for r in sp['ratios'])}")
-    after = report["loadavg_after"]
-    print(f"load average after (includes this run): {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
+    report["loadavg_after"] = print_load_after()
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

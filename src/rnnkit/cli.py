@@ -110,6 +110,7 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
         hidden_size=args.hidden_size,
         embedding_size=args.embedding_size,
         dropout=args.dropout,
+        init=args.init,
     )
     train_cfg = TrainConfig(
         batch_size=args.batch_size,
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--dropout", type=float, default=M.dropout, help="between layers, before the output"
     )
+    q.add_argument("--init", help="initialisation scheme of rnnkit.init, e.g. orthogonal")
     q.add_argument("--batch-size", type=int, default=T.batch_size, help="parallel streams")
     q.add_argument("--seq-len", type=int, default=T.seq_len, help="characters per TBPTT window")
     q.add_argument("--steps", type=int, help=f"optimizer steps (default {T.steps})")
