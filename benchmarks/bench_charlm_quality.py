@@ -43,7 +43,8 @@ def run(minutes: float, out: Path) -> dict:
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
-    meta = json.loads((out / "latest" / "meta.json").read_text())
+    meta = json.loads((out / "latest" / "meta.json").read_text())["meta"]
+    best = json.loads((out / "best" / "meta.json").read_text())["meta"]
     rows = (out / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     evals = [dict(zip(header, r.split(","))) for r in rows[1:]]
@@ -56,7 +57,7 @@ def run(minutes: float, out: Path) -> dict:
         "minutes": minutes,
         "val_nats_per_char": last,
         "val_bits_per_char": last / math.log(2),
-        "best_val_nats_per_char": json.loads((out / "best" / "meta.json").read_text())["val_loss"],
+        "best_val_nats_per_char": best["val_loss"],
         "steps": steps,
         "train_chars": chars,
         "wall_s": wall,

@@ -943,10 +943,12 @@ def train(
 def _time_budget(train_config: TrainConfig, meta: dict) -> Callable:
     """An on_log callback that fixes max_steps from the measured step time.
 
-    At the first log record after warmup (at least 20 steps), the training speed so far
-    sets ``max_steps`` so that training ends after ``minutes`` (evaluation time not
-    counted); the schedule then decays over exactly that many steps. The decided
-    number is written into the run's configuration, so a resumed run keeps it.
+    From the first log record after warmup (at least 20 steps) on, the training speed
+    so far sets ``max_steps`` so that training ends after ``minutes`` (evaluation
+    time not counted); the estimate is refined at every log record over the first
+    tenth of the budget (a few early steps mislead: the machines drift by 20%), then
+    fixed, and the schedule decays over exactly that many steps. The decided number
+    is written into the run's configuration, so a resumed run keeps it.
     """
     budget_s = train_config.minutes * 60
     first = {"step": None, "time": None}
@@ -959,9 +961,11 @@ def _time_budget(train_config: TrainConfig, meta: dict) -> Callable:
             return
         if t.step < max(20, train_config.warmup_steps):
             return
-        per_step = (record["elapsed_s"] - first["time"]) / (t.step - first["step"])
-        steps = max(t.step + 1, int(budget_s / per_step))
+        measured = record["elapsed_s"] - first["time"]
+        steps = max(t.step + 1, int(budget_s * (t.step - first["step"]) / measured))
         t.set_max_steps(steps)
+        if measured < 0.1 * budget_s:
+            return  # still measuring
         train_config.steps = steps
         train_config.minutes = None  # decided: a resumed run keeps these steps
         meta["train"] = asdict(train_config)
