@@ -23,9 +23,9 @@ DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
 	$(VENV)/bin/rnnkit train charlm --minutes 3 --out $(DEMO_RUN) --sample 0
 	@echo; echo "--- temperature 0.5: safe, repetitive ---"
-	$(VENV)/bin/rnnkit sample $(DEMO_RUN) --prime "ROMEO:" --length 500 --temperature 0.5 --seed 1
+	$(VENV)/bin/rnnkit sample $(DEMO_RUN) --prime "FALSTAFF." --length 500 --temperature 0.5 --seed 1
 	@echo; echo "--- temperature 1.0: varied, more mistakes ---"
-	$(VENV)/bin/rnnkit sample $(DEMO_RUN) --prime "ROMEO:" --length 500 --temperature 1.0 --seed 1
+	$(VENV)/bin/rnnkit sample $(DEMO_RUN) --prime "FALSTAFF." --length 500 --temperature 1.0 --seed 1
 	$(VENV)/bin/rnnkit inspect $(DEMO_RUN) --find --out $(DEMO_RUN)/inspect.html
 	@echo; echo "loss plot: $(DEMO_RUN)/loss.png   cells: $(DEMO_RUN)/inspect.html"
 
