@@ -362,6 +362,8 @@ class Sampler:
     """
 
     numpy_max_streams = 128  # NumPy steps up to this many streams (measured faster), torch above
+    bf16_min_streams: int | None = 16  # bf16 products from this many streams on; None: never
+    bf16_weights: list[Tensor] | None = None  # LSTM on a CPU with native bfloat16 only
 
     def __init__(self, model: CharLM) -> None:
         self.model = model
@@ -404,6 +406,13 @@ class Sampler:
             # (benchmarks/bench_charlm_sample.py).
             if self.table.device.type == "cpu" and self.table.dtype == torch.float32:
                 self._np = _NumpyLSTM(self)
+            # Many streams on a CPU with native bfloat16: the products (most of a step)
+            # run 2.3x faster in bf16 (measured, 64 x 512 x 1024); the state, gates and
+            # draw stay float32, the model is the same to bf16 rounding (it trained
+            # under bf16 autocast by default). Greedy text can differ from float32.
+            if native_bf16(self.table.device) and self.table.device.type == "cpu":
+                mats = [self.whh0_t, *(w for w, _ in self.upper), self.head_wt]
+                self.bf16_weights = [w.bfloat16() for w in mats]
 
     def initial_state(self, num: int) -> list[State]:
         """Each layer's initial state (zeros or learned) for `num` streams."""
@@ -429,22 +438,33 @@ class Sampler:
             h = cell.output(s)
         return torch.addmm(self.head_b, h, self.head_wt), new
 
-    def _lstm_step(self, ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
+    def _lstm_step(
+        self, ids: Tensor, states: list[State], bf16: bool = False
+    ) -> tuple[Tensor, list[State]]:
         H = self.hidden
         new = []
         below, c = states[0]
-        gates = torch.addmm(self.table[ids], below, self.whh0_t)  # (N, 4H) in i f o g order
+        if bf16:  # products in bfloat16, everything else float32
+            gates = torch.mm(below.bfloat16(), self.bf16_weights[0]).float().add_(self.table[ids])
+        else:
+            gates = torch.addmm(self.table[ids], below, self.whh0_t)  # (N, 4H): i f o g
         for i in range(len(states)):
             if i:
                 h, c = states[i]
                 w_t, b = self.upper[i - 1]
-                gates = torch.addmm(b, torch.cat([below, h], 1), w_t)
+                x = torch.cat([below, h], 1)
+                if bf16:
+                    gates = torch.mm(x.bfloat16(), self.bf16_weights[i]).float().add_(b)
+                else:
+                    gates = torch.addmm(b, x, w_t)
             gates[:, : 3 * H].sigmoid_()
             gates[:, 3 * H :].tanh_()
             i_g, f_g, o_g, g_g = gates.chunk(4, 1)
             c = torch.addcmul(c * f_g, i_g, g_g)  # c_t = f c_{t-1} + i g
             below = torch.tanh(c).mul_(o_g)  # h_t = o tanh(c_t)
             new.append((below, c))
+        if bf16:
+            return torch.mm(below.bfloat16(), self.bf16_weights[-1]).float().add_(self.head_b), new
         return torch.addmm(self.head_b, below, self.head_wt), new
 
     def read_prime(self, prime_ids: Tensor, num: int) -> tuple[Tensor, list[State]]:
@@ -501,7 +521,9 @@ class Sampler:
         chars = vocab.chars
         try:
             logits, states = self.read_prime(prime_ids, n)
-            if self._np is not None and n <= self.numpy_max_streams:
+            bf16 = self.bf16_weights is not None and self.bf16_min_streams is not None
+            bf16 = bf16 and n >= self.bf16_min_streams
+            if self._np is not None and n <= self.numpy_max_streams and not bf16:
                 steps = self._np.generate(
                     logits, states, length, temperature, top_k, top_p, gen, chars
                 )
@@ -517,7 +539,9 @@ class Sampler:
                         logits = filter_logits(logits, top_k, top_p)
                     nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
                 yield [chars[i] for i in nxt.tolist()]
-                logits, states = self.step(nxt, states)
+                logits, states = (
+                    self._lstm_step(nxt, states, True) if bf16 else self.step(nxt, states)
+                )
         finally:
             model.train(was_training)
 
