@@ -10,6 +10,7 @@ from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_bat
 from .cells import GRUCell, LSTMCell, RNNCell
 from .charlm import CharLM, CharLMConfig, load
 from .conv import ConvGRUCell, ConvLSTMCell
+from .crf import LinearChainCRF
 from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
 from .init import init_cell, initialize
 from .layers import (
@@ -47,6 +48,7 @@ __all__ = [
     "OneToMany",
     "EncoderDecoder",
     "generate",
+    "LinearChainCRF",
     # variable-length batches
     "pad_batch",
     "pack_batch",
