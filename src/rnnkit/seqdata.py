@@ -1,0 +1,161 @@
+"""Reading labelled sequences from the user's own files, and their vocabularies.
+
+The two text formats of sequence classification and tagging:
+
+* TSV, one example per line: ``label<TAB>text`` (the text may hold further tabs);
+* CoNLL-style columns, one token per line: ``token<TAB>tag`` (extra columns between
+  are allowed; the first is the token, the last the tag), a blank line between
+  sentences, ``-DOCSTART-`` lines ignored.
+
+Every problem is a ValueError that names the file and the line: an empty or
+non-UTF-8 file, a line without a label or a tag, a label the model never saw.
+:class:`WordVocab` maps tokens to ids with a minimum frequency and an unknown token;
+:class:`LabelVocab` maps labels or tags to ids and refuses unknown ones by name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .corpora import load_text
+
+PathLike = str | os.PathLike
+PAD, UNK = "<pad>", "<unk>"
+
+
+def _lines(path: PathLike) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    return load_text(path).splitlines()  # refuses binary and non-UTF-8 files by offset
+
+
+def read_tsv(path: PathLike) -> list[tuple[str, str]]:
+    """(label, text) pairs of a ``label<TAB>text`` file; blank lines are skipped."""
+    examples = []
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip() or not text.strip():
+            raise ValueError(
+                f"{path}:{n}: expected 'label<TAB>text', got {line[:80]!r}"
+                + (" (no tab)" if not tab else "")
+            )
+        examples.append((label.strip(), text.strip()))
+    if not examples:
+        raise ValueError(f"{path} holds no examples (only blank lines)")
+    return examples
+
+
+def read_conll(path: PathLike) -> list[tuple[list[str], list[str]]]:
+    """(tokens, tags) per sentence of a ``token<TAB>tag`` column file."""
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for n, line in enumerate(_lines(path), 1):
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if len(cols) < 2 or not cols[0] or not cols[-1].strip():
+            raise ValueError(
+                f"{path}:{n}: expected 'token<TAB>tag', got {line[:80]!r} (missing tag column)"
+            )
+        tokens.append(cols[0])
+        tags.append(cols[-1].strip())
+    if tokens:
+        sentences.append((tokens, tags))
+    if not sentences:
+        raise ValueError(f"{path} holds no sentences")
+    return sentences
+
+
+@dataclass
+class WordVocab:
+    """Tokens -> ids: ``<pad>`` is 0, ``<unk>`` 1, then the kept tokens by frequency."""
+
+    tokens: list[str] = field(default_factory=lambda: [PAD, UNK])
+    lower: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"a WordVocab starts with {PAD!r}, {UNK!r}; got {self.tokens[:2]}")
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def build(
+        cls, sentences: Iterable[Sequence[str]], *, min_freq: int = 1, lower: bool = False
+    ) -> WordVocab:
+        """Keep tokens seen at least `min_freq` times (ties in first-seen order)."""
+        if not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"Argument `min_freq` must be a positive integer, got {min_freq!r}")
+        counts = Counter(t.lower() if lower else t for s in sentences for t in s)
+        kept = [t for t, c in counts.most_common() if c >= min_freq and t not in (PAD, UNK)]
+        return cls([PAD, UNK, *kept], lower)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of `tokens`; tokens outside the vocabulary become ``<unk>`` (1)."""
+        index = self.index
+        return [index.get(t.lower() if self.lower else t, 1) for t in tokens]
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.tokens, "lower": self.lower}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordVocab:
+        return cls(list(d["tokens"]), bool(d.get("lower", False)))
+
+
+@dataclass
+class LabelVocab:
+    """Labels (or tags) -> ids, in sorted order; unknown labels are refused by name."""
+
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"a LabelVocab needs distinct labels, got {self.labels!r}")
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def build(cls, labels: Iterable[str]) -> LabelVocab:
+        return cls(sorted(set(labels)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, labels: Sequence[str], where: str = "") -> list[int]:
+        """Ids of `labels`; a label never seen in training is a ValueError naming it
+        (and `where`, e.g. ``"test.tsv:12"``) with the known ones."""
+        out = []
+        for label in labels:
+            i = self.index.get(label)
+            if i is None:
+                known = ", ".join(repr(x) for x in self.labels[:20])
+                at = f"{where}: " if where else ""
+                raise ValueError(
+                    f"{at}label {label!r} was never seen in training; the model knows {known}"
+                )
+            out.append(i)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LabelVocab:
+        return cls(list(d["labels"]))

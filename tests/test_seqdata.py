@@ -1,0 +1,79 @@
+"""Reading TSV and CoNLL files, word and label vocabularies, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from rnnkit.seqdata import LabelVocab, WordVocab, read_conll, read_tsv
+
+
+def test_tsv_reads_label_and_text_and_keeps_tabs_inside_the_text(tmp_path):
+    f = tmp_path / "train.tsv"
+    f.write_text("pos\ta fine, moving film\n\nneg\tdull\tand long\n", encoding="utf-8")
+    assert read_tsv(f) == [("pos", "a fine, moving film"), ("neg", "dull\tand long")]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("pos\tgood\nno label here\n", r"bad\.tsv:2: expected 'label<TAB>text'.*no tab"),
+        ("pos\tgood\n\tonly text\n", r"bad\.tsv:2: expected 'label<TAB>text'"),
+        ("pos\t   \n", r"bad\.tsv:1: expected 'label<TAB>text'"),
+        ("\n\n", r"bad\.tsv holds no examples"),
+    ],
+)
+def test_tsv_errors_name_the_file_and_line(tmp_path, content, message):
+    f = tmp_path / "bad.tsv"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        read_tsv(f)
+
+
+def test_empty_missing_and_non_utf8_files_are_refused(tmp_path):
+    empty = tmp_path / "empty.tsv"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.tsv is empty"):
+        read_tsv(empty)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_conll(tmp_path / "nope.conll")
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("pos\tcaf\u00e9 cr\u00e8me\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_tsv(latin)
+
+
+def test_conll_reads_sentences_and_names_a_missing_tag_column(tmp_path):
+    f = tmp_path / "ner.conll"
+    f.write_text(
+        "-DOCSTART-\tO\n\nTeddy\tB-PER\nRoosevelt\tI-PER\nspoke\tO\n\n\n"
+        "Teddy NN x B-PROD\nbear O\n",
+        encoding="utf-8",
+    )
+    assert read_conll(f) == [
+        (["Teddy", "Roosevelt", "spoke"], ["B-PER", "I-PER", "O"]),
+        (["Teddy", "bear"], ["B-PROD", "O"]),  # whitespace columns; the last is the tag
+    ]
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Teddy\tB-PER\nRoosevelt\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.conll:2: expected 'token<TAB>tag'.*missing tag"):
+        read_conll(bad)
+
+
+def test_word_vocab_keeps_frequent_tokens_and_maps_the_rest_to_unk():
+    sents = [["the", "cat", "sat"], ["The", "cat", "ran"], ["the", "dog"]]
+    v = WordVocab.build(sents, min_freq=2)
+    assert v.tokens == ["<pad>", "<unk>", "the", "cat"]  # "The" counts apart: case kept
+    assert v.encode(["the", "cat", "zebra", "The"]) == [v.index["the"], v.index["cat"], 1, 1]
+    lower = WordVocab.build(sents, min_freq=3, lower=True)
+    assert lower.tokens[2:] == ["the"] and lower.encode(["THE"]) == [2]
+    assert WordVocab.from_dict(lower.to_dict()) == lower
+    with pytest.raises(ValueError, match="`min_freq`"):
+        WordVocab.build(sents, min_freq=0)
+
+
+def test_label_vocab_refuses_a_label_it_never_saw_by_name():
+    labels = LabelVocab.build(["pos", "neg", "pos"])
+    assert labels.labels == ["neg", "pos"] and labels.encode(["pos", "neg"]) == [1, 0]
+    with pytest.raises(ValueError, match=r"test\.tsv:7: label 'neutral' was never seen.*'neg'"):
+        labels.encode(["neutral"], where="test.tsv:7")
+    assert LabelVocab.from_dict(labels.to_dict()) == labels
