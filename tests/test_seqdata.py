@@ -132,7 +132,8 @@ def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_pat
     with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
         seqdata.fetch_dataset("movie-reviews")
     assert not (tmp_path / "cache" / "movie-reviews.tsv").exists()
-    with pytest.raises(ValueError, match="unknown data set 'imdb'; valid names: brown-pos, brown-pos-test, movie-reviews"):
+    names = "brown-pos, brown-pos-test, movie-reviews, tweets-ner"
+    with pytest.raises(ValueError, match=f"unknown data set 'imdb'; valid names: {names}"):
         seqdata.fetch_dataset("imdb")
 
 
