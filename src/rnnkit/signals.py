@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
-from .corpora import ChecksumError, Package, cache_dir, download_package
+from .corpora import ChecksumError, Package, cache_dir, cache_from_package
 
 SKTIME = Package(
     "pypi", "sktime", "1.2.0", "dbffc6731d2d683b668dceb5e2bbc5804bebc8446b4c580803a281684d90e4ae"
@@ -114,34 +112,37 @@ def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def fetch_signals(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Path of the cached ``NAME.npz`` of set `name`, made from the wheel on first use."""
+def _check_name(name: str) -> None:
     if name not in SIGNAL_SETS:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(SIGNAL_SETS)}")
-    path = cache_dir() / f"{name}.npz"
-    if path.is_file():  # written atomically: present means complete
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: downloading {SKTIME} ...")
-    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
-        arrays = prepare_signals(download_package(SKTIME, Path(tmp)), name)
-    if _arrays_sha256(arrays) != SIGNAL_SETS[name][1]:
-        raise ChecksumError(
-            f"the arrays of {name!r} prepared from {SKTIME} differ from the ones this rnnkit "
-            "was written against; please report it"
-        )
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-    log(f"{name}: written to {path}")
-    return path
+
+
+def signals_path(name: str) -> Path:
+    return cache_dir() / f"{name}.npz"
+
+
+def fetch_signals(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:
+    """Path of the cached ``NAME.npz`` of set `name`, made from the wheel on first use."""
+    _check_name(name)
+
+    def prepare(wheel: Path) -> bytes:
+        arrays = prepare_signals(wheel, name)
+        if _arrays_sha256(arrays) != SIGNAL_SETS[name][1]:
+            raise ChecksumError(
+                f"the arrays of {name!r} prepared from {SKTIME} differ from the ones this "
+                "rnnkit was written against; please report it"
+            )
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    return cache_from_package(signals_path(name), SKTIME, prepare, name=name, log=log)
 
 
 def load_signals(name: str, path: Path | None = None) -> dict:
     """{"train": (x, lengths, y), "test": (x, lengths, y), "classes": [...]} of set `name`,
     checked against the pinned sha256 of its arrays."""
-    if name not in SIGNAL_SETS:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(SIGNAL_SETS)}")
+    _check_name(name)
     path = path or fetch_signals(name)
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
