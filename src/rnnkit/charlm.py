@@ -324,8 +324,7 @@ def score_file(
         ids = np.memmap(ids_path, dtype=vocab.dtype, mode="r", shape=(n,))
         result = evaluate(model, ids, batch_size=batch_size, window=window)
         del ids
-    p = counts[counts > 0] / n
-    return {**result, "text_chars": float(n), "unigram_nats": float(-(p * np.log(p)).sum())}
+    return {**result, "text_chars": float(n), "unigram_nats": _entropy(counts)}
 
 
 # -- sampling ----------------------------------------------------------------------------------
@@ -521,17 +520,17 @@ class Sampler:
         chars = vocab.chars
         try:
             logits, states = self.read_prime(prime_ids, n)
+            rng = None  # on the CPU, NumPy's inverse-CDF draw: 3x torch.multinomial's speed;
+            if device.type == "cpu":  # seeded from torch's RNG, so a seed still fixes the text
+                rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
             bf16 = self.bf16_weights is not None and self.bf16_min_streams is not None
             bf16 = bf16 and n >= self.bf16_min_streams
             if self._np is not None and n <= self.numpy_max_streams and not bf16:
                 steps = self._np.generate(
-                    logits, states, length, temperature, top_k, top_p, gen, chars
+                    logits, states, length, temperature, top_k, top_p, rng, chars
                 )
                 yield from steps
                 return
-            rng = None  # on the CPU, NumPy's inverse-CDF draw: 3x torch.multinomial's speed
-            if device.type == "cpu":
-                rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
             for _ in range(length):
                 if temperature == 0:
                     nxt = logits.argmax(-1)
@@ -569,9 +568,9 @@ class _NumpyLSTM:
 
     Same arrays and gate order as :meth:`Sampler._lstm_step`; the draw is by inverse
     CDF: a uniform number against the cumulative sum of exp(logits / T), with the
-    temperature folded into the output layer. The generator is NumPy's, seeded from
-    the sampler's torch generator (or torch's global RNG), so a seed still fixes the
-    text and ``torch.manual_seed`` still governs an unseeded run.
+    temperature folded into the output layer. The generator `rng` is the NumPy one
+    :meth:`Sampler.generate` seeds from torch's, so a seed still fixes the text and
+    ``torch.manual_seed`` still governs an unseeded run.
     """
 
     def __init__(self, sampler: Sampler) -> None:
@@ -616,10 +615,8 @@ class _NumpyLSTM:
         logits += head[1]
         return logits
 
-    def generate(self, logits, states, length, temperature, top_k, top_p, gen, chars):
+    def generate(self, logits, states, length, temperature, top_k, top_p, rng, chars):
         """Continue :meth:`Sampler.generate` from the prime's torch logits and states."""
-        seed = torch.randint(0, 2**62, (1,), generator=gen).item()
-        rng = np.random.default_rng(seed)
         greedy = temperature == 0
         scale = 1.0 if greedy else 1.0 / temperature
         head = (self.head_wt * scale, self.head_b * scale)  # logits / T, folded in
@@ -1076,6 +1073,10 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
 def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
     """Entropy in nats of the character frequencies of `ids`: what a model that
     ignores context can reach at best."""
-    counts = np.bincount(np.asarray(ids), minlength=vocab_size).astype(np.float64)
+    return _entropy(np.bincount(np.asarray(ids), minlength=vocab_size))
+
+
+def _entropy(counts: np.ndarray) -> float:
+    """Entropy in nats of the distribution proportional to `counts`."""
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
