@@ -2,7 +2,7 @@
 
 rnnkit hello       the lecture's toy RNN learns "hello"
 rnnkit gradients   vanishing and exploding gradients, measured and plotted
-rnnkit data        list the text corpora, fetch one into the cache
+rnnkit data        list the text corpora and sequence data sets, fetch one into the cache
 rnnkit train       train a model (charlm: a character-level language model)
 rnnkit sample      sample text from a character model, streamed as it is made
 rnnkit eval        bits per character of a character model on a text
@@ -255,15 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_gradients)
 
-    p = sub.add_parser("data", help="list the text corpora, fetch one into the cache")
+    p = sub.add_parser(
+        "data", help="list the text corpora and sequence data sets, fetch one into the cache"
+    )
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("list", help="name, size, source, licence; which are cached")
     q.set_defaults(func=_cmd_data_list)
     q = data_sub.add_parser(
         "get",
-        help="fetch a corpus (sha256-checked) into $RNNKIT_DATA and print its path",
+        help="fetch a corpus or data set (sha256-checked) into $RNNKIT_DATA, print its path",
     )
-    q.add_argument("name", help="corpus name, see `rnnkit data list`")
+    q.add_argument("name", help="a corpus or data set name, see `rnnkit data list`")
     q.set_defaults(func=_cmd_data_get)
 
     p = sub.add_parser("train", help="train a model: `rnnkit train charlm --help`")
