@@ -44,3 +44,124 @@ def test_gradients_command_reports_vanishing_and_exploding(tmp_path, capsys):
     assert re.search(r"0\.(49|50)\d\s+vanishing", rows["RNN, W_hh = 0.5 x orthogonal"])
     assert "exploding" in rows["RNN, W_hh = 1.5 x orthogonal"]
     assert out_png.stat().st_size > 10_000
+
+
+# -- classify, tag, predict, eval ---------------------------------------------------------
+
+SEQ_FAST = ["--no-progress", "--hidden-size", "16", "--embedding-size", "16", "--lr", "1e-2"]
+SEQ_FAST += ["--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def classify_run(tmp_path_factory):
+    from seqtoys import sentiment_tsv
+
+    d = tmp_path_factory.mktemp("classify")
+    train = sentiment_tsv(d / "train.tsv", 240, seed=1)
+    test = sentiment_tsv(d / "test.tsv", 60, seed=2)
+    args = ["train", "classify", "--train", str(train), "--test", str(test)]
+    assert main([*args, "--out", str(d / "run"), "--epochs", "25", *SEQ_FAST]) == 0
+    return d
+
+
+def test_train_classify_writes_a_run_and_eval_prints_metrics(classify_run, capsys, tmp_path):
+    run = classify_run / "run"
+    for name in ("best", "latest", "metrics.csv", "results.json", "confusion.png"):
+        assert (run / name).exists(), name
+    plot = tmp_path / "cm.png"
+    assert main(["eval", str(run), "--plot", str(plot)]) == 0  # the run's own test file
+    out = capsys.readouterr().out
+    assert "test.tsv: 60 examples" in out
+    assert "accuracy 100.00%" in out
+    assert plot.stat().st_size > 1000
+
+
+def test_predict_reads_arguments_a_file_and_stdin(classify_run, capsys, tmp_path, monkeypatch):
+    import io
+
+    run = str(classify_run / "run")
+    assert main(["predict", run, "a superb film", "the acting was dull", "--top", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["pos", "neg"]
+    label, p, other, q, text = lines[0].split("\t")
+    assert (other, text) == ("neg", "a superb film")
+    assert float(p) > 0.5 > float(q) and abs(float(p) + float(q) - 1) < 1e-3
+
+    f = tmp_path / "in.txt"
+    f.write_text("lovely story\n\nweak plot\n", encoding="utf-8")
+    assert main(["predict", run, "--file", str(f)]) == 0
+    assert [x.split("\t")[0] for x in capsys.readouterr().out.splitlines()] == ["pos", "neg"]
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a boring film\n")))
+    assert main(["predict", run]) == 0
+    assert capsys.readouterr().out.startswith("neg\t")
+
+
+def test_predict_and_eval_refuse_bad_input_by_name(classify_run, capsys, tmp_path):
+    run = str(classify_run / "run")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    assert main(["predict", run, "--file", str(empty)]) == 2
+    assert f"{empty} is empty" in capsys.readouterr().err
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9 superb\n".encode("latin-1"))
+    assert main(["predict", run, "--file", str(latin)]) == 2
+    assert "UTF-8" in capsys.readouterr().err
+    unseen = tmp_path / "unseen.tsv"
+    unseen.write_text("pos\ta superb film\nmixed\ta fine and dull film\n", encoding="utf-8")
+    assert main(["eval", run, "--test", str(unseen)]) == 2
+    err = capsys.readouterr().err
+    assert f"{unseen}:2: label 'mixed' was never seen in training" in err
+    no_label = tmp_path / "nolabel.tsv"
+    no_label.write_text("pos\ta superb film\njust some words\n", encoding="utf-8")
+    assert main(["eval", run, "--test", str(no_label)]) == 2
+    assert f"{no_label}:2: expected 'label<TAB>text'" in capsys.readouterr().err
+    assert main(["eval", run, "--text", str(no_label)]) == 2
+    assert "--text and --corpus are for character models" in capsys.readouterr().err
+
+
+def test_train_tag_with_crf_then_predict_and_eval(tmp_path, capsys):
+    from seqtoys import entity_conll
+
+    train = entity_conll(tmp_path / "train.conll", 200, seed=1)
+    test = entity_conll(tmp_path / "test.conll", 40, seed=2)
+    run = str(tmp_path / "run")
+    args = ["train", "tag", "--train", str(train), "--test", str(test), "--out", run]
+    assert main([*args, "--crf", "--chars", "--epochs", "10", *SEQ_FAST]) == 0
+    capsys.readouterr()
+    assert main(["predict", run, "we met Ann Lee in Lima"]) == 0
+    assert capsys.readouterr().out.strip() == "we/O met/O Ann/B-PER Lee/I-PER in/O Lima/B-LOC"
+    assert main(["eval", run, "--plot", str(tmp_path / "cm.png")]) == 0
+    out = capsys.readouterr().out
+    assert "entities P 100.00 R 100.00 F1 100.00" in out
+    assert "PER" in out and "LOC" in out  # seqeval's per-type report
+    bad = tmp_path / "bad.conll"
+    bad.write_text("we\tO\nmet\n", encoding="utf-8")
+    assert main(["eval", run, "--test", str(bad)]) == 2
+    assert f"{bad}:2: expected 'token<TAB>tag'" in capsys.readouterr().err
+
+
+def test_numeric_npz_through_the_command_line(tmp_path, capsys):
+    import numpy as np
+
+    from seqtoys import numeric_npz
+
+    train = numeric_npz(tmp_path / "train.npz", 400, seed=1)
+    run = str(tmp_path / "run")
+    args = ["train", "classify", "--train", str(train), "--out", run, "--unidirectional"]
+    assert main([*args, "--epochs", "15", *SEQ_FAST]) == 0
+    x = np.zeros((2, 3, 2), dtype=np.float32)
+    x[0, :, 0], x[1, :, 0] = 1.5, -1.5
+    np.savez(tmp_path / "new.npz", x=x)
+    capsys.readouterr()
+    assert main(["predict", run, "--file", str(tmp_path / "new.npz")]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == ["up", "down"]
+    assert main(["predict", run, "some words"]) == 2
+    assert "numeric sequences: give them as --file X.npz" in capsys.readouterr().err
+
+
+def test_resume_needs_out_and_a_charlm_is_not_a_classifier(tmp_path, capsys):
+    assert main(["train", "classify", "--data", "movie-reviews", "--resume"]) == 2
+    assert "--resume needs the run directory in --out" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing"), "hello"]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err

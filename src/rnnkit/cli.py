@@ -3,9 +3,10 @@
 rnnkit hello       the lecture's toy RNN learns "hello"
 rnnkit gradients   vanishing and exploding gradients, measured and plotted
 rnnkit data        list the text corpora and sequence data sets, fetch one into the cache
-rnnkit train       train a model (charlm: a character-level language model)
+rnnkit train       train a model: charlm (character language model), classify, tag
+rnnkit predict     label texts or tag sentences with a trained classifier or tagger
 rnnkit sample      sample text from a character model, streamed as it is made
-rnnkit eval        bits per character of a character model on a text
+rnnkit eval        bits per character (charlm); metrics and a confusion matrix (classify, tag)
 rnnkit inspect     colour a text by a character model's cells; find the interpretable ones
 """
 
@@ -162,6 +163,163 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seq_configs(args: argparse.Namespace, task: str):
+    """The model and run configurations: dataclass defaults, then the built-in set's
+    tuned preset (the README's settings), then what the command line says."""
+    from dataclasses import fields
+
+    from .seqtask import RunConfig
+
+    module = _seq_module(task)
+    config_cls = module.ClassifyConfig if task == "classify" else module.TagConfig
+    model_kw, run_kw = ({}, {}) if args.data is None else module.PRESETS.get(args.data, ({}, {}))
+    model_kw, run_kw = dict(model_kw), dict(run_kw)
+    for cls, kw in ((config_cls, model_kw), (RunConfig, run_kw)):
+        for f in fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None:
+                kw[f.name] = value
+    run_kw["progress"] = not args.no_progress
+    return config_cls(**model_kw), RunConfig(**run_kw)
+
+
+def _seq_module(task: str):
+    if task == "classify":
+        from . import classify
+
+        return classify
+    from . import tag
+
+    return tag
+
+
+def _cmd_train_seq(args: argparse.Namespace) -> int:
+    module = _seq_module(args.task)
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        from .seqtask import RunConfig
+
+        module.train(args.out, run=RunConfig(progress=not args.no_progress), resume=True)
+        print(f"run directory: {args.out}")
+        return 0
+    config, run = _seq_configs(args, args.task)
+    name = args.data or Path(args.train).stem
+    out = args.out or f"runs/{args.task}-{name}"
+    module.train(out, config, run, data=args.data, train=args.train, val=args.val, test=args.test)
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json, confusion.png)")
+    return 0
+
+
+def _read_examples(args: argparse.Namespace) -> list[str]:
+    """Examples for `predict`: the arguments, else the lines of --file, else stdin."""
+    from .corpora import load_text
+
+    if args.text:
+        lines, where = list(args.text), "the arguments"
+    elif args.file is not None:
+        lines, where = load_text(args.file).splitlines(), str(args.file)
+    else:
+        raw = sys.stdin.buffer.read()
+        try:
+            lines, where = raw.decode("utf-8").splitlines(), "standard input"
+        except UnicodeDecodeError as err:
+            raise ValueError(f"standard input is not UTF-8 text: {err}") from None
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise ValueError(f"{where}: no examples (an empty input)")
+    return lines
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .seqtask import load_any
+
+    model = load_any(args.checkpoint, device=_device(args.device))
+    kind = getattr(model, "meta", {}).get("kind")
+    if kind not in ("classify", "tag"):
+        raise ValueError(
+            f"{args.checkpoint} is a {kind!r} model; `predict` takes a classifier or a "
+            "tagger (use `rnnkit sample` for a character model)"
+        )
+    if model.spec.kind == "numeric":
+        if args.file is None or not str(args.file).endswith(".npz"):
+            raise ValueError("this model reads numeric sequences: give them as --file X.npz")
+        import numpy as np
+
+        with np.load(args.file, allow_pickle=False) as f:
+            if "x" not in f.files:
+                raise ValueError(f"{args.file}: missing array 'x' (N, T[, C])")
+            x, lengths = f["x"], f["lengths"] if "lengths" in f.files else None
+        if kind == "classify":
+            for top in model.predict_arrays(x, lengths, top=args.top):
+                print("\t".join(f"{label}\t{p:.4f}" for label, p in top))
+        else:
+            for tags in model.predict_arrays(x, lengths):
+                print(" ".join(tags))
+        return 0
+    lines = _read_examples(args)
+    if kind == "classify":
+        for line, top in zip(lines, model.predict(lines, top=args.top)):
+            print("\t".join([*(f"{label}\t{p:.4f}" for label, p in top), line]))
+    else:
+        for line, tags in zip(lines, model.predict(lines)):
+            print(" ".join(f"{tok}/{t}" for tok, t in zip(line.split(), tags)))
+    return 0
+
+
+def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
+    """Metrics of a classifier or tagger on a data set, and its confusion-matrix plot."""
+    from .seqtask import encode_split, plot_confusion
+
+    kind = model.meta["kind"]
+    module = _seq_module(kind)
+    if args.test is not None:
+        split, name = module.read_split(args.test), args.test
+    else:
+        data = args.data or model.meta["data"].get("data")
+        if data is None:
+            test = model.meta["data"].get("test")
+            if test is None:
+                raise ValueError(
+                    "give the labelled data to evaluate on: --test FILE or --data NAME"
+                )
+            split, name = module.read_split(test), test
+        else:
+            splits = module.builtin_splits(data, lambda m: print(m, file=sys.stderr))
+            split, name = splits["test"], f"{data} (test)"
+    examples = encode_split(split, model.spec, model.labels, per_step=kind == "tag")
+    r = module.evaluate(model, examples)
+    print(f"{name}: {len(examples):,} examples")
+    print(f"  {module.format_metrics(r['metrics'])}")
+    if kind == "classify" or "entity_f1" not in r["metrics"]:
+        from sklearn.metrics import classification_report
+
+        labels = model.labels.labels
+        print(
+            classification_report(
+                r["y_true"], r["y_pred"], labels=list(range(len(labels))),
+                target_names=labels, digits=3, zero_division=0,
+            )
+        )  # fmt: skip
+    else:
+        from seqeval.metrics import classification_report
+
+        names = model.labels.labels
+        gold = [[names[k] for k in t] for t in examples.targets]
+        pred, start = [], 0
+        for t in examples.targets:
+            pred.append([names[k] for k in r["y_pred"][start : start + len(t)]])
+            start += len(t)
+        print(classification_report(gold, pred, digits=3, zero_division=0))
+    plot = args.plot or "confusion.png"
+    plot_confusion(
+        r["y_true"], r["y_pred"], model.labels.labels, plot,
+        f"{name}: {module.format_metrics(r['metrics'])}",
+    )  # fmt: skip
+    print(f"confusion matrix: {plot}")
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .charlm import load
 
@@ -187,10 +345,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .charlm import load, score_file
+    from .charlm import score_file
     from .corpora import fetch
+    from .seqtask import load_any
 
-    model = load(args.checkpoint, device=_device(args.device))
+    model = load_any(args.checkpoint, device=_device(args.device))
+    if getattr(model, "meta", {}).get("kind") in ("classify", "tag"):
+        if args.text is not None or args.corpus is not None:
+            raise ValueError("--text and --corpus are for character models; use --test or --data")
+        return _cmd_eval_seq(args, model)
+    if args.test is not None or args.data is not None:
+        raise ValueError("a character model is evaluated on --text FILE or --corpus NAME")
+    if args.text is None and args.corpus is None:
+        raise ValueError("give the text to score: --text FILE or --corpus NAME")
     path = args.text if args.text is not None else fetch(args.corpus)
     r = score_file(model, path)
     h1 = r["unigram_nats"]
@@ -219,6 +386,75 @@ class _ShowDefaults(argparse.HelpFormatter):
         ):
             text += " (default: %(default)s)"
         return text.strip()
+
+
+def _add_seq_train_parser(train_sub, task: str, what: str) -> None:
+    from .seqtask import EncoderConfig as E
+    from .seqtask import RunConfig as R
+
+    module = _seq_module(task)
+    fmt = "label<TAB>text lines" if task == "classify" else "token<TAB>tag lines"
+    q = train_sub.add_parser(
+        task,
+        help=what,
+        formatter_class=_ShowDefaults,
+        description=f"Train a sequence {'classifier' if task == 'classify' else 'tagger'}: "
+        f"{what}. Data: --data NAME (built-in: {', '.join(module.BUILTIN)}; tuned settings "
+        f"preset) or --train FILE ({fmt}, or an .npz with x and y). Unset options take the "
+        "built-in set's preset, else the defaults shown.",
+    )
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", choices=module.BUILTIN, help="a built-in data set")
+    src.add_argument("--train", help=f"training file: {fmt}, or .npz")
+    q.add_argument("--val", help="validation file (default: --val-fraction of --train)")
+    q.add_argument("--test", help="test file, scored with the best weights at the end")
+    q.add_argument("--out", help=f"run directory (default runs/{task}-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    g = q.add_argument_group("model (defaults: the built-in set's preset, else these)")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help=f"recurrent cell ({E.cell})")
+    g.add_argument("--num-layers", type=int, help=f"stacked layers ({E.num_layers})")
+    g.add_argument("--hidden-size", type=int, help=f"units per direction ({E.hidden_size})")
+    bi = g.add_mutually_exclusive_group()
+    bi.add_argument("--bidirectional", dest="bidirectional", action="store_const", const=True)
+    bi.add_argument(
+        "--unidirectional",
+        dest="bidirectional",
+        action="store_const",
+        const=False,
+        help=f"direction (bidirectional: {E.bidirectional})",
+    )
+    g.add_argument("--nonlinearity", choices=["tanh", "relu"], help="rnn cell only (tanh)")
+    g.add_argument("--init", help="an rnnkit.init scheme, e.g. irnn, orthogonal")
+    g.add_argument("--dropout", type=float, help=f"inputs, between layers, output ({E.dropout})")
+    g.add_argument("--embedding-size", type=int, help=f"word vectors ({E.embedding_size})")
+    g.add_argument(
+        "--chars",
+        action="store_const",
+        const=True,
+        help="add a character-level representation of each word",
+    )
+    g.add_argument("--min-freq", type=int, help=f"rarer words become <unk> ({E.min_freq})")
+    g.add_argument("--lower", action="store_const", const=True, help="lowercase the words")
+    if task == "classify":
+        from .structures import POOLS
+
+        g.add_argument("--pool", choices=POOLS, help="summary of the steps (last)")
+    else:
+        g.add_argument(
+            "--crf", action="store_const", const=True, help="a linear-chain CRF output layer"
+        )
+    g = q.add_argument_group("training")
+    g.add_argument("--epochs", type=float, help=f"passes over the training set ({R.epochs:g})")
+    g.add_argument("--batch-size", type=int, help=f"sequences per batch ({R.batch_size})")
+    g.add_argument("--lr", type=float, help=f"peak Adam learning rate ({R.lr:g})")
+    g.add_argument("--weight-decay", type=float, help=f"({R.weight_decay:g})")
+    g.add_argument("--clip-norm", type=float, help=f"gradient-norm clip ({R.clip_norm:g})")
+    g.add_argument("--val-fraction", type=float, help=f"held out of --train ({R.val_fraction})")
+    g.add_argument("--evals-per-epoch", type=int, help=f"({R.evals_per_epoch})")
+    g.add_argument("--seed", type=int, help=f"initialisation and batch order ({R.seed})")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_train_seq, task=task)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="a corpus or data set name, see `rnnkit data list`")
     q.set_defaults(func=_cmd_data_get)
 
-    p = sub.add_parser("train", help="train a model: `rnnkit train charlm --help`")
+    p = sub.add_parser("train", help="train a model: `rnnkit train charlm|classify|tag --help`")
     train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     q = train_sub.add_parser(
         "charlm",
@@ -335,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_train_charlm)
 
+    for task, what in (
+        ("classify", "one label per sequence (many to one): sentiment, digits, signals"),
+        ("tag", "one tag per step (many to many): parts of speech, named entities"),
+    ):
+        _add_seq_train_parser(train_sub, task, what)
+
     p = sub.add_parser("sample", help="sample text from a character model")
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
     p.add_argument("--prime", default="", help="text to start from")
@@ -347,13 +589,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("eval", help="bits per character of a character model on a text")
+    p = sub.add_parser(
+        "eval",
+        help="score a model: bits per character (charlm), or metrics and a confusion "
+        "matrix (classify, tag)",
+    )
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="a UTF-8 text file")
-    src.add_argument("--corpus", help="a named corpus")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", help="charlm: a UTF-8 text file")
+    src.add_argument("--corpus", help="charlm: a named corpus")
+    src.add_argument("--test", help="classify/tag: a labelled TSV, CoNLL or .npz file")
+    src.add_argument(
+        "--data", help="classify/tag: a built-in set's test split (default: the run's own)"
+    )
+    p.add_argument("--plot", help="classify/tag: confusion-matrix PNG (default ./confusion.png)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "predict",
+        help="label texts (classify) or tag sentences (tag), one example per line",
+        description="Examples come from the arguments, else --file, else standard input, "
+        "one per line. A classifier prints label<TAB>probability<TAB>text, a tagger "
+        "token/TAG pairs.",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("text", nargs="*", help="examples (each argument one)")
+    p.add_argument("--file", help="a UTF-8 file with one example per line, or an .npz")
+    p.add_argument("--top", type=int, default=1, help="classify: the most likely labels to show")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.set_defaults(func=_cmd_predict)
 
     from .inspect_cells import add_inspect_parser
 

@@ -122,11 +122,12 @@ class LinearChainCRF(nn.Module):
             back.append(arg)
         last = (best + self.end).argmax(dim=1).tolist()
         lengths = mask.sum(1).tolist()
+        back = torch.stack(back, 1).cpu().numpy() if back else None  # (B, T - 1, K)
         paths = []
         for b, (tag, n) in enumerate(zip(last, lengths)):
             path = [tag]
             for t in range(n - 1, 0, -1):
-                tag = int(back[t - 1][b, tag])
+                tag = int(back[b, t - 1, tag])
                 path.append(tag)
             paths.append(path[::-1])
         return paths

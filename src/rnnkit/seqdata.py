@@ -44,8 +44,9 @@ def _lines(path: PathLike) -> list[str]:
     return load_text(path).splitlines()  # refuses binary and non-UTF-8 files by offset
 
 
-def read_tsv(path: PathLike) -> list[tuple[str, str]]:
-    """(label, text) pairs of a ``label<TAB>text`` file; blank lines are skipped."""
+def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
+    """(label, text) pairs of a ``label<TAB>text`` file; blank lines are skipped.
+    With ``with_lines=True``: (label, text, line number) triples."""
     examples = []
     for n, line in enumerate(_lines(path), 1):
         if not line.strip():
@@ -56,24 +57,32 @@ def read_tsv(path: PathLike) -> list[tuple[str, str]]:
                 f"{path}:{n}: expected 'label<TAB>text', got {line[:80]!r}"
                 + (" (no tab)" if not tab else "")
             )
-        examples.append((label.strip(), text.strip()))
+        examples.append(
+            (label.strip(), text.strip(), n) if with_lines else (label.strip(), text.strip())
+        )
     if not examples:
         raise ValueError(f"{path} holds no examples (only blank lines)")
     return examples
 
 
-def read_conll(path: PathLike) -> list[tuple[list[str], list[str]]]:
-    """(tokens, tags) per sentence of a ``token<TAB>tag`` column file."""
-    sentences: list[tuple[list[str], list[str]]] = []
+def read_conll(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
+    """(tokens, tags) per sentence of a ``token<TAB>tag`` column file. With
+    ``with_lines=True``: (tokens, tags, line number of each token) triples."""
+    sentences: list[tuple] = []
     tokens: list[str] = []
     tags: list[str] = []
+    numbers: list[int] = []
+
+    def close() -> None:
+        sentences.append((tokens, tags, numbers) if with_lines else (tokens, tags))
+
     for n, line in enumerate(_lines(path), 1):
         if line.startswith("-DOCSTART-"):
             continue
         if not line.strip():
             if tokens:
-                sentences.append((tokens, tags))
-                tokens, tags = [], []
+                close()
+                tokens, tags, numbers = [], [], []
             continue
         cols = line.split("\t") if "\t" in line else line.split()
         if len(cols) < 2 or not cols[0] or not cols[-1].strip():
@@ -82,8 +91,9 @@ def read_conll(path: PathLike) -> list[tuple[list[str], list[str]]]:
             )
         tokens.append(cols[0])
         tags.append(cols[-1].strip())
+        numbers.append(n)
     if tokens:
-        sentences.append((tokens, tags))
+        close()
     if not sentences:
         raise ValueError(f"{path} holds no sentences")
     return sentences

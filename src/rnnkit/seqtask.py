@@ -1,0 +1,785 @@
+"""What sequence classification (:mod:`rnnkit.classify`) and tagging (:mod:`rnnkit.tag`)
+share: the inputs, the encoder, length-bucketed batches, the run directory and metrics.
+
+Inputs are either words or numbers:
+
+* words: a :class:`~rnnkit.seqdata.WordVocab` (minimum frequency, ``<unk>``) feeding a
+  learned embedding, optionally joined by a character-level word representation
+  (characters -> embedding -> convolution -> max over the word's characters, as in
+  Ma & Hovy 2016), which sees the spelling of words the vocabulary lacks;
+* numbers: (T, C) float frames (pixels, sensor channels, cepstra), standardised per
+  channel with the training set's mean and standard deviation, kept in the weights.
+
+The encoder is any rnnkit stack (``RNN``/``LSTM``/``GRU``; layers, direction, dropout,
+initialisation such as ``irnn``). Batches group examples of similar length
+(:class:`~rnnkit.batching.BucketBatchSampler`) and carry their lengths, so every layer
+reads only the valid steps: the padding never changes a prediction (tested).
+
+A run directory holds ``best/`` (the weights with the best validation score),
+``latest/`` (everything needed to resume exactly), ``metrics.csv``, ``results.json``
+(the test metrics) and ``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .batching import BucketBatchSampler
+from .checkpoint import atomic_path, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .layers import GRU, LSTM, RNN
+from .seqdata import PAD, UNK, WordVocab
+from .trainer import Trainer, TrainerConfig, _resolve_device
+
+PathLike = str | os.PathLike
+CELLS = ("lstm", "gru", "rnn")
+INPUTS = ("words", "numeric")
+MAX_WORD_CHARS = 20  # characters of a word the character encoder reads
+
+_TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Words, with punctuation runs as tokens of their own: "isn't bad." -> isn't, bad, ."""
+    return _TOKEN.findall(text)
+
+
+def from_dict(cls, d: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _positive_int(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderConfig:
+    """The input representation and the recurrent encoder, shared by both tasks."""
+
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn"
+    num_layers: int = 1
+    hidden_size: int = 128
+    bidirectional: bool = True
+    nonlinearity: str = "tanh"  # the vanilla RNN's: "tanh" | "relu"
+    init: str | None = None  # a scheme of rnnkit.init, e.g. "irnn", "orthogonal"
+    dropout: float = 0.0  # on the inputs, between layers and before the output
+    embedding_size: int = 100  # words only
+    chars: bool = False  # words only: add the character-level representation
+    char_embedding_size: int = 25
+    char_filters: int = 50
+    min_freq: int = 1  # words only: rarer words become <unk>
+    lower: bool = False  # words only: lowercase before the vocabulary
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"Argument `cell` must be one of {CELLS}, got {self.cell!r}")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"Argument `nonlinearity` must be 'tanh' or 'relu', got {self.nonlinearity!r}"
+            )
+        for name in ("num_layers", "hidden_size", "embedding_size"):
+            _positive_int(name, getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
+
+
+@dataclass
+class RunConfig:
+    """One training run of a sequence task."""
+
+    epochs: float = 10.0  # passes over the training set (fractions allowed)
+    batch_size: int = 32
+    lr: float = 2e-3  # peak Adam learning rate
+    schedule: str = "linear"  # decay after warm-up: "constant" | "cosine" | "linear"
+    warmup_steps: int = 50  # at most a tenth of the run
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    clip_norm: float = 5.0
+    val_fraction: float = 0.1  # of the training data, when no validation file is given
+    evals_per_epoch: int = 1
+    seed: int = 1234
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("evals_per_epoch", self.evals_per_epoch)
+        if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
+            raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"Argument `val_fraction` must lie in (0, 1), got {self.val_fraction!r}"
+            )
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+@dataclass
+class InputSpec:
+    """How raw examples become tensors; saved with the model so prediction reads alike."""
+
+    kind: str  # "words" | "numeric"
+    words: WordVocab | None = None
+    chars: list[str] | None = None  # the character vocabulary, PAD and UNK first
+    features: int = 0  # numeric: channels per step
+    tokenizer: str = "words"  # text given whole (classification): "words" | "whitespace"
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUTS:
+            raise ValueError(f"Argument `kind` must be one of {INPUTS}, got {self.kind!r}")
+        self.char_index = {c: i for i, c in enumerate(self.chars or [])}
+
+    @classmethod
+    def for_words(
+        cls,
+        sentences: Sequence[Sequence[str]],
+        *,
+        min_freq: int = 1,
+        lower: bool = False,
+        chars: bool = False,
+        tokenizer: str = "words",
+    ) -> InputSpec:
+        vocab = WordVocab.build(sentences, min_freq=min_freq, lower=lower)
+        char_list = None
+        if chars:
+            seen = sorted({c for s in sentences for t in s for c in t})
+            char_list = [PAD, UNK, *seen]
+        return cls("words", vocab, char_list, tokenizer=tokenizer)
+
+    def split(self, text: str) -> list[str]:
+        return text.split() if self.tokenizer == "whitespace" else tokenize(text)
+
+    def encode_words(self, tokens: Sequence[str]) -> dict[str, np.ndarray]:
+        """One example's arrays: ``x`` (T,) ids and, with characters, ``chars`` (T, W)."""
+        out = {"x": np.asarray(self.words.encode(tokens), dtype=np.int64)}
+        if self.chars is not None:
+            W = max(1, min(MAX_WORD_CHARS, max((len(t) for t in tokens), default=1)))
+            c = np.zeros((len(tokens), W), dtype=np.int64)
+            for i, t in enumerate(tokens):
+                ids = [self.char_index.get(ch, 1) for ch in t[:MAX_WORD_CHARS]]
+                c[i, : len(ids)] = ids
+            out["chars"] = c
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "words": self.words.to_dict() if self.words is not None else None,
+            "chars": self.chars,
+            "features": self.features,
+            "tokenizer": self.tokenizer,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        words = WordVocab.from_dict(d["words"]) if d.get("words") else None
+        return cls(d["kind"], words, d.get("chars"), int(d.get("features", 0)), d["tokenizer"])
+
+
+def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tuple:
+    """(N, T, C) float32 frames and (N,) lengths from an array of (N, T) or (N, T, C)."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(
+            f"{where}: `x` must be a numeric array (N, T) or (N, T, C), got "
+            f"{x.dtype} of shape {x.shape}"
+        )
+    N, T = x.shape[:2]
+    if lengths is None:
+        lengths = np.full(N, T, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.shape != (N,) or (lengths < 1).any() or (lengths > T).any():
+        raise ValueError(
+            f"{where}: `lengths` must be (N,)=({N},) integers in [1, {T}], got shape "
+            f"{lengths.shape} with values in [{lengths.min()}, {lengths.max()}]"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: `x` holds NaN or infinite values")
+    return x, lengths
+
+
+class CharEncoder(nn.Module):
+    """Characters of each word -> one vector: embedding, width-3 convolution, ReLU, and
+    the maximum over the word's own characters (padding masked out)."""
+
+    def __init__(self, num_chars: int, embedding_size: int, filters: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, embedding_size, padding_idx=0)
+        self.conv = nn.Conv1d(embedding_size, filters, kernel_size=3, padding=1)
+        self.output_size = filters
+
+    def forward(self, chars: Tensor) -> Tensor:
+        B, T, W = chars.shape  # (B, T, W) char ids, 0 = padding
+        e = self.embedding(chars.view(B * T, W)).transpose(1, 2)  # (BT, E, W)
+        h = torch.relu(self.conv(e))  # (BT, F, W)
+        valid = (chars.view(B * T, 1, W) != 0).to(h.dtype)
+        h = (h * valid - (1 - valid) * 1e4).amax(2)  # (BT, F)
+        return (h * valid.amax(2)).view(B, T, -1)  # padded words -> zeros
+
+
+class InputLayer(nn.Module):
+    """Raw batch inputs -> (B, T, I) vectors for the encoder."""
+
+    def __init__(self, spec: InputSpec, config: EncoderConfig) -> None:
+        super().__init__()
+        self.kind = spec.kind
+        self.embedding = self.chars = None
+        if spec.kind == "words":
+            self.embedding = nn.Embedding(len(spec.words), config.embedding_size, padding_idx=0)
+            size = config.embedding_size
+            if spec.chars is not None:
+                self.chars = CharEncoder(
+                    len(spec.chars), config.char_embedding_size, config.char_filters
+                )
+                size += self.chars.output_size
+        else:
+            size = spec.features
+            self.register_buffer("mean", torch.zeros(size))
+            self.register_buffer("std", torch.ones(size))
+        self.output_size = size
+        self.drop = nn.Dropout(config.dropout)
+
+    def set_standardization(self, x: np.ndarray, lengths: np.ndarray) -> None:
+        """Mean and std per channel over the valid steps of the training frames."""
+        valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
+        frames = x[valid]  # (steps, C)
+        self.mean.copy_(torch.from_numpy(frames.mean(0)))
+        self.std.copy_(torch.from_numpy(np.maximum(frames.std(0), 1e-6)))
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.kind == "numeric":
+            return (batch["x"] - self.mean) / self.std  # (B, T, C)
+        e = self.embedding(batch["x"])  # (B, T, E)
+        if self.chars is not None:
+            e = torch.cat([e, self.chars(batch["chars"])], -1)  # (B, T, E + F)
+        return self.drop(e)
+
+
+def build_encoder(config: EncoderConfig, input_size: int) -> nn.Module:
+    """The rnnkit stack a configuration names (fused torch kernel where it matches)."""
+    kwargs = dict(
+        bidirectional=config.bidirectional,
+        dropout=config.dropout if config.num_layers > 1 else 0.0,
+        batch_first=True,
+        init=config.init,
+    )
+    if config.cell == "rnn":
+        return RNN(
+            input_size, config.hidden_size, config.num_layers,
+            nonlinearity=config.nonlinearity, **kwargs,
+        )  # fmt: skip
+    return {"lstm": LSTM, "gru": GRU}[config.cell](
+        input_size, config.hidden_size, config.num_layers, **kwargs
+    )
+
+
+# -- batches ------------------------------------------------------------------------------
+
+
+@dataclass
+class Examples:
+    """Encoded examples: per-example arrays, lengths and targets (a label id, or a tag id
+    per step). ``text`` keeps what prediction prints back."""
+
+    inputs: list[dict[str, np.ndarray]]
+    targets: list[Any]
+    text: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(next(iter(d.values()))) for d in self.inputs]
+
+    def subset(self, idx: Sequence[int]) -> Examples:
+        text = [self.text[i] for i in idx] if self.text else []
+        return Examples([self.inputs[i] for i in idx], [self.targets[i] for i in idx], text)
+
+
+def collate(examples: Examples, idx: Sequence[int]) -> dict[str, Tensor]:
+    """A padded batch: ``x`` (B, T) ids or (B, T, C) frames, ``chars`` (B, T, W),
+    ``lengths`` (B,), ``y`` (B,) labels or (B, T) tags padded with -100."""
+    items = [examples.inputs[i] for i in idx]
+    lengths = np.array([len(d["x"]) for d in items], dtype=np.int64)
+    B, T = len(items), int(lengths.max())
+    first = items[0]["x"]
+    x = np.zeros((B, T, *first.shape[1:]), dtype=first.dtype)
+    for b, d in enumerate(items):
+        x[b, : lengths[b]] = d["x"]
+    batch = {"x": torch.from_numpy(x), "lengths": torch.from_numpy(lengths)}
+    if "chars" in items[0]:
+        W = max(d["chars"].shape[1] for d in items)
+        c = np.zeros((B, T, W), dtype=np.int64)
+        for b, d in enumerate(items):
+            c[b, : lengths[b], : d["chars"].shape[1]] = d["chars"]
+        batch["chars"] = torch.from_numpy(c)
+    targets = [examples.targets[i] for i in idx]
+    if targets and targets[0] is not None:
+        if np.ndim(targets[0]) == 0:
+            batch["y"] = torch.tensor(targets, dtype=torch.int64)
+        else:
+            y = np.full((B, T), -100, dtype=np.int64)
+            for b, t in enumerate(targets):
+                y[b, : len(t)] = t
+            batch["y"] = torch.from_numpy(y)
+    return batch
+
+
+class BucketBatches:
+    """Training batches as a callable with a cursor, so a resumed run continues exactly.
+
+    Each epoch's order is :class:`BucketBatchSampler`'s for (seed, epoch): shuffled,
+    grouped by length, then shuffled as batches.
+    """
+
+    def __init__(self, examples: Examples, batch_size: int, seed: int) -> None:
+        self.examples = examples
+        self.sampler = BucketBatchSampler(examples.lengths, batch_size, seed=seed)
+        self.epoch, self.position = 0, 0
+        self._order = list(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __call__(self) -> dict[str, Tensor]:
+        if self.position == len(self._order):
+            self.epoch, self.position = self.epoch + 1, 0
+            self.sampler.set_epoch(self.epoch)
+            self._order = list(self.sampler)
+        idx = self._order[self.position]
+        self.position += 1
+        return collate(self.examples, idx)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.sampler.set_epoch(self.epoch)
+        self._order = list(self.sampler)
+
+
+def eval_batches(examples: Examples, batch_size: int = 256):
+    """(indices, batch) in length order: little padding, same results as any order."""
+    order = sorted(range(len(examples)), key=lambda i: examples.lengths[i])
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        yield idx, collate(examples, idx)
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random split of range(n): (the rest, `fraction` of it)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    if k >= n:
+        raise ValueError(f"cannot hold out {fraction:.0%} of {n} examples for validation")
+    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
+
+
+# -- metrics and pictures -----------------------------------------------------------------
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> dict:
+    """Accuracy and macro-averaged F1 (scikit-learn), in percent."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {
+        "accuracy": 100.0 * accuracy_score(y_true, y_pred),
+        "macro_f1": 100.0
+        * f1_score(y_true, y_pred, labels=list(range(n)), average="macro", zero_division=0),
+    }
+
+
+def plot_confusion(
+    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], path: PathLike, title: str
+) -> Path:
+    """Row-normalised confusion matrix (true label down, predicted across), counts in cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    K = len(labels)
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(K)))
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(16.0, 2.5 + 0.45 * K)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=110)
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(K), labels, rotation=90 if K > 4 else 0, fontsize=8)
+    ax.set_yticks(range(K), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    if K <= 25:
+        for i in range(K):
+            for j in range(K):
+                if cm[i, j]:
+                    colour = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, c=colour)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true label's items")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
+    steps = max(1, int(math.ceil(run.epochs * steps_per_epoch)))
+    every = max(1, steps_per_epoch // run.evals_per_epoch)
+    return TrainerConfig(
+        max_steps=steps,
+        lr=run.lr,
+        optimizer="adam",
+        weight_decay=run.weight_decay,
+        schedule=run.schedule,
+        warmup_steps=min(run.warmup_steps, steps // 10),  # a short run warms up briefly
+        min_lr_ratio=run.min_lr_ratio,
+        clip_norm=run.clip_norm,
+        eval_every=every,
+        log_every=max(1, min(20, every)),
+        checkpoint_every=every,
+        progress=run.progress,
+        device=run.device,
+    )
+
+
+def fit_run(
+    out: Path,
+    model: nn.Module,
+    step_fn: Callable,
+    batches: BucketBatches,
+    eval_fn: Callable[[nn.Module], dict[str, float]],
+    run: RunConfig,
+    meta: dict,
+    *,
+    score: str,
+    items: str,
+    resume_from: Any = None,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """Train with the shared trainer; keep ``best/`` by the validation `score` (higher is
+    better) and ``latest/`` with everything to resume; write metrics.csv."""
+    trainer = Trainer(
+        trainer_config(run, len(batches)), model, step_fn, train_batches=batches, eval_fn=eval_fn
+    )
+    trainer.items_name, trainer.progress_keys = items, []
+    best = {"score": -math.inf, "step": 0}
+    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
+    trainer.add_extra_state("best", lambda: dict(best), best.update)
+
+    def on_eval(t: Trainer, metrics: dict[str, float]) -> None:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "loss")
+        log(
+            f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
+            f"{metrics['loss']:.4f}, {shown}"
+        )
+        if metrics[score] > best["score"]:
+            best.update(score=metrics[score], step=t.step)
+            save_checkpoint(
+                out / "best",
+                model_state=t.model.state_dict(),
+                train_state=None,
+                meta={**meta, "step": t.step, "val": metrics},
+            )
+
+    def on_checkpoint(t: Trainer) -> None:
+        save_checkpoint(
+            out / "latest",
+            model_state=t.model.state_dict(),
+            train_state=t.state_dict(),
+            meta={**meta, "step": t.step},
+        )
+        t.write_history(out / "metrics.csv")
+
+    trainer.add_callback("on_eval", on_eval)
+    trainer.add_callback("on_checkpoint", on_checkpoint)
+    if resume_from is not None:
+        model.load_state_dict(resume_from.model_state)
+        trainer.load_state_dict(resume_from.train_state)
+        log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
+    trainer.fit()
+    trainer.write_history(out / "metrics.csv")
+    log(f"best validation {score} {best['score']:.2f} at step {best['step']}")
+    return trainer
+
+
+def start_run(out: PathLike, resume: bool, kind: str):
+    """(out, the checkpoint to resume from or None); refuses to overwrite a run."""
+    out = Path(out)
+    if resume:
+        return out, load_checkpoint(out / "latest", expected_kind=kind)
+    if (out / "latest").exists():
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    return out, None
+
+
+def write_results(out: Path, results: dict) -> Path:
+    path = out / "results.json"
+    atomic_write_bytes(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+    return path
+
+
+def meta_for(kind: str, config: Any, spec: InputSpec, labels: Any, run: RunConfig, data: dict):
+    return {
+        "kind": kind,
+        "model": asdict(config),
+        "input": spec.to_dict(),
+        "labels": labels.to_dict(),
+        "train": asdict(run),
+        "data": data,
+    }
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def device_of(run: RunConfig) -> torch.device:
+    return _resolve_device(run.device)
+
+
+def load_any(path: PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The classifier, tagger or character model saved at `path`, in eval mode."""
+    from .charlm import load as load_charlm
+    from .charlm import resolve_checkpoint
+    from .checkpoint import _read_meta_json
+
+    ckpt_dir = resolve_checkpoint(path)
+    doc = _read_meta_json(ckpt_dir) or {}
+    kind = doc.get("meta", {}).get("kind")
+    if kind == "classify":
+        from .classify import load
+
+        return load(ckpt_dir, device=device)
+    if kind == "tag":
+        from .tag import load
+
+        return load(ckpt_dir, device=device)
+    return load_charlm(ckpt_dir, device=device)
+
+
+# -- reading data -------------------------------------------------------------------------
+
+
+@dataclass
+class RawSplit:
+    """One split before encoding: words (lists of tokens) or numeric frames, with the
+    raw labels and where each example came from (``file:line``) for error messages."""
+
+    tokens: list[list[str]] | None  # words
+    x: np.ndarray | None  # numeric (N, T, C)
+    lengths: np.ndarray | None
+    labels: list[Any]  # a label per example, or a list of tags per example
+    where: list[Any]  # "file:line" per example, or a list of them per token
+    text: list[str] | None = None  # the original line, for classification output
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Sequence[int]) -> RawSplit:
+        pick = lambda seq: None if seq is None else [seq[i] for i in idx]  # noqa: E731
+        return RawSplit(
+            pick(self.tokens),
+            None if self.x is None else self.x[idx],
+            None if self.lengths is None else self.lengths[idx],
+            pick(self.labels),
+            pick(self.where),
+            pick(self.text),
+        )
+
+
+def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
+    """An ``.npz`` of numeric sequences: ``x`` (N, T) or (N, T, C), ``y`` (N,) labels or,
+    with `per_step`, (N, T) tags (numbers or strings), optional ``lengths`` (N,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a NumPy .npz file of arrays: {err}") from None
+    with f:
+        missing = [k for k in ("x", "y") if k not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing array {', '.join(map(repr, missing))}; an .npz needs `x` "
+                f"(N, T[, C]) and `y` ({'(N, T) tags' if per_step else '(N,) labels'})"
+            )
+        x, lengths = check_numeric(f["x"], f["lengths"] if "lengths" in f.files else None, path)
+        y = f["y"]
+    N, T = x.shape[:2]
+    want = (N, T) if per_step else (N,)
+    if y.shape != want:
+        raise ValueError(f"{path}: `y` must have shape {want}, got {y.shape}")
+    if per_step:
+        labels = [[str(v) for v in y[i, : lengths[i]]] for i in range(N)]
+        where = [[f"{path}[{i}, {t}]" for t in range(lengths[i])] for i in range(N)]
+    else:
+        labels = [str(v) for v in y]
+        where = [f"{path}[{i}]" for i in range(N)]
+    return RawSplit(None, x, lengths, labels, where)
+
+
+def encode_split(raw: RawSplit, spec: InputSpec, labels: Any, *, per_step: bool) -> Examples:
+    """Arrays and label ids of a split; an unseen label is an error naming file and line."""
+    if (spec.kind == "words") != (raw.tokens is not None):
+        have = "text" if raw.tokens is not None else "numeric arrays"
+        raise ValueError(f"{raw.where[0]}: the model reads {spec.kind}, this data is {have}")
+    if raw.tokens is not None:
+        inputs = [spec.encode_words(t) for t in raw.tokens]
+    else:
+        if raw.x.shape[2] != spec.features:
+            raise ValueError(
+                f"{raw.where[0]}: the model reads {spec.features} channels per step, "
+                f"this data has {raw.x.shape[2]}"
+            )
+        inputs = [{"x": raw.x[i, : raw.lengths[i]]} for i in range(len(raw))]
+    if per_step:
+        targets = [
+            np.asarray([labels.encode([t], w)[0] for t, w in zip(tags, wh)], dtype=np.int64)
+            for tags, wh in zip(raw.labels, raw.where)
+        ]
+    else:
+        targets = [labels.encode([y], w)[0] for y, w in zip(raw.labels, raw.where)]
+    return Examples(inputs, targets, raw.text or raw.tokens or [])
+
+
+def build_spec(raw: RawSplit, config: EncoderConfig, *, tokenizer: str = "words") -> InputSpec:
+    if raw.tokens is not None:
+        return InputSpec.for_words(
+            raw.tokens,
+            min_freq=config.min_freq,
+            lower=config.lower,
+            chars=config.chars,
+            tokenizer=tokenizer,
+        )
+    return InputSpec("numeric", features=int(raw.x.shape[2]))
+
+
+def hold_out(train: RawSplit, val: RawSplit | None, fraction: float) -> tuple:
+    """(train, validation): the given validation split, else a fixed share of train."""
+    if val is not None:
+        return train, val
+    keep, held = split_indices(len(train), fraction, seed=0)
+    return train.subset(keep), train.subset(held)
+
+
+@torch.no_grad()
+def run_model(model: nn.Module, examples: Examples, batch_size: int = 256):
+    """Yield (indices, batch, output) over `examples` in length order, in eval mode."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for idx, batch in eval_batches(examples, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            yield idx, batch, model(batch)
+    finally:
+        model.train(was)
+
+
+def load_splits(
+    data: str | None,
+    files: dict[str, PathLike | None],
+    builtin: Callable[[str, Callable[[str], None]], dict[str, RawSplit]],
+    read: Callable[[PathLike], RawSplit],
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, RawSplit], dict]:
+    """The splits of a built-in set `data`, or of the user's files {"train", "val",
+    "test"} (val and test optional); and the source to record in the run."""
+    if (data is None) == (files.get("train") is None):
+        raise ValueError("give either a built-in data set (`data`) or a training file (`train`)")
+    if data is not None:
+        return builtin(data, log), {"data": data}
+    splits, source = {}, {}
+    for key, path in files.items():
+        if path is not None:
+            splits[key], source[key] = read(path), str(path)
+    return splits, source
+
+
+def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, device) -> nn.Module:
+    """A classifier or tagger saved at `path` (run directory or checkpoint), in eval mode."""
+    from .charlm import resolve_checkpoint
+    from .seqdata import LabelVocab
+
+    ckpt = load_checkpoint(resolve_checkpoint(path), expected_kind=kind)
+    model = cls(
+        from_dict(config_cls, ckpt.meta["model"]),
+        InputSpec.from_dict(ckpt.meta["input"]),
+        LabelVocab.from_dict(ckpt.meta["labels"]),
+    )
+    model.load_state_dict(ckpt.model_state)
+    model.meta = ckpt.meta
+    return model.to(device).eval()
+
+
+def resume_settings(ckpt: Any, config_cls: type, run: RunConfig | None) -> tuple:
+    """(config, run config, data name, files) of the run being resumed; the caller's
+    `run` only decides whether to show progress."""
+    config = from_dict(config_cls, ckpt.meta["model"])
+    progress = run.progress if run is not None else True
+    saved = from_dict(RunConfig, ckpt.meta["train"])
+    saved.progress = progress
+    source = ckpt.meta["data"]
+    files = {k: source.get(k) for k in ("train", "val", "test")}
+    return config, saved, source.get("data"), files
+
+
+def report(
+    model: nn.Module,
+    out: Path,
+    val_ex: Examples,
+    test_ex: Examples | None,
+    evaluate: Callable[[nn.Module, Examples], dict],
+    format_metrics: Callable[[dict], str],
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate the best weights on validation and test; write results.json and the
+    confusion matrix (tokens for a tagger) of the test set, else of validation."""
+    results = {"val": evaluate(model, val_ex)["metrics"]}
+    name, final = ("val", val_ex) if test_ex is None else ("test", test_ex)
+    r = evaluate(model, final)
+    results[name] = r["metrics"]
+    plot_confusion(
+        r["y_true"],
+        r["y_pred"],
+        model.labels.labels,
+        out / "confusion.png",
+        f"{name}: {format_metrics(r['metrics'])}",
+    )
+    results["config"] = {"model": asdict(model.config), "train": model.meta.get("train")}
+    write_results(out, results)
+    for split in ("val", "test"):
+        if split in results:
+            log(f"{split}: {format_metrics(results[split])}")
+    return results

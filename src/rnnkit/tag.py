@@ -1,0 +1,306 @@
+"""Sequence tagging, the lecture's aligned "many to many": a tag for every word
+(parts of speech, named entities), where a bidirectional encoder sees both sides of
+each word ("Teddy bear" against "Teddy Roosevelt").
+
+    words (B, T) -> embedding [+ characters] -> rnnkit encoder (B, T, F)
+        -> linear emissions (B, T, K) -> softmax per step, or a linear-chain CRF
+
+With the CRF (``crf=True``) training minimises -log p(tags | words) of the whole tag
+sequence and prediction is the Viterbi path (:class:`~rnnkit.crf.LinearChainCRF`).
+Metrics: token accuracy and macro-F1 over tags (scikit-learn) and, for BIO tags,
+entity precision, recall and F1 with ``seqeval`` (an entity counts only when its
+type and both ends are right).
+
+Data: a built-in set (:data:`BUILTIN`), a CoNLL-style file (``token<TAB>tag`` lines,
+a blank line between sentences), or an ``.npz`` of numeric sequences with a tag per
+step (``x`` (N, T[, C]), ``y`` (N, T), optional ``lengths``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .batching import lengths_to_mask
+from .crf import LinearChainCRF
+from .seqdata import LabelVocab, read_conll
+from .seqtask import (
+    BucketBatches,
+    EncoderConfig,
+    Examples,
+    InputLayer,
+    InputSpec,
+    PathLike,
+    RawSplit,
+    RunConfig,
+    build_encoder,
+    build_spec,
+    check_numeric,
+    classification_metrics,
+    device_of,
+    encode_split,
+    fit_run,
+    hold_out,
+    load_splits,
+    load_task_model,
+    meta_for,
+    read_npz,
+    report,
+    resume_settings,
+    run_model,
+    seed_all,
+    split_indices,
+    start_run,
+)
+
+KIND = "tag"
+
+
+@dataclass
+class TagConfig(EncoderConfig):
+    """The tagger: inputs, encoder (see :class:`EncoderConfig`) and the output layer."""
+
+    crf: bool = False  # a linear-chain CRF over the tags instead of a softmax per step
+
+
+class SequenceTagger(nn.Module):
+    """Inputs -> encoder -> dropout -> linear emissions per step [-> CRF]."""
+
+    def __init__(self, config: TagConfig, spec: InputSpec, tags: LabelVocab) -> None:
+        super().__init__()
+        self.config, self.spec, self.labels = config, spec, tags
+        self.inputs = InputLayer(spec, config)
+        self.encoder = build_encoder(config, self.inputs.output_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(self.encoder.output_size, len(tags))
+        self.crf = LinearChainCRF(len(tags)) if config.crf else None
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """batch["x"] (B, T) ids or (B, T, C) frames, batch["lengths"] (B,) ->
+        emissions (B, T, K); padded steps are to be masked by the caller."""
+        outputs, _ = self.encoder(self.inputs(batch), lengths=batch["lengths"].cpu())
+        return self.head(self.drop(outputs))
+
+    def loss(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
+        """Mean over valid steps: cross-entropy per step, or the CRF's -log p(tags)."""
+        if self.crf is None:
+            return F.cross_entropy(emissions.flatten(0, 1), tags.flatten(), ignore_index=-100)
+        mask = lengths_to_mask(lengths, emissions.shape[1]).to(emissions.device)
+        return self.crf.nll(emissions.float(), tags.clamp(min=0), mask)
+
+    def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
+        """Tag ids per sequence, cut to its length: Viterbi with the CRF, else argmax."""
+        if self.crf is not None:
+            mask = lengths_to_mask(lengths, emissions.shape[1]).to(emissions.device)
+            return self.crf.decode(emissions.float(), mask)
+        best = emissions.argmax(-1).cpu().numpy()
+        return [best[b, :n].tolist() for b, n in enumerate(lengths.tolist())]
+
+    def _tag(self, examples: Examples) -> list[list[str]]:
+        out: list[Any] = [None] * len(examples)
+        names = self.labels.labels
+        for idx, batch, emissions in run_model(self, examples):
+            for i, path in zip(idx, self.decode(emissions, batch["lengths"])):
+                out[i] = [names[k] for k in path]
+        return out
+
+    def predict(self, sentences: Sequence[str | Sequence[str]]) -> list[list[str]]:
+        """Tags of each sentence: a list of tokens, or a string split at whitespace."""
+        if self.spec.kind != "words":
+            raise ValueError("this model reads numeric sequences; use predict_arrays")
+        tokens = []
+        for n, s in enumerate(sentences):
+            t = s.split() if isinstance(s, str) else list(s)
+            if not t:
+                raise ValueError(f"Argument `sentences`: sentence {n} has no tokens: {s!r}")
+            tokens.append(t)
+        inputs = [self.spec.encode_words(t) for t in tokens]
+        return self._tag(Examples(inputs, [None] * len(inputs)))
+
+    def predict_arrays(self, x: np.ndarray, lengths: np.ndarray | None = None) -> list[list[str]]:
+        """Tags of numeric sequences x (N, T[, C])."""
+        if self.spec.kind != "numeric":
+            raise ValueError("this model reads text; use predict")
+        x, lengths = check_numeric(x, lengths, "Argument `x`")
+        if x.shape[2] != self.spec.features:
+            raise ValueError(
+                f"Argument `x` must have {self.spec.features} channels per step, got {x.shape[2]}"
+            )
+        inputs = [{"x": x[i, : lengths[i]]} for i in range(len(x))]
+        return self._tag(Examples(inputs, [None] * len(inputs)))
+
+
+# -- data ---------------------------------------------------------------------------------
+
+BUILTIN = ("brown-pos", "tweets-ner")
+
+# The settings of the README's results table, per built-in set: (model, run) overrides.
+PRESETS: dict[str, tuple[dict, dict]] = {
+    "brown-pos": ({"hidden_size": 128, "chars": True, "dropout": 0.25, "min_freq": 2},
+                  {"epochs": 2, "batch_size": 32, "lr": 3e-3, "evals_per_epoch": 2}),
+    "tweets-ner": ({"hidden_size": 100, "chars": True, "dropout": 0.3, "crf": True},
+                   {"epochs": 20, "batch_size": 16}),
+}  # fmt: skip
+
+
+def read_conll_split(path: PathLike) -> RawSplit:
+    sentences = read_conll(path, with_lines=True)
+    return RawSplit(
+        [s[0] for s in sentences],
+        None,
+        None,
+        [s[1] for s in sentences],
+        [[f"{path}:{n}" for n in s[2]] for s in sentences],
+    )
+
+
+def read_split(path: PathLike) -> RawSplit:
+    """A user's file: ``.npz`` numeric sequences, anything else CoNLL columns."""
+    return read_npz(path, per_step=True) if str(path).endswith(".npz") else read_conll_split(path)
+
+
+def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, RawSplit]:
+    """{"train", "test"} of a built-in set (validation is held out of train)."""
+    from .seqdata import fetch_dataset
+
+    if name == "brown-pos":  # split by file: every 10th file is the test set
+        return {
+            "train": read_conll_split(fetch_dataset("brown-pos", log=log)),
+            "test": read_conll_split(fetch_dataset("brown-pos-test", log=log)),
+        }
+    if name == "tweets-ner":
+        whole = read_conll_split(fetch_dataset(name, log=log))
+        rest, test = split_indices(len(whole), 0.1, seed=0)  # a fixed tenth for the test
+        return {"train": whole.subset(rest), "test": whole.subset(test)}
+    raise ValueError(f"unknown data set {name!r} for tag; valid names: {', '.join(BUILTIN)}")
+
+
+# -- training and evaluation ----------------------------------------------------------------
+
+
+def is_bio(tags: Sequence[str]) -> bool:
+    """Whether the tag set is BIO-style entity spans (B-X / I-X / O)."""
+    return any(t.startswith("B-") for t in tags) and all(
+        t == "O" or t[:2] in ("B-", "I-") for t in tags
+    )
+
+
+@torch.no_grad()
+def evaluate(model: SequenceTagger, examples: Examples) -> dict[str, Any]:
+    """Loss, token accuracy, macro-F1 over tags and, for BIO tags, entity P/R/F1."""
+    pred: list[Any] = [None] * len(examples)
+    loss = steps = 0.0
+    for idx, batch, emissions in run_model(model, examples):
+        n = float(batch["lengths"].sum())
+        loss += float(model.loss(emissions, batch["y"], batch["lengths"])) * n
+        steps += n
+        for i, path in zip(idx, model.decode(emissions, batch["lengths"])):
+            pred[i] = path
+    y_true = np.concatenate(examples.targets)
+    y_pred = np.concatenate([np.asarray(p, dtype=np.int64) for p in pred])
+    metrics = {"loss": loss / steps}
+    metrics.update(classification_metrics(y_true, y_pred, len(model.labels)))
+    names = model.labels.labels
+    if is_bio(names):
+        from seqeval.metrics import f1_score, precision_score, recall_score
+
+        gold = [[names[k] for k in t] for t in examples.targets]
+        guess = [[names[k] for k in p] for p in pred]
+        metrics["entity_precision"] = 100.0 * precision_score(gold, guess)
+        metrics["entity_recall"] = 100.0 * recall_score(gold, guess)
+        metrics["entity_f1"] = 100.0 * f1_score(gold, guess)
+    return {"metrics": metrics, "y_true": y_true, "y_pred": y_pred}
+
+
+def step_fn(model: SequenceTagger, batch: dict[str, Tensor]):
+    emissions = model(batch)  # (B, T, K)
+    loss = model.loss(emissions, batch["y"], batch["lengths"])
+    return loss, {"items": batch["lengths"].sum()}
+
+
+def train(
+    out: PathLike,
+    config: TagConfig | None = None,
+    run: RunConfig | None = None,
+    *,
+    data: str | None = None,
+    train: PathLike | None = None,
+    val: PathLike | None = None,
+    test: PathLike | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[SequenceTagger, dict]:
+    """Train a tagger into run directory `out`; return it (best weights) and the results
+    (validation and test metrics), also written to ``out/results.json``."""
+    out, ckpt = start_run(out, resume, KIND)
+    if ckpt is not None:  # the run's own settings and data
+        config, run, data, files = resume_settings(ckpt, TagConfig, run)
+    else:
+        files = {"train": train, "val": val, "test": test}
+    config, run = config or TagConfig(), run or RunConfig()
+    splits, source = load_splits(data, files, builtin_splits, read_split, log)
+    tr, va = hold_out(splits["train"], splits.get("val"), run.val_fraction)
+    if ckpt is not None:
+        spec = InputSpec.from_dict(ckpt.meta["input"])
+        tags = LabelVocab.from_dict(ckpt.meta["labels"])
+    else:
+        spec = build_spec(tr, config, tokenizer="whitespace")
+        tags = LabelVocab.build(t for sentence in tr.labels for t in sentence)
+    train_ex = encode_split(tr, spec, tags, per_step=True)
+    val_ex = encode_split(va, spec, tags, per_step=True)
+    test_ex = encode_split(splits["test"], spec, tags, per_step=True) if "test" in splits else None
+
+    seed_all(run.seed)
+    model = SequenceTagger(config, spec, tags)
+    if spec.kind == "numeric":
+        model.inputs.set_standardization(tr.x, tr.lengths)
+    batches = BucketBatches(train_ex, run.batch_size, run.seed)
+    meta = meta_for(KIND, config, spec, tags, run, source)
+    score = "entity_f1" if is_bio(tags.labels) else "accuracy"
+    if ckpt is None:
+        from .classify import describe
+
+        n_params = sum(p.numel() for p in model.parameters())
+        tokens = sum(train_ex.lengths)
+        log(
+            f"tag {data or train}: {len(train_ex):,} training sentences ({tokens:,} tokens), "
+            f"{len(val_ex):,} validation{f', {len(test_ex):,} test' if test_ex else ''}; "
+            f"{len(tags)} tags; {describe(model, device_of(run))}"
+            f"{' + CRF' if config.crf else ''}, {n_params / 1e6:.2f} M parameters"
+        )
+    fit_run(
+        out,
+        model,
+        step_fn,
+        batches,
+        lambda m: evaluate(m, val_ex)["metrics"],
+        run,
+        meta,
+        score=score,
+        items="tokens",
+        resume_from=ckpt,
+        log=log,
+    )
+    best = load(out / "best", device=device_of(run))
+    return best, report(best, out, val_ex, test_ex, evaluate, format_metrics, log)
+
+
+def format_metrics(m: dict[str, float]) -> str:
+    text = f"token accuracy {m['accuracy']:.2f}%, macro-F1 {m['macro_f1']:.2f}"
+    if "entity_f1" in m:
+        text += (
+            f", entities P {m['entity_precision']:.2f} R {m['entity_recall']:.2f} "
+            f"F1 {m['entity_f1']:.2f}"
+        )
+    return text
+
+
+def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceTagger:
+    """The model saved at `path` (a run directory or a checkpoint), in eval mode."""
+    return load_task_model(path, KIND, SequenceTagger, TagConfig, device)
