@@ -484,12 +484,13 @@ def fit_run(
     log: Callable[[str], None] = print,
 ) -> Trainer:
     """Train with the shared trainer; keep ``best/`` by the validation `score` (higher is
-    better) and ``latest/`` with everything to resume; write metrics.csv."""
+    better; ties go to the lower validation loss) and ``latest/`` with everything to
+    resume; write metrics.csv."""
     trainer = Trainer(
         trainer_config(run, len(batches)), model, step_fn, train_batches=batches, eval_fn=eval_fn
     )
     trainer.items_name, trainer.progress_keys = items, []
-    best = {"score": -math.inf, "step": 0}
+    best = {"score": -math.inf, "loss": math.inf, "step": 0}
     trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
     trainer.add_extra_state("best", lambda: dict(best), best.update)
 
@@ -499,8 +500,9 @@ def fit_run(
             f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
             f"{metrics['loss']:.4f}, {shown}"
         )
-        if metrics[score] > best["score"]:
-            best.update(score=metrics[score], step=t.step)
+        # higher score wins; on a tie (small validation sets) the lower loss does
+        if (metrics[score], -metrics["loss"]) > (best["score"], -best["loss"]):
+            best.update(score=metrics[score], loss=metrics["loss"], step=t.step)
             save_checkpoint(
                 out / "best",
                 model_state=t.model.state_dict(),

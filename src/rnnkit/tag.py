@@ -212,9 +212,9 @@ def evaluate(model: SequenceTagger, examples: Examples) -> dict[str, Any]:
 
         gold = [[names[k] for k in t] for t in examples.targets]
         guess = [[names[k] for k in p] for p in pred]
-        metrics["entity_precision"] = 100.0 * precision_score(gold, guess)
-        metrics["entity_recall"] = 100.0 * recall_score(gold, guess)
-        metrics["entity_f1"] = 100.0 * f1_score(gold, guess)
+        metrics["entity_precision"] = 100.0 * precision_score(gold, guess, zero_division=0)
+        metrics["entity_recall"] = 100.0 * recall_score(gold, guess, zero_division=0)
+        metrics["entity_f1"] = 100.0 * f1_score(gold, guess, zero_division=0)
     return {"metrics": metrics, "y_true": y_true, "y_pred": y_pred}
 
 
