@@ -187,7 +187,9 @@ def main() -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    env = environment()
+    from rnnkit._malloc import tune_glibc_malloc
+
+    env = environment(malloc_tuned=tune_glibc_malloc())  # as the command line does
     print_environment(env)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+FAST = dict(progress=False, lr=1e-2, batch_size=16)  # RunConfig settings of the tiny runs
+QUIET = dict(log=lambda msg: None)  # train(...) without the log lines
+
 GOOD = ["great", "fine", "superb", "lovely", "moving"]
 BAD = ["dull", "awful", "boring", "weak", "flat"]
 FILLER = ["the", "film", "was", "a", "and", "it", "plot", "acting", "story"]

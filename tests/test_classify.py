@@ -12,10 +12,7 @@ from rnnkit import classify
 from rnnkit.classify import ClassifyConfig, SequenceClassifier
 from rnnkit.seqdata import LabelVocab
 from rnnkit.seqtask import InputSpec, RunConfig, collate, encode_split
-from seqtoys import numeric_npz, sentiment_tsv
-
-FAST = dict(progress=False, lr=1e-2, batch_size=16)
-QUIET = dict(log=lambda msg: None)
+from seqtoys import FAST, QUIET, numeric_npz, sentiment_tsv
 
 
 @pytest.fixture

@@ -10,10 +10,7 @@ from rnnkit import tag
 from rnnkit.seqdata import LabelVocab
 from rnnkit.seqtask import InputSpec, RunConfig, collate, encode_split
 from rnnkit.tag import SequenceTagger, TagConfig, is_bio
-from seqtoys import entity_conll, next_token_conll, numeric_npz
-
-FAST = dict(progress=False, lr=1e-2, batch_size=16)
-QUIET = dict(log=lambda msg: None)
+from seqtoys import FAST, QUIET, entity_conll, next_token_conll, numeric_npz
 
 
 @pytest.fixture

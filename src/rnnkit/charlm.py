@@ -52,7 +52,7 @@ from .corpora import (
     split_by_position,
 )
 from .layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
-from .trainer import Trainer, TrainerConfig, _resolve_device
+from .trainer import Trainer, TrainerConfig, _resolve_device, save_run_checkpoint
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -932,17 +932,8 @@ def train(
                 meta={**meta, "step": t.step, "val_loss": metrics["loss"]},
             )
 
-    def on_checkpoint(t: Trainer) -> None:
-        save_checkpoint(
-            out / "latest",
-            model_state=t.model.state_dict(),
-            train_state=t.state_dict(),
-            meta={**meta, "step": t.step},
-        )
-        t.write_history(out / "metrics.csv")
-
     trainer.add_callback("on_eval", on_eval)
-    trainer.add_callback("on_checkpoint", on_checkpoint)
+    trainer.add_callback("on_checkpoint", lambda t: save_run_checkpoint(t, out, meta))
     if train_config.minutes is not None:
         trainer.add_callback("on_log", _time_budget(train_config, meta))
 
@@ -1010,7 +1001,7 @@ def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_path
+    from .checkpoint import save_figure
 
     train_pts = [(r["step"], r["loss"]) for r in history if "loss" in r]
     val_pts = [(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]
@@ -1031,11 +1022,7 @@ def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -
     )
     secondary.set_ylabel("bits/char")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -121,6 +121,18 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 # -- RNG state ------------------------------------------------------------------------
 
 
+def save_figure(fig: Any, path: PathLike) -> Path:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file),
+    then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def rng_state() -> dict[str, Any]:
     """Capture every global RNG a training step may draw from, as weights_only-safe data.
 

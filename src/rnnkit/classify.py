@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from .seqdata import LabelVocab, read_tsv
 from .seqtask import (
-    BucketBatches,
     EncoderConfig,
     Examples,
     InputLayer,
@@ -33,25 +32,17 @@ from .seqtask import (
     PathLike,
     RawSplit,
     RunConfig,
+    Task,
+    array_examples,
     build_encoder,
-    build_spec,
-    check_numeric,
     classification_metrics,
-    device_of,
-    encode_split,
-    fit_run,
-    hold_out,
-    load_splits,
     load_task_model,
-    meta_for,
     read_npz,
-    report,
-    resume_settings,
     run_model,
-    seed_all,
     split_indices,
-    start_run,
     tokenize,
+    train_task,
+    word_examples,
 )
 from .structures import POOLS, ManyToOne
 
@@ -99,32 +90,18 @@ class SequenceClassifier(nn.Module):
                 out[i] = [(self.labels.labels[int(j)], float(q)) for q, j in zip(p[row], k[row])]
         return out
 
-    def predict(self, texts: Sequence[str], *, top: int = 1) -> list[list[tuple[str, float]]]:
-        """The `top` (label, probability) pairs of each text, most likely first."""
-        if self.spec.kind != "words":
-            raise ValueError("this model reads numeric sequences; use predict_arrays")
-        tokens = []
-        for n, text in enumerate(texts):
-            t = self.spec.split(text)
-            if not t:
-                raise ValueError(f"Argument `texts`: example {n} has no words: {text!r}")
-            tokens.append(t)
-        inputs = [self.spec.encode_words(t) for t in tokens]
-        return self._predict(Examples(inputs, [None] * len(inputs)), top)
+    def predict(
+        self, texts: Sequence[str | Sequence[str]], *, top: int = 1
+    ) -> list[list[tuple[str, float]]]:
+        """The `top` (label, probability) pairs of each text (a string, or a list of
+        tokens), most likely first."""
+        return self._predict(word_examples(self.spec, texts, "texts"), top)
 
     def predict_arrays(
         self, x: np.ndarray, lengths: np.ndarray | None = None, *, top: int = 1
     ) -> list[list[tuple[str, float]]]:
         """As :meth:`predict` for numeric sequences x (N, T[, C])."""
-        if self.spec.kind != "numeric":
-            raise ValueError("this model reads text; use predict")
-        x, lengths = check_numeric(x, lengths, "Argument `x`")
-        if x.shape[2] != self.spec.features:
-            raise ValueError(
-                f"Argument `x` must have {self.spec.features} channels per step, got {x.shape[2]}"
-            )
-        inputs = [{"x": x[i, : lengths[i]]} for i in range(len(x))]
-        return self._predict(Examples(inputs, [None] * len(inputs)), top)
+        return self._predict(array_examples(self.spec, x, lengths), top)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -244,6 +221,24 @@ def step_fn(model: SequenceClassifier, batch: dict[str, Tensor]):
     return F.cross_entropy(logits, batch["y"]), {"items": batch["lengths"].numel()}
 
 
+def task() -> Task:
+    """This task for :func:`rnnkit.seqtask.train_task`."""
+    return Task(
+        kind=KIND,
+        config_cls=ClassifyConfig,
+        model_cls=SequenceClassifier,
+        per_step=False,
+        items="seqs",
+        tokenizer="words",
+        builtin_splits=builtin_splits,
+        read_split=read_split,
+        step_fn=step_fn,
+        evaluate=evaluate,
+        format_metrics=format_metrics,
+        score=lambda labels: "accuracy",
+    )
+
+
 def train(
     out: PathLike,
     config: ClassifyConfig | None = None,
@@ -256,69 +251,12 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> tuple[SequenceClassifier, dict]:
-    """Train a classifier into run directory `out`; return it (best weights) and the
-    results (validation and test metrics), also written to ``out/results.json``."""
-    out, ckpt = start_run(out, resume, KIND)
-    if ckpt is not None:  # the run's own settings and data
-        config, run, data, files = resume_settings(ckpt, ClassifyConfig, run)
-    else:
-        files = {"train": train, "val": val, "test": test}
-    config, run = config or ClassifyConfig(), run or RunConfig()
-    splits, source = load_splits(data, files, builtin_splits, read_split, log)
-    tr, va = hold_out(splits["train"], splits.get("val"), run.val_fraction)
-    spec = build_spec(tr, config)
-    labels = LabelVocab.build(tr.labels)
-    if ckpt is not None:
-        spec = InputSpec.from_dict(ckpt.meta["input"])
-        labels = LabelVocab.from_dict(ckpt.meta["labels"])
-    train_ex = encode_split(tr, spec, labels, per_step=False)
-    val_ex = encode_split(va, spec, labels, per_step=False)
-    test_ex = (
-        encode_split(splits["test"], spec, labels, per_step=False) if "test" in splits else None
-    )
-
-    seed_all(run.seed)
-    model = SequenceClassifier(config, spec, labels)
-    if spec.kind == "numeric":
-        model.inputs.set_standardization(tr.x, tr.lengths)
-    batches = BucketBatches(train_ex, run.batch_size, run.seed)
-    meta = meta_for(KIND, config, spec, labels, run, source)
-    if ckpt is None:
-        n_params = sum(p.numel() for p in model.parameters())
-        log(
-            f"classify {data or train}: {len(train_ex):,} training, {len(val_ex):,} validation"
-            f"{f', {len(test_ex):,} test' if test_ex else ''} examples, {len(labels)} labels; "
-            f"{describe(model, device_of(run))}, {n_params / 1e6:.2f} M parameters"
-        )
-    fit_run(
-        out,
-        model,
-        step_fn,
-        batches,
-        lambda m: evaluate(m, val_ex)["metrics"],
-        run,
-        meta,
-        score="accuracy",
-        items="seqs",
-        resume_from=ckpt,
-        log=log,
-    )
-    best = load(out / "best", device=device_of(run))
-    return best, report(best, out, val_ex, test_ex, evaluate, format_metrics, log)
-
-
-def describe(model: nn.Module, device: torch.device) -> str:
-    c = model.config
-    direction = "bidirectional " if c.bidirectional else ""
-    extra = ""
-    if c.cell == "rnn":
-        extra = f" {c.nonlinearity}"
-    if c.init:
-        extra += f", init {c.init}"
-    return (
-        f"{c.num_layers}x{c.hidden_size} {direction}{c.cell.upper()}{extra} "
-        f"({model.encoder.backend(device)})"
-    )
+    """Train a classifier into run directory `out` on a built-in set (`data`) or the user's
+    files (`train`, optional `val` and `test`); return it with the best validation
+    weights, and the results (validation and test metrics), also in ``out/results.json``.
+    ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
+    files = {"train": train, "val": val, "test": test}
+    return train_task(task(), out, config, run, data=data, files=files, resume=resume, log=log)
 
 
 def format_metrics(m: dict[str, float]) -> str:

@@ -36,10 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from .batching import BucketBatchSampler
-from .checkpoint import atomic_path, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, save_figure
 from .layers import GRU, LSTM, RNN
 from .seqdata import PAD, UNK, WordVocab
-from .trainer import Trainer, TrainerConfig, _resolve_device
+from .trainer import Trainer, TrainerConfig, _resolve_device, save_run_checkpoint
 
 PathLike = str | os.PathLike
 CELLS = ("lstm", "gru", "rnn")
@@ -215,6 +215,32 @@ def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tupl
     if not np.isfinite(x).all():
         raise ValueError(f"{where}: `x` holds NaN or infinite values")
     return x, lengths
+
+
+def word_examples(spec: InputSpec, texts: Sequence[str | Sequence[str]], argument: str) -> Examples:
+    """Unlabelled examples for prediction: strings (split by the model's tokenizer) or
+    lists of tokens."""
+    if spec.kind != "words":
+        raise ValueError("this model reads numeric sequences; use predict_arrays")
+    sentences = []
+    for n, text in enumerate(texts):
+        tokens = spec.split(text) if isinstance(text, str) else list(text)
+        if not tokens:
+            raise ValueError(f"Argument `{argument}`: example {n} has no words: {text!r}")
+        sentences.append(tokens)
+    return Examples([spec.encode_words(t) for t in sentences], [None] * len(sentences))
+
+
+def array_examples(spec: InputSpec, x: np.ndarray, lengths: np.ndarray | None) -> Examples:
+    """Unlabelled examples of numeric sequences x (N, T[, C]), for prediction."""
+    if spec.kind != "numeric":
+        raise ValueError("this model reads text; use predict")
+    x, lengths = check_numeric(x, lengths, "Argument `x`")
+    if x.shape[2] != spec.features:
+        raise ValueError(
+            f"Argument `x` must have {spec.features} channels per step, got {x.shape[2]}"
+        )
+    return Examples([{"x": x[i, : lengths[i]]} for i in range(len(x))], [None] * len(x))
 
 
 class CharEncoder(nn.Module):
@@ -439,11 +465,7 @@ def plot_confusion(
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, c=colour)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true label's items")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -510,17 +532,8 @@ def fit_run(
                 meta={**meta, "step": t.step, "val": metrics},
             )
 
-    def on_checkpoint(t: Trainer) -> None:
-        save_checkpoint(
-            out / "latest",
-            model_state=t.model.state_dict(),
-            train_state=t.state_dict(),
-            meta={**meta, "step": t.step},
-        )
-        t.write_history(out / "metrics.csv")
-
     trainer.add_callback("on_eval", on_eval)
-    trainer.add_callback("on_checkpoint", on_checkpoint)
+    trainer.add_callback("on_checkpoint", lambda t: save_run_checkpoint(t, out, meta))
     if resume_from is not None:
         model.load_state_dict(resume_from.model_state)
         trainer.load_state_dict(resume_from.train_state)
@@ -785,3 +798,107 @@ def report(
         if split in results:
             log(f"{split}: {format_metrics(results[split])}")
     return results
+
+
+# -- one training run of either task ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """What distinguishes classification from tagging for :func:`train_task`."""
+
+    kind: str  # "classify" | "tag": the checkpoint's kind
+    config_cls: type
+    model_cls: type
+    per_step: bool  # a label per step (tagging) or per sequence
+    items: str  # what the progress bar counts: "seqs" | "tokens"
+    tokenizer: str  # how prediction splits a line of text
+    builtin_splits: Callable[[str, Callable[[str], None]], dict[str, RawSplit]]
+    read_split: Callable[[PathLike], RawSplit]
+    step_fn: Callable
+    evaluate: Callable[[nn.Module, Examples], dict]
+    format_metrics: Callable[[dict], str]
+    score: Callable[[list[str]], str]  # labels -> the validation metric that picks best/
+
+
+def describe(model: nn.Module, device: torch.device) -> str:
+    """E.g. "1x128 bidirectional LSTM (torch fused kernel) + CRF"."""
+    c = model.config
+    direction = "bidirectional " if c.bidirectional else ""
+    extra = f" {c.nonlinearity}" if c.cell == "rnn" else ""
+    if c.init:
+        extra += f", init {c.init}"
+    crf = " + CRF" if getattr(c, "crf", False) else ""
+    return (
+        f"{c.num_layers}x{c.hidden_size} {direction}{c.cell.upper()}{extra} "
+        f"({model.encoder.backend(device)}){crf}"
+    )
+
+
+def train_task(
+    task: Task,
+    out: PathLike,
+    config: Any = None,
+    run: RunConfig | None = None,
+    *,
+    data: str | None = None,
+    files: dict[str, PathLike | None],
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, dict]:
+    """Train into run directory `out`; return the best weights' model and the results
+    (validation and test metrics), also written to ``out/results.json``."""
+    from .seqdata import LabelVocab
+
+    out, ckpt = start_run(out, resume, task.kind)
+    if ckpt is not None:  # the run's own settings and data
+        config, run, data, files = resume_settings(ckpt, task.config_cls, run)
+    config, run = config or task.config_cls(), run or RunConfig()
+    splits, source = load_splits(data, files, task.builtin_splits, task.read_split, log)
+    tr, va = hold_out(splits["train"], splits.get("val"), run.val_fraction)
+    if ckpt is not None:
+        spec = InputSpec.from_dict(ckpt.meta["input"])
+        labels = LabelVocab.from_dict(ckpt.meta["labels"])
+    else:
+        spec = build_spec(tr, config, tokenizer=task.tokenizer)
+        seen = (t for s in tr.labels for t in s) if task.per_step else tr.labels
+        labels = LabelVocab.build(seen)
+    encoded = {
+        name: encode_split(split, spec, labels, per_step=task.per_step)
+        for name, split in (("train", tr), ("val", va), ("test", splits.get("test")))
+        if split is not None
+    }
+    seed_all(run.seed)
+    model = task.model_cls(config, spec, labels)
+    if spec.kind == "numeric":
+        model.inputs.set_standardization(tr.x, tr.lengths)
+    batches = BucketBatches(encoded["train"], run.batch_size, run.seed)
+    meta = meta_for(task.kind, config, spec, labels, run, source)
+    if ckpt is None:
+        n_params = sum(p.numel() for p in model.parameters())
+        sizes = ", ".join(f"{len(ex):,} {name}" for name, ex in encoded.items())
+        steps = f" ({sum(encoded['train'].lengths):,} training steps)" if task.per_step else ""
+        log(
+            f"{task.kind} {data or files['train']}: {sizes} sequences{steps}; "
+            f"{len(labels)} {'tags' if task.per_step else 'labels'}; "
+            f"{describe(model, device_of(run))}, {n_params / 1e6:.2f} M parameters"
+        )
+    val_ex = encoded["val"]
+    fit_run(
+        out,
+        model,
+        task.step_fn,
+        batches,
+        lambda m: task.evaluate(m, val_ex)["metrics"],
+        run,
+        meta,
+        score=task.score(labels.labels),
+        items=task.items,
+        resume_from=ckpt,
+        log=log,
+    )
+    best = load_task_model(out / "best", task.kind, task.model_cls, task.config_cls, device_of(run))
+    results = report(
+        best, out, val_ex, encoded.get("test"), task.evaluate, task.format_metrics, log
+    )
+    return best, results

@@ -31,7 +31,6 @@ from .batching import lengths_to_mask
 from .crf import LinearChainCRF
 from .seqdata import LabelVocab, read_conll
 from .seqtask import (
-    BucketBatches,
     EncoderConfig,
     Examples,
     InputLayer,
@@ -39,24 +38,16 @@ from .seqtask import (
     PathLike,
     RawSplit,
     RunConfig,
+    Task,
+    array_examples,
     build_encoder,
-    build_spec,
-    check_numeric,
     classification_metrics,
-    device_of,
-    encode_split,
-    fit_run,
-    hold_out,
-    load_splits,
     load_task_model,
-    meta_for,
     read_npz,
-    report,
-    resume_settings,
     run_model,
-    seed_all,
     split_indices,
-    start_run,
+    train_task,
+    word_examples,
 )
 
 KIND = "tag"
@@ -112,28 +103,11 @@ class SequenceTagger(nn.Module):
 
     def predict(self, sentences: Sequence[str | Sequence[str]]) -> list[list[str]]:
         """Tags of each sentence: a list of tokens, or a string split at whitespace."""
-        if self.spec.kind != "words":
-            raise ValueError("this model reads numeric sequences; use predict_arrays")
-        tokens = []
-        for n, s in enumerate(sentences):
-            t = s.split() if isinstance(s, str) else list(s)
-            if not t:
-                raise ValueError(f"Argument `sentences`: sentence {n} has no tokens: {s!r}")
-            tokens.append(t)
-        inputs = [self.spec.encode_words(t) for t in tokens]
-        return self._tag(Examples(inputs, [None] * len(inputs)))
+        return self._tag(word_examples(self.spec, sentences, "sentences"))
 
     def predict_arrays(self, x: np.ndarray, lengths: np.ndarray | None = None) -> list[list[str]]:
         """Tags of numeric sequences x (N, T[, C])."""
-        if self.spec.kind != "numeric":
-            raise ValueError("this model reads text; use predict")
-        x, lengths = check_numeric(x, lengths, "Argument `x`")
-        if x.shape[2] != self.spec.features:
-            raise ValueError(
-                f"Argument `x` must have {self.spec.features} channels per step, got {x.shape[2]}"
-            )
-        inputs = [{"x": x[i, : lengths[i]]} for i in range(len(x))]
-        return self._tag(Examples(inputs, [None] * len(inputs)))
+        return self._tag(array_examples(self.spec, x, lengths))
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -224,6 +198,24 @@ def step_fn(model: SequenceTagger, batch: dict[str, Tensor]):
     return loss, {"items": batch["lengths"].sum()}
 
 
+def task() -> Task:
+    """This task for :func:`rnnkit.seqtask.train_task`."""
+    return Task(
+        kind=KIND,
+        config_cls=TagConfig,
+        model_cls=SequenceTagger,
+        per_step=True,
+        items="tokens",
+        tokenizer="whitespace",
+        builtin_splits=builtin_splits,
+        read_split=read_split,
+        step_fn=step_fn,
+        evaluate=evaluate,
+        format_metrics=format_metrics,
+        score=lambda tags: "entity_f1" if is_bio(tags) else "accuracy",
+    )
+
+
 def train(
     out: PathLike,
     config: TagConfig | None = None,
@@ -236,59 +228,12 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> tuple[SequenceTagger, dict]:
-    """Train a tagger into run directory `out`; return it (best weights) and the results
-    (validation and test metrics), also written to ``out/results.json``."""
-    out, ckpt = start_run(out, resume, KIND)
-    if ckpt is not None:  # the run's own settings and data
-        config, run, data, files = resume_settings(ckpt, TagConfig, run)
-    else:
-        files = {"train": train, "val": val, "test": test}
-    config, run = config or TagConfig(), run or RunConfig()
-    splits, source = load_splits(data, files, builtin_splits, read_split, log)
-    tr, va = hold_out(splits["train"], splits.get("val"), run.val_fraction)
-    if ckpt is not None:
-        spec = InputSpec.from_dict(ckpt.meta["input"])
-        tags = LabelVocab.from_dict(ckpt.meta["labels"])
-    else:
-        spec = build_spec(tr, config, tokenizer="whitespace")
-        tags = LabelVocab.build(t for sentence in tr.labels for t in sentence)
-    train_ex = encode_split(tr, spec, tags, per_step=True)
-    val_ex = encode_split(va, spec, tags, per_step=True)
-    test_ex = encode_split(splits["test"], spec, tags, per_step=True) if "test" in splits else None
-
-    seed_all(run.seed)
-    model = SequenceTagger(config, spec, tags)
-    if spec.kind == "numeric":
-        model.inputs.set_standardization(tr.x, tr.lengths)
-    batches = BucketBatches(train_ex, run.batch_size, run.seed)
-    meta = meta_for(KIND, config, spec, tags, run, source)
-    score = "entity_f1" if is_bio(tags.labels) else "accuracy"
-    if ckpt is None:
-        from .classify import describe
-
-        n_params = sum(p.numel() for p in model.parameters())
-        tokens = sum(train_ex.lengths)
-        log(
-            f"tag {data or train}: {len(train_ex):,} training sentences ({tokens:,} tokens), "
-            f"{len(val_ex):,} validation{f', {len(test_ex):,} test' if test_ex else ''}; "
-            f"{len(tags)} tags; {describe(model, device_of(run))}"
-            f"{' + CRF' if config.crf else ''}, {n_params / 1e6:.2f} M parameters"
-        )
-    fit_run(
-        out,
-        model,
-        step_fn,
-        batches,
-        lambda m: evaluate(m, val_ex)["metrics"],
-        run,
-        meta,
-        score=score,
-        items="tokens",
-        resume_from=ckpt,
-        log=log,
-    )
-    best = load(out / "best", device=device_of(run))
-    return best, report(best, out, val_ex, test_ex, evaluate, format_metrics, log)
+    """Train a tagger into run directory `out` on a built-in set (`data`) or the user's
+    files (`train`, optional `val` and `test`); return it with the best validation
+    weights, and the results (validation and test metrics), also in ``out/results.json``.
+    ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
+    files = {"train": train, "val": val, "test": test}
+    return train_task(task(), out, config, run, data=data, files=files, resume=resume, log=log)
 
 
 def format_metrics(m: dict[str, float]) -> str:

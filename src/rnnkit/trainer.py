@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes, rng_state, set_rng_state
+from .checkpoint import atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -521,3 +521,16 @@ class _Window:
             "elapsed_s": elapsed_s,
             **{key: float(value) / n for key, value in self.stats.items()},
         }
+
+
+def save_run_checkpoint(trainer: Trainer, out: str | Path, meta: Mapping[str, Any]) -> None:
+    """The ``on_checkpoint`` of a run directory: ``out/latest`` with everything to resume
+    exactly (weights, trainer state, ``meta`` plus the step) and ``out/metrics.csv``."""
+    out = Path(out)
+    save_checkpoint(
+        out / "latest",
+        model_state=trainer.model.state_dict(),
+        train_state=trainer.state_dict(),
+        meta={**meta, "step": trainer.step},
+    )
+    trainer.write_history(out / "metrics.csv")
