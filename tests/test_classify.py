@@ -138,3 +138,20 @@ def test_a_run_is_not_overwritten(tmp_path, toy):
     )
     with pytest.raises(FileExistsError, match="already holds a run"):
         classify.train(tmp_path / "r", ClassifyConfig(hidden_size=4), RunConfig(epochs=1), **args)
+
+
+def test_bucketed_evaluation_gives_the_same_probabilities_as_one_at_a_time(toy):
+    from rnnkit.seqtask import run_model
+
+    raw = classify.read_split(toy["train"])
+    spec = InputSpec.for_words(raw.tokens)
+    model = _model(ClassifyConfig(hidden_size=8, embedding_size=8), spec)
+    ex = encode_split(raw, spec, model.labels, per_step=False)
+
+    def probs(batch_size):
+        out = torch.zeros(len(ex), 2)
+        for idx, _, logits in run_model(model, ex, batch_size):
+            out[idx] = logits.softmax(-1)
+        return out
+
+    torch.testing.assert_close(probs(1), probs(64), rtol=1e-5, atol=1e-6)

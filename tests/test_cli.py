@@ -165,3 +165,21 @@ def test_resume_needs_out_and_a_charlm_is_not_a_classifier(tmp_path, capsys):
     assert "--resume needs the run directory in --out" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "hello"]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
+    from rnnkit.classify import PRESETS
+    from rnnkit.cli import _seq_configs, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "classify", "--data", "mnist-rows", "--hidden-size", "32", "--no-progress"]
+    )
+    config, run = _seq_configs(args, "classify")
+    model_kw, run_kw = PRESETS["mnist-rows"]
+    assert config.hidden_size == 32  # the command line wins
+    assert config.cell == model_kw["cell"] and config.num_layers == model_kw["num_layers"]
+    assert run.epochs == run_kw["epochs"] and run.lr == run_kw["lr"]
+    assert not run.progress
+    args = build_parser().parse_args(["train", "tag", "--train", "x.conll", "--unidirectional"])
+    config, run = _seq_configs(args, "tag")
+    assert config.bidirectional is False and config.crf is False  # no preset: defaults
