@@ -371,14 +371,16 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
     whole = run_losses(tmp_path / "whole")
     assert len(whole) == 24
 
-    real_save = charlm.save_checkpoint
+    from rnnkit import trainer as trainer_module  # it writes a run's latest/ checkpoint
+
+    real_save = trainer_module.save_checkpoint
 
     def crash_after_step_16(path, **kw):
         real_save(path, **kw)
         if Path(path).name == "latest" and kw["meta"]["step"] == 16:
             raise SimulatedCrashError("killed")
 
-    monkeypatch.setattr(charlm, "save_checkpoint", crash_after_step_16)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_step_16)
     with pytest.raises(SimulatedCrashError):
         charlm.train(
             tmp_path / "cut",
@@ -387,7 +389,7 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
             text=text_file,
             log=quiet,
         )
-    monkeypatch.setattr(charlm, "save_checkpoint", real_save)
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "cut" / "latest").meta["step"] == 16
     model, trainer = charlm.train(tmp_path / "cut", resume=True, text=None, log=quiet)
     assert trainer.step == 24
