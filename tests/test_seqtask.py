@@ -102,3 +102,34 @@ def test_classification_metrics_are_sklearns():
     assert m["accuracy"] == pytest.approx(60.0)
     # F1 per class: 0: P 1/2 R 1/2 -> 1/2; 1: P 2/3 R 1 -> 4/5; 2: 0
     assert m["macro_f1"] == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
+
+
+def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
+    from rnnkit.seqtask import translate
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 28, 28)
+    torch.manual_seed(1)
+    out = translate(x, 2)
+    torch.manual_seed(1)
+    dy, dx = torch.randint(-2, 3, (16,)), torch.randint(-2, 3, (16,))
+    for b in range(16):
+        a, c = int(dy[b]), int(dx[b])
+        expected = torch.zeros(28, 28)
+        src = x[b, max(0, -a) : 28 - max(0, a), max(0, -c) : 28 - max(0, c)]
+        expected[max(0, a) : max(0, a) + src.shape[0], max(0, c) : max(0, c) + src.shape[1]] = src
+        torch.testing.assert_close(out[b], expected)
+    assert len({(int(a), int(c)) for a, c in zip(dy, dx)}) > 1  # offsets differ per image
+
+
+def test_translate_refuses_what_is_not_an_image_read_by_rows():
+    from rnnkit.seqtask import RunConfig, augmented
+
+    step = augmented(lambda model, batch: batch["x"], "translate")
+    ragged = {"x": torch.zeros(2, 5, 3), "lengths": torch.tensor([5, 3])}
+    with pytest.raises(ValueError, match="images read by rows"):
+        step(None, ragged)
+    with pytest.raises(ValueError, match="images read by rows"):
+        step(None, {"x": torch.zeros(2, 5, dtype=torch.long), "lengths": torch.tensor([5, 5])})
+    with pytest.raises(ValueError, match="`augment`"):
+        RunConfig(augment="rotate")

@@ -123,7 +123,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
                        "evals_per_epoch": 2}),
     "mnist-rows": ({"cell": "gru", "num_layers": 2, "hidden_size": 128, "bidirectional": False,
                     "dropout": 0.3},
-                   {"epochs": 40, "batch_size": 64, "lr": 3e-3}),
+                   {"epochs": 40, "batch_size": 64, "lr": 3e-3, "augment": "translate"}),
     "mnist-pixels": ({"hidden_size": 128, "bidirectional": False},
                      {"epochs": 10, "batch_size": 32, "lr": 1e-3, "clip_norm": 1.0}),
     "mnist-permuted": ({"hidden_size": 128, "bidirectional": False},

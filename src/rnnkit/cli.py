@@ -451,6 +451,11 @@ def _add_seq_train_parser(train_sub, task: str, what: str) -> None:
     g.add_argument("--clip-norm", type=float, help=f"gradient-norm clip ({R.clip_norm:g})")
     g.add_argument("--val-fraction", type=float, help=f"held out of --train ({R.val_fraction})")
     g.add_argument("--evals-per-epoch", type=int, help=f"({R.evals_per_epoch})")
+    g.add_argument(
+        "--augment",
+        choices=["translate"],
+        help="images read by rows: shift each training image by up to 2 pixels each way",
+    )
     g.add_argument("--seed", type=int, help=f"initialisation and batch order ({R.seed})")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(auto)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -44,6 +44,8 @@ from .trainer import Trainer, TrainerConfig, _resolve_device, save_run_checkpoin
 PathLike = str | os.PathLike
 CELLS = ("lstm", "gru", "rnn")
 INPUTS = ("words", "numeric")
+AUGMENTS = (None, "translate")
+MAX_SHIFT = 2  # pixels, for augment="translate"
 MAX_WORD_CHARS = 20  # characters of a word the character encoder reads
 
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
@@ -112,6 +114,9 @@ class RunConfig:
     clip_norm: float = 5.0
     val_fraction: float = 0.1  # of the training data, when no validation file is given
     evals_per_epoch: int = 1
+    # numeric inputs read from images (rows as steps, pixels as channels): "translate"
+    # shifts every training image by up to 2 pixels each way, zero filled
+    augment: str | None = None
     seed: int = 1234
     device: str = "auto"
     progress: bool = True
@@ -125,6 +130,8 @@ class RunConfig:
             raise ValueError(
                 f"Argument `val_fraction` must lie in (0, 1), got {self.val_fraction!r}"
             )
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"Argument `augment` must be one of {AUGMENTS}, got {self.augment!r}")
 
 
 # -- inputs -------------------------------------------------------------------------------
@@ -316,6 +323,37 @@ def build_encoder(config: EncoderConfig, input_size: int) -> nn.Module:
     return {"lstm": LSTM, "gru": GRU}[config.cell](
         input_size, config.hidden_size, config.num_layers, **kwargs
     )
+
+
+def translate(x: Tensor, max_shift: int = MAX_SHIFT) -> Tensor:
+    """Shift each image in x (B, H, W) (rows as steps) by its own random (dy, dx) in
+    [-max_shift, max_shift], zero filled; draws from torch's global generator, which the
+    trainer saves and restores, so a resumed run sees the same shifts."""
+    B, H, W = x.shape
+    k = max_shift
+    dy = torch.randint(-k, k + 1, (B,))
+    dx = torch.randint(-k, k + 1, (B,))
+    padded = torch.nn.functional.pad(x, (k, k, k, k))  # (B, H + 2k, W + 2k)
+    rows = (torch.arange(H)[None, :] + k - dy[:, None]).to(x.device)  # (B, H)
+    cols = (torch.arange(W)[None, :] + k - dx[:, None]).to(x.device)  # (B, W)
+    b = torch.arange(B, device=x.device)[:, None, None]
+    return padded[b, rows[:, :, None], cols[:, None, :]]
+
+
+def augmented(step_fn: Callable, how: str | None) -> Callable:
+    """`step_fn` with the training batch's inputs augmented first (None: unchanged)."""
+    if how is None:
+        return step_fn
+
+    def step(model: nn.Module, batch: dict[str, Tensor]):
+        lengths = batch["lengths"]
+        if batch["x"].dim() != 3 or bool((lengths != batch["x"].shape[1]).any()):
+            raise ValueError(
+                "augment='translate' needs images read by rows: numeric inputs of one length"
+            )
+        return step_fn(model, {**batch, "x": translate(batch["x"])})
+
+    return step
 
 
 # -- batches ------------------------------------------------------------------------------
@@ -887,7 +925,7 @@ def train_task(
     fit_run(
         out,
         model,
-        task.step_fn,
+        augmented(task.step_fn, run.augment),
         batches,
         lambda m: task.evaluate(m, val_ex)["metrics"],
         run,
