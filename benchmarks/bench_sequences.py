@@ -164,6 +164,8 @@ def settings(r: dict) -> str:
         parts.append(f"emb {m['embedding_size']}" + (" + chars" if m["chars"] else ""))
     parts.append(f"dropout {m['dropout']:g}")
     parts.append(f"{t['epochs']:g} epochs, batch {t['batch_size']}, lr {t['lr']:g}")
+    if t.get("augment"):
+        parts.append(f"augment {t['augment']}")
     return ", ".join(parts)
 
 
