@@ -183,3 +183,20 @@ def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
     args = build_parser().parse_args(["train", "tag", "--train", "x.conll", "--unidirectional"])
     config, run = _seq_configs(args, "tag")
     assert config.bidirectional is False and config.crf is False  # no preset: defaults
+
+
+def test_predict_refuses_a_character_model_and_eval_asks_it_for_text(tmp_path, capsys):
+    from rnnkit import charlm
+    from rnnkit.charlm import CharLMConfig, TrainConfig
+
+    text = tmp_path / "tiny.txt"
+    text.write_text("to be or not to be, that is the question. " * 40, encoding="utf-8")
+    config = CharLMConfig(num_layers=1, hidden_size=8, embedding_size=4)
+    run_config = TrainConfig(batch_size=2, seq_len=8, steps=3, warmup_steps=1, progress=False)
+    charlm.train(tmp_path / "lm", config, run_config, text=text, log=lambda msg: None)
+    assert main(["predict", str(tmp_path / "lm"), "hello"]) == 2
+    assert "`predict` takes a classifier or a tagger" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "lm")]) == 2
+    assert "--text FILE or --corpus NAME" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "lm"), "--test", str(text)]) == 2
+    assert "a character model is evaluated on --text" in capsys.readouterr().err
