@@ -75,7 +75,7 @@ from rnnkit.charlm import (
     make_step_fn,
     resolve_precision,
 )
-from rnnkit.trainer import Trainer, _resolve_device
+from rnnkit.trainer import Trainer, resolve_device
 
 LOG_EVERY = TrainConfig.log_every  # 20: chunks are whole log windows
 
@@ -98,7 +98,7 @@ class RnnkitLoop:
         np.random.seed(cfg.seed % 2**32)
         model = CharLM(CharLMConfig(), data.vocab)
         carried = _CarriedState()
-        self.precision = resolve_precision(precision, model, _resolve_device(cfg.device))
+        self.precision = resolve_precision(precision, model, resolve_device(cfg.device))
         step_fn = make_step_fn(batches, carried, self.precision)
         self.trainer = Trainer(cfg.trainer_config(), model, step_fn, train_batches=batches)
         self.trainer.items_name, self.trainer.progress_keys = "chars", ["bpc"]  # as train()

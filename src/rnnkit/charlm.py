@@ -30,7 +30,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .cells import LSTMCell
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    config_from_dict,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .corpora import (
     CORPORA,
     Vocab,
@@ -52,7 +58,7 @@ from .corpora import (
     split_by_position,
 )
 from .layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
-from .trainer import Trainer, TrainerConfig, _resolve_device, save_run_checkpoint
+from .trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -157,11 +163,6 @@ class TrainConfig:
             progress=self.progress,
             device=self.device,
         )
-
-
-def _from_dict(cls, d: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -859,8 +860,8 @@ def train(
     if resume:
         ckpt = load_checkpoint(out / "latest", expected_kind=KIND)
         meta = ckpt.meta
-        config = _from_dict(CharLMConfig, meta["model"])
-        saved = _from_dict(TrainConfig, meta["train"])
+        config = config_from_dict(CharLMConfig, meta["model"])
+        saved = config_from_dict(TrainConfig, meta["train"])
         if train_config is not None and train_config.steps > saved.steps:
             saved.steps = train_config.steps
             saved.minutes = None
@@ -900,7 +901,7 @@ def train(
         return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
 
     precision = resolve_precision(
-        train_config.precision, model, _resolve_device(train_config.device)
+        train_config.precision, model, resolve_device(train_config.device)
     )
     trainer = Trainer(
         train_config.trainer_config(),
@@ -1028,20 +1029,6 @@ def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -
 # -- loading ----------------------------------------------------------------------------------
 
 
-def resolve_checkpoint(path: PathLike) -> Path:
-    """A run directory (its best checkpoint, else its latest), a checkpoint directory,
-    or a file inside one -> the checkpoint directory."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no checkpoint at {p}")
-    if p.is_file():
-        return p.parent
-    for sub in ("best", "latest"):
-        if (p / sub / "meta.json").is_file():
-            return p / sub
-    return p
-
-
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
     """The :class:`CharLM` saved at `path` (see :func:`resolve_checkpoint`), in eval mode.
 
@@ -1050,7 +1037,7 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
     """
     ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
     model = CharLM(
-        _from_dict(CharLMConfig, ckpt.meta["model"]), Vocab.from_dict(ckpt.meta["vocab"])
+        config_from_dict(CharLMConfig, ckpt.meta["model"]), Vocab.from_dict(ckpt.meta["vocab"])
     )
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta

@@ -38,6 +38,7 @@ The smaller helpers are useful on their own: :func:`atomic_write_bytes` and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -338,6 +339,34 @@ def _swap_in(staging: Path, path: Path) -> None:
             raise
         shutil.rmtree(backup, ignore_errors=True)
     _fsync_dir(path.parent)
+
+
+def resolve_checkpoint(path: PathLike) -> Path:
+    """A run directory (its best checkpoint, else its latest), a checkpoint directory,
+    or a file inside one -> the checkpoint directory."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}")
+    if p.is_file():
+        return p.parent
+    for sub in ("best", "latest"):
+        if (p / sub / META_FILE).is_file():
+            return p / sub
+    return p
+
+
+def checkpoint_kind(path: PathLike) -> str | None:
+    """``meta["kind"]`` of the checkpoint at `path` (see :func:`resolve_checkpoint`), or
+    None when it records none or is not an rnnkit checkpoint."""
+    doc = _read_meta_json(resolve_checkpoint(path)) or {}
+    return doc.get("meta", {}).get("kind")
+
+
+def config_from_dict(cls: type, d: Mapping[str, Any]) -> Any:
+    """A configuration dataclass from its saved ``asdict``; unknown keys are ignored, so
+    a checkpoint written by a version with more fields still loads."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def load_checkpoint(

@@ -142,14 +142,7 @@ def read_tsv_split(path: PathLike) -> RawSplit:
         if not t:
             raise ValueError(f"{path}:{n}: the text {text!r} has no words")
         tokens.append(t)
-    return RawSplit(
-        tokens,
-        None,
-        None,
-        [r[0] for r in rows],
-        [f"{path}:{r[2]}" for r in rows],
-        [r[1] for r in rows],
-    )
+    return RawSplit(tokens, None, None, [r[0] for r in rows], [f"{path}:{r[2]}" for r in rows])
 
 
 def read_split(path: PathLike) -> RawSplit:

@@ -304,12 +304,7 @@ def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
     else:
         from seqeval.metrics import classification_report
 
-        names = model.labels.labels
-        gold = [[names[k] for k in t] for t in examples.targets]
-        pred, start = [], 0
-        for t in examples.targets:
-            pred.append([names[k] for k in r["y_pred"][start : start + len(t)]])
-            start += len(t)
+        gold, pred = r["tags"]
         print(classification_report(gold, pred, digits=3, zero_division=0))
     plot = args.plot or "confusion.png"
     plot_confusion(

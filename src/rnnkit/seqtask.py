@@ -27,7 +27,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +36,18 @@ import torch
 from torch import Tensor, nn
 
 from .batching import BucketBatchSampler
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint, save_figure
+from .checkpoint import (
+    atomic_write_bytes,
+    checkpoint_kind,
+    config_from_dict,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_figure,
+)
 from .layers import GRU, LSTM, RNN
 from .seqdata import PAD, UNK, WordVocab
-from .trainer import Trainer, TrainerConfig, _resolve_device, save_run_checkpoint
+from .trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 PathLike = str | os.PathLike
 CELLS = ("lstm", "gru", "rnn")
@@ -54,11 +62,6 @@ _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
 def tokenize(text: str) -> list[str]:
     """Words, with punctuation runs as tokens of their own: "isn't bad." -> isn't, bad, ."""
     return _TOKEN.findall(text)
-
-
-def from_dict(cls, d: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _positive_int(name: str, v: Any) -> None:
@@ -362,11 +365,10 @@ def augmented(step_fn: Callable, how: str | None) -> Callable:
 @dataclass
 class Examples:
     """Encoded examples: per-example arrays, lengths and targets (a label id, or a tag id
-    per step). ``text`` keeps what prediction prints back."""
+    per step; None when unlabelled)."""
 
     inputs: list[dict[str, np.ndarray]]
     targets: list[Any]
-    text: list[Any] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -374,10 +376,6 @@ class Examples:
     @property
     def lengths(self) -> list[int]:
         return [len(next(iter(d.values()))) for d in self.inputs]
-
-    def subset(self, idx: Sequence[int]) -> Examples:
-        text = [self.text[i] for i in idx] if self.text else []
-        return Examples([self.inputs[i] for i in idx], [self.targets[i] for i in idx], text)
 
 
 def collate(examples: Examples, idx: Sequence[int]) -> dict[str, Tensor]:
@@ -616,19 +614,12 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def device_of(run: RunConfig) -> torch.device:
-    return _resolve_device(run.device)
-
-
 def load_any(path: PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
     """The classifier, tagger or character model saved at `path`, in eval mode."""
     from .charlm import load as load_charlm
-    from .charlm import resolve_checkpoint
-    from .checkpoint import _read_meta_json
 
     ckpt_dir = resolve_checkpoint(path)
-    doc = _read_meta_json(ckpt_dir) or {}
-    kind = doc.get("meta", {}).get("kind")
+    kind = checkpoint_kind(ckpt_dir)
     if kind == "classify":
         from .classify import load
 
@@ -653,7 +644,6 @@ class RawSplit:
     lengths: np.ndarray | None
     labels: list[Any]  # a label per example, or a list of tags per example
     where: list[Any]  # "file:line" per example, or a list of them per token
-    text: list[str] | None = None  # the original line, for classification output
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -666,7 +656,6 @@ class RawSplit:
             None if self.lengths is None else self.lengths[idx],
             pick(self.labels),
             pick(self.where),
-            pick(self.text),
         )
 
 
@@ -723,7 +712,7 @@ def encode_split(raw: RawSplit, spec: InputSpec, labels: Any, *, per_step: bool)
         ]
     else:
         targets = [labels.encode([y], w)[0] for y, w in zip(raw.labels, raw.where)]
-    return Examples(inputs, targets, raw.text or raw.tokens or [])
+    return Examples(inputs, targets)
 
 
 def build_spec(raw: RawSplit, config: EncoderConfig, *, tokenizer: str = "words") -> InputSpec:
@@ -782,12 +771,11 @@ def load_splits(
 
 def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, device) -> nn.Module:
     """A classifier or tagger saved at `path` (run directory or checkpoint), in eval mode."""
-    from .charlm import resolve_checkpoint
     from .seqdata import LabelVocab
 
     ckpt = load_checkpoint(resolve_checkpoint(path), expected_kind=kind)
     model = cls(
-        from_dict(config_cls, ckpt.meta["model"]),
+        config_from_dict(config_cls, ckpt.meta["model"]),
         InputSpec.from_dict(ckpt.meta["input"]),
         LabelVocab.from_dict(ckpt.meta["labels"]),
     )
@@ -799,9 +787,9 @@ def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, devi
 def resume_settings(ckpt: Any, config_cls: type, run: RunConfig | None) -> tuple:
     """(config, run config, data name, files) of the run being resumed; the caller's
     `run` only decides whether to show progress."""
-    config = from_dict(config_cls, ckpt.meta["model"])
+    config = config_from_dict(config_cls, ckpt.meta["model"])
     progress = run.progress if run is not None else True
-    saved = from_dict(RunConfig, ckpt.meta["train"])
+    saved = config_from_dict(RunConfig, ckpt.meta["train"])
     saved.progress = progress
     source = ckpt.meta["data"]
     files = {k: source.get(k) for k in ("train", "val", "test")}
@@ -919,7 +907,7 @@ def train_task(
         log(
             f"{task.kind} {data or files['train']}: {sizes} sequences{steps}; "
             f"{len(labels)} {'tags' if task.per_step else 'labels'}; "
-            f"{describe(model, device_of(run))}, {n_params / 1e6:.2f} M parameters"
+            f"{describe(model, resolve_device(run.device))}, {n_params / 1e6:.2f} M parameters"
         )
     val_ex = encoded["val"]
     fit_run(
@@ -935,7 +923,9 @@ def train_task(
         resume_from=ckpt,
         log=log,
     )
-    best = load_task_model(out / "best", task.kind, task.model_cls, task.config_cls, device_of(run))
+    best = load_task_model(
+        out / "best", task.kind, task.model_cls, task.config_cls, resolve_device(run.device)
+    )
     results = report(
         best, out, val_ex, encoded.get("test"), task.evaluate, task.format_metrics, log
     )

@@ -167,7 +167,9 @@ def is_bio(tags: Sequence[str]) -> bool:
 
 @torch.no_grad()
 def evaluate(model: SequenceTagger, examples: Examples) -> dict[str, Any]:
-    """Loss, token accuracy, macro-F1 over tags and, for BIO tags, entity P/R/F1."""
+    """Loss, token accuracy, macro-F1 over tags and, for BIO tags, entity P/R/F1; with
+    the flat tag ids (``y_true``, ``y_pred``) and the tag names per sentence (``tags``:
+    gold, predicted)."""
     pred: list[Any] = [None] * len(examples)
     loss = steps = 0.0
     for idx, batch, emissions in run_model(model, examples):
@@ -181,15 +183,15 @@ def evaluate(model: SequenceTagger, examples: Examples) -> dict[str, Any]:
     metrics = {"loss": loss / steps}
     metrics.update(classification_metrics(y_true, y_pred, len(model.labels)))
     names = model.labels.labels
+    gold = [[names[k] for k in t] for t in examples.targets]
+    guess = [[names[k] for k in p] for p in pred]
     if is_bio(names):
         from seqeval.metrics import f1_score, precision_score, recall_score
 
-        gold = [[names[k] for k in t] for t in examples.targets]
-        guess = [[names[k] for k in p] for p in pred]
         metrics["entity_precision"] = 100.0 * precision_score(gold, guess, zero_division=0)
         metrics["entity_recall"] = 100.0 * recall_score(gold, guess, zero_division=0)
         metrics["entity_f1"] = 100.0 * f1_score(gold, guess, zero_division=0)
-    return {"metrics": metrics, "y_true": y_true, "y_pred": y_pred}
+    return {"metrics": metrics, "y_true": y_true, "y_pred": y_pred, "tags": (gold, guess)}
 
 
 def step_fn(model: SequenceTagger, batch: dict[str, Tensor]):

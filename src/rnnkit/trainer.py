@@ -176,7 +176,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -225,7 +225,7 @@ class Trainer:
         if not isinstance(config, TrainerConfig):
             raise TypeError(f"Argument `config` must be a TrainerConfig, got {type(config)!r}.")
         self.config = config
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.step_fn = step_fn
         self.train_batches = train_batches
