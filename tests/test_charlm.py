@@ -12,11 +12,11 @@ import torch
 from torch.nn import functional as F
 
 import rnnkit
-from rnnkit import charlm
-from rnnkit.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
+from rnnkit.tasks import charlm
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
 from rnnkit.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.cli import main
-from rnnkit.corpora import Vocab, load_shakespeare
+from rnnkit.data.corpora import Vocab, load_shakespeare
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +195,7 @@ def test_score_file_reads_a_file_chunk_by_chunk(trained, tmp_path, monkeypatch):
 
 
 def _chunks(path, chunk_bytes):
-    from rnnkit.corpora import iter_text_chunks
+    from rnnkit.data.corpora import iter_text_chunks
 
     return iter_text_chunks(path, chunk_bytes)
 

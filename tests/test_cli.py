@@ -5,7 +5,7 @@ import re
 import pytest
 
 from rnnkit.cli import main
-from rnnkit.hello import HelloConfig, encode, sample, train_hello
+from rnnkit.tasks.hello import HelloConfig, encode, sample, train_hello
 
 
 def test_hello_learns_and_samples_hello(capsys):
@@ -168,7 +168,7 @@ def test_resume_needs_out_and_a_charlm_is_not_a_classifier(tmp_path, capsys):
 
 
 def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
-    from rnnkit.classify import PRESETS
+    from rnnkit.tasks.classify import PRESETS
     from rnnkit.cli import _seq_configs, build_parser
 
     args = build_parser().parse_args(
@@ -186,8 +186,8 @@ def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
 
 
 def test_predict_refuses_a_character_model_and_eval_asks_it_for_text(tmp_path, capsys):
-    from rnnkit import charlm
-    from rnnkit.charlm import CharLMConfig, TrainConfig
+    from rnnkit.tasks import charlm
+    from rnnkit.tasks.charlm import CharLMConfig, TrainConfig
 
     text = tmp_path / "tiny.txt"
     text.write_text("to be or not to be, that is the question. " * 40, encoding="utf-8")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit import corpora
+from rnnkit.data import corpora
 from rnnkit.cli import main
-from rnnkit.corpora import (
+from rnnkit.data.corpora import (
     SHAKESPEARE_CHARS,
     SHAKESPEARE_FILE,
     SHAKESPEARE_TEXT_SHA256,

@@ -15,8 +15,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from rnnkit import corpora, digits
-from rnnkit.corpora import ChecksumError
+from rnnkit.data import corpora, digits
+from rnnkit.data.corpora import ChecksumError
 
 
 def fake_package(path, per_digit=5):

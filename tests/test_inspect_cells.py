@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit import charlm
-from rnnkit.charlm import CharLM, CharLMConfig, TrainConfig
+from rnnkit.tasks import charlm
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, TrainConfig
 from rnnkit.checkpoint import save_checkpoint
 from rnnkit.cli import main
-from rnnkit.corpora import Vocab, load_shakespeare
+from rnnkit.data.corpora import Vocab, load_shakespeare
 from rnnkit.inspect_cells import (
     FEATURES,
     NEGATIVE_RGB,

@@ -8,9 +8,10 @@ import zipfile
 
 import pytest
 
-from rnnkit import corpora, seqdata
-from rnnkit.corpora import ChecksumError
-from rnnkit.seqdata import LabelVocab, WordVocab, read_conll, read_tsv
+from rnnkit.data import corpora
+from rnnkit.data import sequences as seqdata
+from rnnkit.data.corpora import ChecksumError
+from rnnkit.data.sequences import LabelVocab, WordVocab, read_conll, read_tsv
 
 
 def test_tsv_reads_label_and_text_and_keeps_tabs_inside_the_text(tmp_path):

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from rnnkit import corpora, signals
-from rnnkit.corpora import ChecksumError
+from rnnkit.data import corpora, signals
+from rnnkit.data.corpora import ChecksumError
 
 TS = """# a comment
 @problemName Toy

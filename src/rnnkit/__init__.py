@@ -5,11 +5,12 @@ Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
 ``torch.nn`` does and run its fused kernels where the configuration allows.
 """
 
-from . import classify, init, reference, tag
+from . import init, reference
+from .tasks import charlm, classify, tag
 from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
-from .charlm import CharLM, CharLMConfig, load
-from .classify import ClassifyConfig, SequenceClassifier
+from .tasks.charlm import CharLM, CharLMConfig, load
+from .tasks.classify import ClassifyConfig, SequenceClassifier
 from .conv import ConvGRUCell, ConvLSTMCell
 from .crf import LinearChainCRF
 from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
@@ -24,9 +25,9 @@ from .layers import (
     detach_state,
     reverse_padded,
 )
-from .seqtask import RunConfig, load_any
+from .tasks.seqtask import RunConfig, load_any
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
-from .tag import SequenceTagger, TagConfig
+from .tasks.tag import SequenceTagger, TagConfig
 from .tbptt import tbptt_windows, truncated_bptt
 from .trainer import Trainer, TrainerConfig
 

@@ -25,7 +25,7 @@ from ._malloc import tune_glibc_malloc
 
 
 def _cmd_hello(args: argparse.Namespace) -> int:
-    from .hello import HelloConfig, sample, train_hello
+    from .tasks.hello import HelloConfig, sample, train_hello
 
     cfg = HelloConfig(hidden_size=args.hidden_size, steps=args.steps, lr=args.lr, seed=args.seed)
     model, _ = train_hello(cfg)
@@ -79,8 +79,8 @@ def _cmd_gradients(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
-    from .corpora import CORPORA, cache_dir
-    from .seqdata import builtin_sets
+    from .data.corpora import CORPORA, cache_dir
+    from .data.sequences import builtin_sets
 
     print(f"corpora (cache: {cache_dir()}):")
     for c in CORPORA.values():
@@ -96,8 +96,8 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_get(args: argparse.Namespace) -> int:
-    from .corpora import CORPORA, FetchError, fetch
-    from .seqdata import builtin_sets
+    from .data.corpora import CORPORA, FetchError, fetch
+    from .data.sequences import builtin_sets
 
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     sets = builtin_sets()
@@ -117,7 +117,7 @@ def _cmd_data_get(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_charlm(args: argparse.Namespace) -> int:
-    from .charlm import CharLMConfig, TrainConfig, train
+    from .tasks.charlm import CharLMConfig, TrainConfig, train
 
     model_cfg = CharLMConfig(
         cell=args.cell,
@@ -168,7 +168,7 @@ def _seq_configs(args: argparse.Namespace, task: str):
     tuned preset (the README's settings), then what the command line says."""
     from dataclasses import fields
 
-    from .seqtask import RunConfig
+    from .tasks.seqtask import RunConfig
 
     module = _seq_module(task)
     config_cls = module.ClassifyConfig if task == "classify" else module.TagConfig
@@ -185,10 +185,10 @@ def _seq_configs(args: argparse.Namespace, task: str):
 
 def _seq_module(task: str):
     if task == "classify":
-        from . import classify
+        from .tasks import classify
 
         return classify
-    from . import tag
+    from .tasks import tag
 
     return tag
 
@@ -198,7 +198,7 @@ def _cmd_train_seq(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs the run directory in --out")
-        from .seqtask import RunConfig
+        from .tasks.seqtask import RunConfig
 
         module.train(args.out, run=RunConfig(progress=not args.no_progress), resume=True)
         print(f"run directory: {args.out}")
@@ -213,7 +213,7 @@ def _cmd_train_seq(args: argparse.Namespace) -> int:
 
 def _read_examples(args: argparse.Namespace) -> list[str]:
     """Examples for `predict`: the arguments, else the lines of --file, else stdin."""
-    from .corpora import load_text
+    from .data.corpora import load_text
 
     if args.text:
         lines, where = list(args.text), "the arguments"
@@ -232,7 +232,7 @@ def _read_examples(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .seqtask import load_any
+    from .tasks.seqtask import load_any
 
     model = load_any(args.checkpoint, device=_device(args.device))
     kind = getattr(model, "meta", {}).get("kind")
@@ -269,7 +269,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
     """Metrics of a classifier or tagger on a data set, and its confusion-matrix plot."""
-    from .seqtask import encode_split, plot_confusion
+    from .tasks.seqtask import encode_split, plot_confusion
 
     kind = model.meta["kind"]
     module = _seq_module(kind)
@@ -316,7 +316,7 @@ def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .charlm import load
+    from .tasks.charlm import load
 
     model = load(args.checkpoint, device=_device(args.device))
     kwargs = dict(
@@ -340,9 +340,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .charlm import score_file
-    from .corpora import fetch
-    from .seqtask import load_any
+    from .tasks.charlm import score_file
+    from .data.corpora import fetch
+    from .tasks.seqtask import load_any
 
     model = load_any(args.checkpoint, device=_device(args.device))
     if getattr(model, "meta", {}).get("kind") in ("classify", "tag"):
@@ -384,8 +384,8 @@ class _ShowDefaults(argparse.HelpFormatter):
 
 
 def _add_seq_train_parser(train_sub, task: str, what: str) -> None:
-    from .seqtask import EncoderConfig as E
-    from .seqtask import RunConfig as R
+    from .tasks.seqtask import EncoderConfig as E
+    from .tasks.seqtask import RunConfig as R
 
     module = _seq_module(task)
     fmt = "label<TAB>text lines" if task == "classify" else "token<TAB>tag lines"
@@ -521,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="run directory (default runs/charlm-NAME)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     # The defaults are the configuration classes' own (the tuned ones of the README).
-    from .charlm import CharLMConfig as M
-    from .charlm import TrainConfig as T
+    from .tasks.charlm import CharLMConfig as M
+    from .tasks.charlm import TrainConfig as T
 
     q.add_argument("--cell", choices=["lstm", "gru", "rnn"], default=M.cell, help="recurrent cell")
     q.add_argument("--layers", type=int, default=M.num_layers, help="stacked layers")

@@ -766,7 +766,7 @@ def default_text(model: torch.nn.Module, max_chars: int) -> tuple[str, str]:
     the bundled Shakespeare (which are the validation part of ``--corpus
     shakespeare`` runs).
     """
-    from .corpora import CORPORA, cache_dir, encode_to_memmap, fetch, split_by_position
+    from .data.corpora import CORPORA, cache_dir, encode_to_memmap, fetch, split_by_position
 
     meta = getattr(model, "meta", None) or {}
     source = meta.get("data") or {}
@@ -787,7 +787,7 @@ def default_text(model: torch.nn.Module, max_chars: int) -> tuple[str, str]:
                 f"the first {len(text):,} characters of the model's validation text "
                 f"(the last {val_fraction:g} of {path.name}, never trained on)"
             )
-    from .corpora import load_shakespeare
+    from .data.corpora import load_shakespeare
 
     return load_shakespeare()[-max_chars:], (
         f"the last {max_chars:,} characters of the bundled Shakespeare"
@@ -795,7 +795,7 @@ def default_text(model: torch.nn.Module, max_chars: int) -> tuple[str, str]:
 
 
 def _load_model(checkpoint: str):
-    from .charlm import load
+    from .tasks.charlm import load
 
     try:
         return load(checkpoint)
@@ -806,7 +806,7 @@ def _load_model(checkpoint: str):
 
 
 def _read_text(path: str) -> str:
-    from .corpora import load_text
+    from .data.corpora import load_text
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"Argument `text`: no such file: {path}")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .seqdata import LabelVocab, read_tsv
+from ..data.sequences import LabelVocab, read_tsv
 from .seqtask import (
     EncoderConfig,
     Examples,
@@ -44,7 +44,7 @@ from .seqtask import (
     train_task,
     word_examples,
 )
-from .structures import POOLS, ManyToOne
+from ..structures import POOLS, ManyToOne
 
 KIND = "classify"
 
@@ -153,13 +153,13 @@ def read_split(path: PathLike) -> RawSplit:
 def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, RawSplit]:
     """{"train", "val" (or absent: held out of train), "test"} of a built-in set."""
     if name == "movie-reviews":
-        from .seqdata import fetch_dataset
+        from ..data.sequences import fetch_dataset
 
         whole = read_tsv_split(fetch_dataset(name, log=log))
         rest, test = split_indices(len(whole), 0.1, seed=0)  # a fixed tenth for the test
         return {"train": whole.subset(rest), "test": whole.subset(test)}
     if name.startswith("mnist-"):
-        from .digits import as_sequences, fetch_mnist, load_mnist
+        from ..data.digits import as_sequences, fetch_mnist, load_mnist
 
         sets = load_mnist(fetch_mnist(log=log))
         out = {}
@@ -174,7 +174,7 @@ def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, R
             )
         return out
     if name in ("basic-motions", "japanese-vowels"):
-        from .signals import fetch_signals, load_signals
+        from ..data.signals import fetch_signals, load_signals
 
         sets = load_signals(name, fetch_signals(name, log=log))
         classes = sets["classes"]

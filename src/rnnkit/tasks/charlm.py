@@ -39,15 +39,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .cells import LSTMCell
-from .checkpoint import (
+from ..cells import LSTMCell
+from ..checkpoint import (
     Checkpoint,
     config_from_dict,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
-from .corpora import (
+from ..data.corpora import (
     CORPORA,
     Vocab,
     cache_dir,
@@ -57,8 +57,8 @@ from .corpora import (
     release_pages,
     split_by_position,
 )
-from .layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
-from .trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
+from ..layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
+from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -1002,7 +1002,7 @@ def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .checkpoint import save_figure
+    from ..checkpoint import save_figure
 
     train_pts = [(r["step"], r["loss"]) for r in history if "loss" in r]
     val_pts = [(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cells import RNNCell
-from .layers import Recurrent
+from ..cells import RNNCell
+from ..layers import Recurrent
 
 VOCAB = ["h", "e", "l", "o"]
 

@@ -45,11 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_path, atomic_write_bytes
+from ..checkpoint import atomic_path, atomic_write_bytes
 
 PathLike = str | os.PathLike
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent
 SHAKESPEARE_FILE = DATA_DIR / "shakespeare.txt.xz"
 SHAKESPEARE_SHA256 = "a2624615ae1e3b1095c80e80d06276cf2cb574dd05428941a9315b35cf46cb83"
 SHAKESPEARE_TEXT_SHA256 = "04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d"

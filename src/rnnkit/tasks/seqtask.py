@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .batching import BucketBatchSampler
-from .checkpoint import (
+from ..batching import BucketBatchSampler
+from ..checkpoint import (
     atomic_write_bytes,
     checkpoint_kind,
     config_from_dict,
@@ -45,9 +45,9 @@ from .checkpoint import (
     save_checkpoint,
     save_figure,
 )
-from .layers import GRU, LSTM, RNN
-from .seqdata import PAD, UNK, WordVocab
-from .trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
+from ..layers import GRU, LSTM, RNN
+from ..data.sequences import PAD, UNK, WordVocab
+from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 PathLike = str | os.PathLike
 CELLS = ("lstm", "gru", "rnn")
@@ -771,7 +771,7 @@ def load_splits(
 
 def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, device) -> nn.Module:
     """A classifier or tagger saved at `path` (run directory or checkpoint), in eval mode."""
-    from .seqdata import LabelVocab
+    from ..data.sequences import LabelVocab
 
     ckpt = load_checkpoint(resolve_checkpoint(path), expected_kind=kind)
     model = cls(
@@ -874,7 +874,7 @@ def train_task(
 ) -> tuple[nn.Module, dict]:
     """Train into run directory `out`; return the best weights' model and the results
     (validation and test metrics), also written to ``out/results.json``."""
-    from .seqdata import LabelVocab
+    from ..data.sequences import LabelVocab
 
     out, ckpt = start_run(out, resume, task.kind)
     if ckpt is not None:  # the run's own settings and data

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batching import lengths_to_mask
-from .crf import LinearChainCRF
-from .seqdata import LabelVocab, read_conll
+from ..batching import lengths_to_mask
+from ..crf import LinearChainCRF
+from ..data.sequences import LabelVocab, read_conll
 from .seqtask import (
     EncoderConfig,
     Examples,
@@ -141,7 +141,7 @@ def read_split(path: PathLike) -> RawSplit:
 
 def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, RawSplit]:
     """{"train", "test"} of a built-in set (validation is held out of train)."""
-    from .seqdata import fetch_dataset
+    from ..data.sequences import fetch_dataset
 
     if name == "brown-pos":  # split by file: every 10th file is the test set
         return {
