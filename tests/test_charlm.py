@@ -12,11 +12,11 @@ import torch
 from torch.nn import functional as F
 
 import rnnkit
-from rnnkit.tasks import charlm
-from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
 from rnnkit.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.corpora import Vocab, load_shakespeare
+from rnnkit.tasks import charlm
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from rnnkit.data.sequences import LabelVocab
 from rnnkit.tasks import classify
 from rnnkit.tasks.classify import ClassifyConfig, SequenceClassifier
-from rnnkit.data.sequences import LabelVocab
 from rnnkit.tasks.seqtask import InputSpec, RunConfig, collate, encode_split
 from seqtoys import FAST, QUIET, numeric_npz, sentiment_tsv
 

@@ -168,8 +168,8 @@ def test_resume_needs_out_and_a_charlm_is_not_a_classifier(tmp_path, capsys):
 
 
 def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
-    from rnnkit.tasks.classify import PRESETS
     from rnnkit.cli import _seq_configs, build_parser
+    from rnnkit.tasks.classify import PRESETS
 
     args = build_parser().parse_args(
         ["train", "classify", "--data", "mnist-rows", "--hidden-size", "32", "--no-progress"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnkit.data import corpora
 from rnnkit.cli import main
+from rnnkit.data import corpora
 from rnnkit.data.corpora import (
     SHAKESPEARE_CHARS,
     SHAKESPEARE_FILE,

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.tasks import charlm
-from rnnkit.tasks.charlm import CharLM, CharLMConfig, TrainConfig
 from rnnkit.checkpoint import save_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.corpora import Vocab, load_shakespeare
@@ -33,6 +31,8 @@ from rnnkit.inspect_cells import (
     render_html,
     text_features,
 )
+from rnnkit.tasks import charlm
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, TrainConfig
 
 TEXT = 'if (x) { y = "a<b>&c"; } /* note */\nHe said "no"\n(so [it] goes)\n'
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.tasks import tag
 from rnnkit.data.sequences import LabelVocab
+from rnnkit.tasks import tag
 from rnnkit.tasks.seqtask import InputSpec, RunConfig, collate, encode_split
 from rnnkit.tasks.tag import SequenceTagger, TagConfig, is_bio
 from seqtoys import FAST, QUIET, entity_conll, next_token_conll, numeric_npz

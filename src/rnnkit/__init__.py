@@ -6,11 +6,8 @@ Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
 """
 
 from . import init, reference
-from .tasks import charlm, classify, tag
 from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
-from .tasks.charlm import CharLM, CharLMConfig, load
-from .tasks.classify import ClassifyConfig, SequenceClassifier
 from .conv import ConvGRUCell, ConvLSTMCell
 from .crf import LinearChainCRF
 from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
@@ -25,8 +22,11 @@ from .layers import (
     detach_state,
     reverse_padded,
 )
-from .tasks.seqtask import RunConfig, load_any
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
+from .tasks import charlm, classify, tag
+from .tasks.charlm import CharLM, CharLMConfig, load
+from .tasks.classify import ClassifyConfig, SequenceClassifier
+from .tasks.seqtask import RunConfig, load_any
 from .tasks.tag import SequenceTagger, TagConfig
 from .tbptt import tbptt_windows, truncated_bptt
 from .trainer import Trainer, TrainerConfig
@@ -84,6 +84,7 @@ __all__ = [
     # modules
     "init",
     "reference",
+    "charlm",
     "classify",
     "tag",
 ]

@@ -340,8 +340,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .tasks.charlm import score_file
     from .data.corpora import fetch
+    from .tasks.charlm import score_file
     from .tasks.seqtask import load_any
 
     model = load_any(args.checkpoint, device=_device(args.device))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.sequences import LabelVocab, read_tsv
+from ..structures import POOLS, ManyToOne
 from .seqtask import (
     EncoderConfig,
     Examples,
@@ -44,7 +45,6 @@ from .seqtask import (
     train_task,
     word_examples,
 )
-from ..structures import POOLS, ManyToOne
 
 KIND = "classify"
 

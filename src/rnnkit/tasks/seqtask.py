@@ -45,8 +45,8 @@ from ..checkpoint import (
     save_checkpoint,
     save_figure,
 )
-from ..layers import GRU, LSTM, RNN
 from ..data.sequences import PAD, UNK, WordVocab
+from ..layers import GRU, LSTM, RNN
 from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 PathLike = str | os.PathLike
