@@ -365,6 +365,144 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_text(model, max_chars: int) -> tuple[str, str]:
+    """The text ``rnnkit inspect`` reads without ``--text``, and where it came from.
+
+    The start of the model's own validation text (the last ``val_fraction`` of its
+    training text, never trained on) when that text is at hand -- the run's text file,
+    or its corpus when bundled or cached; otherwise the last `max_chars` characters of
+    the bundled Shakespeare (which are the validation part of ``--corpus
+    shakespeare`` runs).
+    """
+    import numpy as np
+
+    from .data.corpora import (
+        CORPORA,
+        cache_dir,
+        encode_to_memmap,
+        fetch,
+        load_shakespeare,
+        split_by_position,
+    )
+
+    meta = getattr(model, "meta", None) or {}
+    source = meta.get("data") or {}
+    val_fraction = (meta.get("train") or {}).get("val_fraction", 0.1)
+    path = None
+    if source.get("text") and Path(source["text"]).is_file():
+        path = Path(source["text"])
+    elif source.get("corpus") in CORPORA:
+        corpus = CORPORA[source["corpus"]]
+        if corpus.source is None or corpus.is_cached():  # no download
+            path = fetch(corpus.name)
+    if path is not None:
+        ids, vocab = encode_to_memmap(path, cache_dir() / "encoded")
+        _, val = split_by_position(ids, val_fraction)
+        if vocab == model.vocab and len(val) > 0:
+            text = vocab.decode(np.asarray(val[:max_chars]))
+            return text, (
+                f"the first {len(text):,} characters of the model's validation text "
+                f"(the last {val_fraction:g} of {path.name}, never trained on)"
+            )
+    return load_shakespeare()[-max_chars:], (
+        f"the last {max_chars:,} characters of the bundled Shakespeare"
+    )
+
+
+def _load_charlm(checkpoint: str):
+    from .tasks.charlm import load
+
+    try:
+        return load(checkpoint)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"Argument `checkpoint`: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"Argument `checkpoint`: {err}") from None
+
+
+def _read_text(path: str) -> str:
+    from .data.corpora import load_text
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Argument `text`: no such file: {path}")
+    try:
+        return load_text(path)
+    except ValueError as err:
+        raise ValueError(f"Argument `text`: {err}") from None
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_cells import activations, rank_cells, render_html, text_features
+    from .inspect_cells._checks import check_positive
+
+    model = _load_charlm(args.checkpoint)
+    check_positive("max_chars", args.max_chars)
+    check_positive("page_chars", args.page_chars)
+    check_positive("top", args.top)
+    if args.text is not None:
+        text, source = _read_text(args.text)[: args.max_chars], args.text
+    else:
+        text, source = _default_text(model, args.max_chars)
+    sizes = [layer.hidden_size for layer in model.rnn.layers]
+    if args.layer is not None and not 0 <= args.layer < len(sizes):
+        raise ValueError(
+            f"Argument `layer` must be in 0..{len(sizes) - 1} (the model has {len(sizes)} "
+            f"layers), got {args.layer}"
+        )
+    if args.cell is not None:
+        l = args.layer or 0
+        if not 0 <= args.cell < sizes[l]:
+            raise ValueError(
+                f"Argument `cell` must be in 0..{sizes[l] - 1} (layer {l} has {sizes[l]} "
+                f"cells), got {args.cell}"
+            )
+    try:
+        acts = activations(model, text, kind=args.kind, max_chars=args.max_chars)
+    except ValueError as err:
+        if str(err).startswith("Argument `text`"):
+            what = "--text" if args.text is not None else f"the default text ({source})"
+            raise ValueError(f"{err} (in {what})") from None
+        raise
+    cfg = model.config
+    print(
+        f"read {len(acts.text):,} characters of {source} with a {cfg.num_layers}x"
+        f"{cfg.hidden_size} {cfg.cell.upper()}: {acts.quantity} of {sum(sizes)} cells"
+    )
+    highlights, cells_to_show = [], None
+    if args.find:
+        found = rank_cells(acts.layers, text_features(acts.text), top=args.top)
+        print(found.table())
+        ranked = sorted(
+            ((name, m) for name, ms in found.best.items() for m in ms),
+            key=lambda nm: -abs(nm[1].correlation),
+        )
+        highlights = [(name, m.layer, m.cell, m.correlation) for name, m in ranked]
+        if args.only_found:
+            cells_to_show = [(m.layer, m.cell) for _, m in ranked]
+    layer, cell = args.layer, args.cell
+    if layer is not None and cell is None:
+        cell = 0
+    if cell is not None and layer is None:
+        layer = 0
+    path = render_html(
+        acts.text,
+        acts.layers,
+        acts.predictions,
+        args.out,
+        cells_to_show=cells_to_show,
+        layer=layer,
+        cell=cell,
+        highlights=highlights,
+        quantity=acts.quantity,
+        title=f"Inside a {cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}: {args.checkpoint}",
+        about=f"Text: {source}.",
+        max_chars=args.page_chars,
+    )
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1e6:.1f} MB); open it in a browser")
+    return 0
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -620,9 +758,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.set_defaults(func=_cmd_predict)
 
-    from .inspect_cells import add_inspect_parser
+    from .inspect_cells import DEFAULT_PAGE_CHARS, KINDS
 
-    add_inspect_parser(sub)
+    p = sub.add_parser(
+        "inspect",
+        help="colour a text by a character model's cells; find cells that track quotes, "
+        "line length, brackets",
+        description="Run a character model over a text and write an HTML page (self-contained, "
+        "open it in any browser) that colours each character by one cell's activation -- "
+        "tanh(c) of an LSTM, h otherwise -- blue -1, white 0, red +1; hover for the model's "
+        "guesses of the next character. --find ranks the cells by correlation with "
+        "features of the text and shows the best first. Layers and cells count from 0.",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument(
+        "--text",
+        help="a UTF-8 text file, read from its start (default: the start of the model's "
+        "validation text when its training text is at hand, else the last --max-chars "
+        "characters of the bundled Shakespeare)",
+    )
+    p.add_argument("--out", default="view.html", help="the HTML page to write (default view.html)")
+    p.add_argument("--layer", type=int, help="the layer shown first (default 0, or the best found)")
+    p.add_argument("--cell", type=int, help="the cell shown first (default 0, or the best found)")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="tanh_c",
+        help="tanh_c: tanh(c) of LSTM cells, h of others (default); h: the hidden state",
+    )
+    p.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_PAGE_CHARS,
+        help=f"characters read and correlated (default {DEFAULT_PAGE_CHARS:,})",
+    )
+    p.add_argument(
+        "--page-chars",
+        type=int,
+        default=DEFAULT_PAGE_CHARS,
+        help=f"of those, characters shown on the page (default {DEFAULT_PAGE_CHARS:,})",
+    )
+    p.add_argument(
+        "--find",
+        action="store_true",
+        help="rank cells by |correlation| with in_quotes, line_position, bracket_depth, "
+        "in_comment, in_if_block; print the table and pre-select the best on the page",
+    )
+    p.add_argument("--top", type=int, default=3, help="cells per feature for --find (default 3)")
+    p.add_argument(
+        "--only-found",
+        action="store_true",
+        help="with --find: store only the found cells in the page (a much smaller file)",
+    )
+    p.set_defaults(func=_cmd_inspect)
     return parser
 
 
