@@ -52,7 +52,7 @@ RUNS: list[tuple] = [
 
 def one(label: str, task: str, data: str, model_kw: dict, run_kw: dict, out: Path) -> dict:
     from rnnkit.tasks import classify, tag
-    from rnnkit.tasks.seqtask import RunConfig
+    from rnnkit.tasks.sequences import RunConfig
 
     module = classify if task == "classify" else tag
     config_cls = classify.ClassifyConfig if task == "classify" else tag.TagConfig
@@ -83,9 +83,9 @@ def cross_validate(folds: int, out: Path) -> dict:
     once; each run holds a tenth of its training folds out for validation."""
     import numpy as np
 
-    from rnnkit.data.sequences import fetch_dataset
+    from rnnkit.data.textsets import fetch_dataset
     from rnnkit.tasks import classify
-    from rnnkit.tasks.seqtask import RunConfig
+    from rnnkit.tasks.sequences import RunConfig
 
     lines = fetch_dataset("movie-reviews").read_text(encoding="utf-8").splitlines()
     order = np.random.default_rng(0).permutation(len(lines))

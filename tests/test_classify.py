@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data.sequences import LabelVocab
+from rnnkit.data.readers import LabelVocab
 from rnnkit.tasks import classify
 from rnnkit.tasks.classify import ClassifyConfig, SequenceClassifier
-from rnnkit.tasks.seqtask import InputSpec, RunConfig, collate, encode_split
+from rnnkit.tasks.sequences import InputSpec, RunConfig, collate, encode_split
 from seqtoys import FAST, QUIET, numeric_npz, sentiment_tsv
 
 
@@ -141,7 +141,7 @@ def test_a_run_is_not_overwritten(tmp_path, toy):
 
 
 def test_bucketed_evaluation_gives_the_same_probabilities_as_one_at_a_time(toy):
-    from rnnkit.tasks.seqtask import run_model
+    from rnnkit.tasks.sequences import run_model
 
     raw = classify.read_split(toy["train"])
     spec = InputSpec.for_words(raw.tokens)

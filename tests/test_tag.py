@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.data.sequences import LabelVocab
+from rnnkit.data.readers import LabelVocab
 from rnnkit.tasks import tag
-from rnnkit.tasks.seqtask import InputSpec, RunConfig, collate, encode_split
+from rnnkit.tasks.sequences import InputSpec, RunConfig, collate, encode_split
 from rnnkit.tasks.tag import SequenceTagger, TagConfig, is_bio
 from seqtoys import FAST, QUIET, entity_conll, next_token_conll, numeric_npz
 
@@ -89,7 +89,7 @@ def test_padding_and_batch_composition_do_not_change_tags(next_token, cell, crf)
 
 def test_entity_metrics_are_seqevals(tmp_path):
     """Entity F1 counts whole spans: one B-PER/I-PER pair cut short is a miss."""
-    from rnnkit.tasks.seqtask import Examples
+    from rnnkit.tasks.sequences import Examples
 
     tags = LabelVocab(["B-PER", "I-PER", "O"])
     model = SequenceTagger(TagConfig(hidden_size=4), InputSpec.for_words([["x"]]), tags)

@@ -24,9 +24,10 @@ from .layers import (
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
 from .tasks import charlm, classify, tag
+from .tasks import load as load_any
 from .tasks.charlm import CharLM, CharLMConfig, load
 from .tasks.classify import ClassifyConfig, SequenceClassifier
-from .tasks.seqtask import RunConfig, load_any
+from .tasks.sequences import RunConfig
 from .tasks.tag import SequenceTagger, TagConfig
 from .tbptt import tbptt_windows, truncated_bptt
 from .trainer import Trainer, TrainerConfig

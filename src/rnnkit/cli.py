@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from . import data as datasets
 from ._malloc import tune_glibc_malloc
 
 
@@ -79,36 +80,15 @@ def _cmd_gradients(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
-    from .data.corpora import CORPORA, cache_dir
-    from .data.sequences import builtin_sets
-
-    print(f"corpora (cache: {cache_dir()}):")
-    for c in CORPORA.values():
-        state = "bundled" if c.source is None else "cached" if c.is_cached() else "-"
-        source = c.source or "bundled with rnnkit"
-        print(f"  {c.name:12s} {state:8s} {c.chars / 1e6:6.2f} M chars  {c.description}")
-        print(f"  {'':12s} {'':8s} {'':14s}  source {source}; licence {c.licence}")
-    print("sequence data sets (classification and tagging):")
-    for name, d in builtin_sets().items():
-        state = "cached" if d.path.is_file() else "-"
-        print(f"  {name:15s} {state:8s} {d.task:9s} {d.description}; source {d.source}")
+    print(datasets.table())
     return 0
 
 
 def _cmd_data_get(args: argparse.Namespace) -> int:
-    from .data.corpora import CORPORA, FetchError, fetch
-    from .data.sequences import builtin_sets
+    from .data.fetch import FetchError
 
-    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
-    sets = builtin_sets()
     try:
-        if args.name in sets:
-            path = sets[args.name].fetch(log=log)
-        elif args.name in CORPORA:
-            path = fetch(args.name, log=log)
-        else:
-            names = ", ".join(sorted([*CORPORA, *sets]))
-            raise ValueError(f"unknown corpus or data set {args.name!r}; valid names: {names}")
+        path = datasets.get(args.name).fetch(log=lambda msg: print(msg, file=sys.stderr))
     except FetchError as err:
         print(f"rnnkit data get: error: {err}", file=sys.stderr)
         return 1
@@ -168,7 +148,7 @@ def _seq_configs(args: argparse.Namespace, task: str):
     tuned preset (the README's settings), then what the command line says."""
     from dataclasses import fields
 
-    from .tasks.seqtask import RunConfig
+    from .tasks.sequences import RunConfig
 
     module = _seq_module(task)
     config_cls = module.ClassifyConfig if task == "classify" else module.TagConfig
@@ -198,7 +178,7 @@ def _cmd_train_seq(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs the run directory in --out")
-        from .tasks.seqtask import RunConfig
+        from .tasks.sequences import RunConfig
 
         module.train(args.out, run=RunConfig(progress=not args.no_progress), resume=True)
         print(f"run directory: {args.out}")
@@ -232,7 +212,7 @@ def _read_examples(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .tasks.seqtask import load_any
+    from .tasks import load as load_any
 
     model = load_any(args.checkpoint, device=_device(args.device))
     kind = getattr(model, "meta", {}).get("kind")
@@ -269,7 +249,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
     """Metrics of a classifier or tagger on a data set, and its confusion-matrix plot."""
-    from .tasks.seqtask import encode_split, plot_confusion
+    from .metrics import plot_confusion
+    from .tasks.sequences import encode_split
 
     kind = model.meta["kind"]
     module = _seq_module(kind)
@@ -285,7 +266,7 @@ def _cmd_eval_seq(args: argparse.Namespace, model) -> int:
                 )
             split, name = module.read_split(test), test
         else:
-            splits = module.builtin_splits(data, lambda m: print(m, file=sys.stderr))
+            splits = datasets.get(data, kind).splits(lambda m: print(m, file=sys.stderr))
             split, name = splits["test"], f"{data} (test)"
     examples = encode_split(split, model.spec, model.labels, per_step=kind == "tag")
     r = module.evaluate(model, examples)
@@ -341,8 +322,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .data.corpora import fetch
+    from .tasks import load as load_any
     from .tasks.charlm import score_file
-    from .tasks.seqtask import load_any
 
     model = load_any(args.checkpoint, device=_device(args.device))
     if getattr(model, "meta", {}).get("kind") in ("classify", "tag"):
@@ -522,8 +503,8 @@ class _ShowDefaults(argparse.HelpFormatter):
 
 
 def _add_seq_train_parser(train_sub, task: str, what: str) -> None:
-    from .tasks.seqtask import EncoderConfig as E
-    from .tasks.seqtask import RunConfig as R
+    from .tasks.sequences import EncoderConfig as E
+    from .tasks.sequences import RunConfig as R
 
     module = _seq_module(task)
     fmt = "label<TAB>text lines" if task == "classify" else "token<TAB>tag lines"

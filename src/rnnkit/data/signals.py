@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpora import ChecksumError, Package, cache_dir, cache_from_package
+from .fetch import ChecksumError, Package, cache_dir, cache_from_package
 
 SKTIME = Package(
     "pypi", "sktime", "1.2.0", "dbffc6731d2d683b668dceb5e2bbc5804bebc8446b4c580803a281684d90e4ae"
@@ -41,6 +41,9 @@ SIGNAL_SETS = {  # name -> (sktime's folder, sha256 of the prepared arrays)
         "451e210f82a4e18dfd513f2cfbbff129a454dc62bddba253d4f7a6a16a774d23",
     ),
 }
+
+
+SIZES = {"basic-motions": "80 series", "japanese-vowels": "640 series"}  # train + test
 
 
 def parse_ts(text: str, where: str = "<text>") -> tuple[list[np.ndarray], list[str], list[str]]:

@@ -1,1 +1,43 @@
-"""The applications, one file each."""
+"""The applications, one file each, read top to bottom: config, model, batches, loss,
+train, evaluate, load.
+
+    charlm.py     character-level language models (the lectures' flagship)
+    classify.py   many to one: a label per sequence (sentiment, digits, signals)
+    tag.py        many to many, aligned: a tag per step (parts of speech, entities)
+    hello.py      the lecture's toy: a vanilla RNN learns "hello"
+    sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
+
+A new task is one new file here plus its line in :data:`TASKS`: the checkpoint kind it
+writes, and its module, which provides ``load(path, device=...)``. Loading a run finds
+its task from the checkpoint's kind through this table (imported on demand, so no
+module here imports another's task).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+from torch import nn
+
+from ..checkpoint import checkpoint_kind, resolve_checkpoint
+
+TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
+    "charlm": "rnnkit.tasks.charlm",
+    "classify": "rnnkit.tasks.classify",
+    "tag": "rnnkit.tasks.tag",
+}
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
+    """The model saved at `path` (a run directory: its best checkpoint; or a checkpoint),
+    of whichever task wrote it, in eval mode."""
+    ckpt_dir = resolve_checkpoint(path)
+    kind = checkpoint_kind(ckpt_dir)
+    if kind not in TASKS:
+        raise ValueError(
+            f"{path} holds a checkpoint of kind {kind!r}, which no rnnkit task reads "
+            f"(known kinds: {', '.join(TASKS)})"
+        )
+    return importlib.import_module(TASKS[kind]).load(ckpt_dir, device=device)

@@ -23,26 +23,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.sequences import LabelVocab, read_tsv
+from .. import data as datasets
+from ..data.readers import LabelVocab, RawSplit, read_npz, read_tsv_split
+from ..metrics import classification_metrics
 from ..structures import POOLS, ManyToOne
-from .seqtask import (
+from . import sequences as seq
+from .sequences import (
     EncoderConfig,
     Examples,
     InputLayer,
     InputSpec,
     PathLike,
-    RawSplit,
     RunConfig,
-    Task,
     array_examples,
     build_encoder,
-    classification_metrics,
-    load_task_model,
-    read_npz,
     run_model,
-    split_indices,
-    tokenize,
-    train_task,
     word_examples,
 )
 
@@ -106,14 +101,7 @@ class SequenceClassifier(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
-BUILTIN = (
-    "movie-reviews",
-    "mnist-rows",
-    "mnist-pixels",
-    "mnist-permuted",
-    "basic-motions",
-    "japanese-vowels",
-)
+BUILTIN = tuple(datasets.names("classify"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.
 PRESETS: dict[str, tuple[dict, dict]] = {
@@ -134,62 +122,9 @@ PRESETS: dict[str, tuple[dict, dict]] = {
 }  # fmt: skip
 
 
-def read_tsv_split(path: PathLike) -> RawSplit:
-    rows = read_tsv(path, with_lines=True)
-    tokens = []
-    for _, text, n in rows:
-        t = tokenize(text)
-        if not t:
-            raise ValueError(f"{path}:{n}: the text {text!r} has no words")
-        tokens.append(t)
-    return RawSplit(tokens, None, None, [r[0] for r in rows], [f"{path}:{r[2]}" for r in rows])
-
-
 def read_split(path: PathLike) -> RawSplit:
     """A user's file: ``.npz`` numeric sequences, anything else TSV."""
     return read_npz(path, per_step=False) if str(path).endswith(".npz") else read_tsv_split(path)
-
-
-def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, RawSplit]:
-    """{"train", "val" (or absent: held out of train), "test"} of a built-in set."""
-    if name == "movie-reviews":
-        from ..data.sequences import fetch_dataset
-
-        whole = read_tsv_split(fetch_dataset(name, log=log))
-        rest, test = split_indices(len(whole), 0.1, seed=0)  # a fixed tenth for the test
-        return {"train": whole.subset(rest), "test": whole.subset(test)}
-    if name.startswith("mnist-"):
-        from ..data.digits import as_sequences, fetch_mnist, load_mnist
-
-        sets = load_mnist(fetch_mnist(log=log))
-        out = {}
-        for split, (images, labels) in sets.items():
-            x = as_sequences(images, name.removeprefix("mnist-"))
-            out[split] = RawSplit(
-                None,
-                x,
-                np.full(len(x), x.shape[1]),
-                [str(int(v)) for v in labels],
-                [f"{name}/{split}[{i}]" for i in range(len(x))],
-            )
-        return out
-    if name in ("basic-motions", "japanese-vowels"):
-        from ..data.signals import fetch_signals, load_signals
-
-        sets = load_signals(name, fetch_signals(name, log=log))
-        classes = sets["classes"]
-        return {
-            split: RawSplit(
-                None,
-                x,
-                lengths,
-                [str(classes[int(v)]) for v in y],
-                [f"{name}/{split}[{i}]" for i in range(len(y))],
-            )
-            for split in ("train", "test")
-            for x, lengths, y in [sets[split]]
-        }
-    raise ValueError(f"unknown data set {name!r} for classify; valid names: {', '.join(BUILTIN)}")
 
 
 # -- training and evaluation ----------------------------------------------------------------
@@ -214,24 +149,6 @@ def step_fn(model: SequenceClassifier, batch: dict[str, Tensor]):
     return F.cross_entropy(logits, batch["y"]), {"items": batch["lengths"].numel()}
 
 
-def task() -> Task:
-    """This task for :func:`rnnkit.seqtask.train_task`."""
-    return Task(
-        kind=KIND,
-        config_cls=ClassifyConfig,
-        model_cls=SequenceClassifier,
-        per_step=False,
-        items="seqs",
-        tokenizer="words",
-        builtin_splits=builtin_splits,
-        read_split=read_split,
-        step_fn=step_fn,
-        evaluate=evaluate,
-        format_metrics=format_metrics,
-        score=lambda labels: "accuracy",
-    )
-
-
 def train(
     out: PathLike,
     config: ClassifyConfig | None = None,
@@ -249,7 +166,25 @@ def train(
     weights, and the results (validation and test metrics), also in ``out/results.json``.
     ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
     files = {"train": train, "val": val, "test": test}
-    return train_task(task(), out, config, run, data=data, files=files, resume=resume, log=log)
+    p = seq.prepare(
+        KIND,
+        ClassifyConfig,
+        out,
+        config,
+        run,
+        data=data,
+        files=files,
+        read=read_split,
+        per_step=False,
+        tokenizer="words",
+        resume=resume,
+        log=log,
+    )
+    model = seq.new_model(p, SequenceClassifier)
+    seq.log_start(p, model, "labels", log)
+    seq.fit(p, model, step_fn, evaluate, metric="accuracy", items="seqs", log=log)
+    best = load(p.out / "best", device=p.device)
+    return best, seq.report(best, p, evaluate, format_metrics, log)
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -258,4 +193,4 @@ def format_metrics(m: dict[str, float]) -> str:
 
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceClassifier:
     """The model saved at `path` (a run directory or a checkpoint), in eval mode."""
-    return load_task_model(path, KIND, SequenceClassifier, ClassifyConfig, device)
+    return seq.load_model(path, KIND, SequenceClassifier, ClassifyConfig, device)

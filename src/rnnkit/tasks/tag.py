@@ -27,26 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import data as datasets
 from ..batching import lengths_to_mask
 from ..crf import LinearChainCRF
-from ..data.sequences import LabelVocab, read_conll
-from .seqtask import (
+from ..data.readers import LabelVocab, RawSplit, read_conll_split, read_npz
+from ..metrics import classification_metrics
+from . import sequences as seq
+from .sequences import (
     EncoderConfig,
     Examples,
     InputLayer,
     InputSpec,
     PathLike,
-    RawSplit,
     RunConfig,
-    Task,
     array_examples,
     build_encoder,
-    classification_metrics,
-    load_task_model,
-    read_npz,
     run_model,
-    split_indices,
-    train_task,
     word_examples,
 )
 
@@ -112,7 +108,7 @@ class SequenceTagger(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
-BUILTIN = ("brown-pos", "tweets-ner")
+BUILTIN = tuple(datasets.names("tag"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.
 PRESETS: dict[str, tuple[dict, dict]] = {
@@ -123,36 +119,9 @@ PRESETS: dict[str, tuple[dict, dict]] = {
 }  # fmt: skip
 
 
-def read_conll_split(path: PathLike) -> RawSplit:
-    sentences = read_conll(path, with_lines=True)
-    return RawSplit(
-        [s[0] for s in sentences],
-        None,
-        None,
-        [s[1] for s in sentences],
-        [[f"{path}:{n}" for n in s[2]] for s in sentences],
-    )
-
-
 def read_split(path: PathLike) -> RawSplit:
     """A user's file: ``.npz`` numeric sequences, anything else CoNLL columns."""
     return read_npz(path, per_step=True) if str(path).endswith(".npz") else read_conll_split(path)
-
-
-def builtin_splits(name: str, log: Callable[[str], None] = print) -> dict[str, RawSplit]:
-    """{"train", "test"} of a built-in set (validation is held out of train)."""
-    from ..data.sequences import fetch_dataset
-
-    if name == "brown-pos":  # split by file: every 10th file is the test set
-        return {
-            "train": read_conll_split(fetch_dataset("brown-pos", log=log)),
-            "test": read_conll_split(fetch_dataset("brown-pos-test", log=log)),
-        }
-    if name == "tweets-ner":
-        whole = read_conll_split(fetch_dataset(name, log=log))
-        rest, test = split_indices(len(whole), 0.1, seed=0)  # a fixed tenth for the test
-        return {"train": whole.subset(rest), "test": whole.subset(test)}
-    raise ValueError(f"unknown data set {name!r} for tag; valid names: {', '.join(BUILTIN)}")
 
 
 # -- training and evaluation ----------------------------------------------------------------
@@ -200,24 +169,6 @@ def step_fn(model: SequenceTagger, batch: dict[str, Tensor]):
     return loss, {"items": batch["lengths"].sum()}
 
 
-def task() -> Task:
-    """This task for :func:`rnnkit.seqtask.train_task`."""
-    return Task(
-        kind=KIND,
-        config_cls=TagConfig,
-        model_cls=SequenceTagger,
-        per_step=True,
-        items="tokens",
-        tokenizer="whitespace",
-        builtin_splits=builtin_splits,
-        read_split=read_split,
-        step_fn=step_fn,
-        evaluate=evaluate,
-        format_metrics=format_metrics,
-        score=lambda tags: "entity_f1" if is_bio(tags) else "accuracy",
-    )
-
-
 def train(
     out: PathLike,
     config: TagConfig | None = None,
@@ -235,7 +186,26 @@ def train(
     weights, and the results (validation and test metrics), also in ``out/results.json``.
     ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
     files = {"train": train, "val": val, "test": test}
-    return train_task(task(), out, config, run, data=data, files=files, resume=resume, log=log)
+    p = seq.prepare(
+        KIND,
+        TagConfig,
+        out,
+        config,
+        run,
+        data=data,
+        files=files,
+        read=read_split,
+        per_step=True,
+        tokenizer="whitespace",
+        resume=resume,
+        log=log,
+    )
+    model = seq.new_model(p, SequenceTagger)
+    seq.log_start(p, model, "tags", log)
+    metric = "entity_f1" if is_bio(p.labels.labels) else "accuracy"
+    seq.fit(p, model, step_fn, evaluate, metric=metric, items="tokens", log=log)
+    best = load(p.out / "best", device=p.device)
+    return best, seq.report(best, p, evaluate, format_metrics, log)
 
 
 def format_metrics(m: dict[str, float]) -> str:
@@ -250,4 +220,4 @@ def format_metrics(m: dict[str, float]) -> str:
 
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceTagger:
     """The model saved at `path` (a run directory or a checkpoint), in eval mode."""
-    return load_task_model(path, KIND, SequenceTagger, TagConfig, device)
+    return seq.load_model(path, KIND, SequenceTagger, TagConfig, device)

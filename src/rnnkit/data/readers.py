@@ -1,0 +1,311 @@
+"""Reading labelled sequences: the user's files and the prepared built-in ones.
+
+The formats of sequence classification and tagging:
+
+* TSV, one example per line: ``label<TAB>text`` (the text may hold further tabs);
+* CoNLL-style columns, one token per line: ``token<TAB>tag`` (extra columns between
+  are allowed; the first is the token, the last the tag), a blank line between
+  sentences, ``-DOCSTART-`` lines ignored;
+* ``.npz`` numeric sequences: ``x`` (N, T) or (N, T, C), ``y`` (N,) labels or (N, T)
+  tags, optional ``lengths`` (N,).
+
+(The ``.ts`` time-series format of the UEA archive is read in :mod:`.signals`.)
+
+Every problem is a ValueError that names the file and the line: an empty or
+non-UTF-8 file, a line without a label or a tag, a label the model never saw.
+A :class:`RawSplit` holds one split before encoding, with ``file:line`` of every
+example. :class:`WordVocab` maps tokens to ids with a minimum frequency and an
+unknown token; :class:`LabelVocab` maps labels or tags to ids and refuses unknown
+ones by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corpora import load_text
+
+PathLike = str | os.PathLike
+
+PAD, UNK = "<pad>", "<unk>"
+_TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Words, with punctuation runs as tokens of their own: "isn't bad." -> isn't, bad, ."""
+    return _TOKEN.findall(text)
+
+
+
+
+
+def _lines(path: PathLike) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    return load_text(path).splitlines()  # refuses binary and non-UTF-8 files by offset
+
+
+def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
+    """(label, text) pairs of a ``label<TAB>text`` file; blank lines are skipped.
+    With ``with_lines=True``: (label, text, line number) triples."""
+    examples = []
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip() or not text.strip():
+            raise ValueError(
+                f"{path}:{n}: expected 'label<TAB>text', got {line[:80]!r}"
+                + (" (no tab)" if not tab else "")
+            )
+        examples.append(
+            (label.strip(), text.strip(), n) if with_lines else (label.strip(), text.strip())
+        )
+    if not examples:
+        raise ValueError(f"{path} holds no examples (only blank lines)")
+    return examples
+
+
+def read_conll(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
+    """(tokens, tags) per sentence of a ``token<TAB>tag`` column file. With
+    ``with_lines=True``: (tokens, tags, line number of each token) triples."""
+    sentences: list[tuple] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    numbers: list[int] = []
+
+    def close() -> None:
+        sentences.append((tokens, tags, numbers) if with_lines else (tokens, tags))
+
+    for n, line in enumerate(_lines(path), 1):
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line.strip():
+            if tokens:
+                close()
+                tokens, tags, numbers = [], [], []
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        if len(cols) < 2 or not cols[0] or not cols[-1].strip():
+            raise ValueError(
+                f"{path}:{n}: expected 'token<TAB>tag', got {line[:80]!r} (missing tag column)"
+            )
+        tokens.append(cols[0])
+        tags.append(cols[-1].strip())
+        numbers.append(n)
+    if tokens:
+        close()
+    if not sentences:
+        raise ValueError(f"{path} holds no sentences")
+    return sentences
+
+
+@dataclass
+class WordVocab:
+    """Tokens -> ids: ``<pad>`` is 0, ``<unk>`` 1, then the kept tokens by frequency."""
+
+    tokens: list[str] = field(default_factory=lambda: [PAD, UNK])
+    lower: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"a WordVocab starts with {PAD!r}, {UNK!r}; got {self.tokens[:2]}")
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def build(
+        cls, sentences: Iterable[Sequence[str]], *, min_freq: int = 1, lower: bool = False
+    ) -> WordVocab:
+        """Keep tokens seen at least `min_freq` times (ties in first-seen order)."""
+        if not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"Argument `min_freq` must be a positive integer, got {min_freq!r}")
+        counts = Counter(t.lower() if lower else t for s in sentences for t in s)
+        kept = [t for t, c in counts.most_common() if c >= min_freq and t not in (PAD, UNK)]
+        return cls([PAD, UNK, *kept], lower)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of `tokens`; tokens outside the vocabulary become ``<unk>`` (1)."""
+        index = self.index
+        return [index.get(t.lower() if self.lower else t, 1) for t in tokens]
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.tokens, "lower": self.lower}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WordVocab:
+        return cls(list(d["tokens"]), bool(d.get("lower", False)))
+
+
+@dataclass
+class LabelVocab:
+    """Labels (or tags) -> ids, in sorted order; unknown labels are refused by name."""
+
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.labels or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"a LabelVocab needs distinct labels, got {self.labels!r}")
+        self.index = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def build(cls, labels: Iterable[str]) -> LabelVocab:
+        return cls(sorted(set(labels)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, labels: Sequence[str], where: str = "") -> list[int]:
+        """Ids of `labels`; a label never seen in training is a ValueError naming it
+        (and `where`, e.g. ``"test.tsv:12"``) with the known ones."""
+        out = []
+        for label in labels:
+            i = self.index.get(label)
+            if i is None:
+                known = ", ".join(repr(x) for x in self.labels[:20])
+                at = f"{where}: " if where else ""
+                raise ValueError(
+                    f"{at}label {label!r} was never seen in training; the model knows {known}"
+                )
+            out.append(i)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LabelVocab:
+        return cls(list(d["labels"]))
+
+
+
+# -- splits ------------------------------------------------------------------------------
+
+
+@dataclass
+class RawSplit:
+    """One split before encoding: words (lists of tokens) or numeric frames, with the
+    raw labels and where each example came from (``file:line``) for error messages."""
+
+    tokens: list[list[str]] | None  # words
+    x: np.ndarray | None  # numeric (N, T, C)
+    lengths: np.ndarray | None
+    labels: list[Any]  # a label per example, or a list of tags per example
+    where: list[Any]  # "file:line" per example, or a list of them per token
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: Sequence[int]) -> RawSplit:
+        pick = lambda seq: None if seq is None else [seq[i] for i in idx]  # noqa: E731
+        return RawSplit(
+            pick(self.tokens),
+            None if self.x is None else self.x[idx],
+            None if self.lengths is None else self.lengths[idx],
+            pick(self.labels),
+            pick(self.where),
+        )
+
+
+def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
+    """An ``.npz`` of numeric sequences: ``x`` (N, T) or (N, T, C), ``y`` (N,) labels or,
+    with `per_step`, (N, T) tags (numbers or strings), optional ``lengths`` (N,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a NumPy .npz file of arrays: {err}") from None
+    with f:
+        missing = [k for k in ("x", "y") if k not in f.files]
+        if missing:
+            raise ValueError(
+                f"{path}: missing array {', '.join(map(repr, missing))}; an .npz needs `x` "
+                f"(N, T[, C]) and `y` ({'(N, T) tags' if per_step else '(N,) labels'})"
+            )
+        x, lengths = check_numeric(f["x"], f["lengths"] if "lengths" in f.files else None, path)
+        y = f["y"]
+    N, T = x.shape[:2]
+    want = (N, T) if per_step else (N,)
+    if y.shape != want:
+        raise ValueError(f"{path}: `y` must have shape {want}, got {y.shape}")
+    if per_step:
+        labels = [[str(v) for v in y[i, : lengths[i]]] for i in range(N)]
+        where = [[f"{path}[{i}, {t}]" for t in range(lengths[i])] for i in range(N)]
+    else:
+        labels = [str(v) for v in y]
+        where = [f"{path}[{i}]" for i in range(N)]
+    return RawSplit(None, x, lengths, labels, where)
+
+
+def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tuple:
+    """(N, T, C) float32 frames and (N,) lengths from an array of (N, T) or (N, T, C)."""
+    x = np.asarray(x)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(
+            f"{where}: `x` must be a numeric array (N, T) or (N, T, C), got "
+            f"{x.dtype} of shape {x.shape}"
+        )
+    N, T = x.shape[:2]
+    if lengths is None:
+        lengths = np.full(N, T, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.shape != (N,) or (lengths < 1).any() or (lengths > T).any():
+        raise ValueError(
+            f"{where}: `lengths` must be (N,)=({N},) integers in [1, {T}], got shape "
+            f"{lengths.shape} with values in [{lengths.min()}, {lengths.max()}]"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: `x` holds NaN or infinite values")
+    return x, lengths
+
+
+
+def read_tsv_split(path: PathLike) -> RawSplit:
+    rows = read_tsv(path, with_lines=True)
+    tokens = []
+    for _, text, n in rows:
+        t = tokenize(text)
+        if not t:
+            raise ValueError(f"{path}:{n}: the text {text!r} has no words")
+        tokens.append(t)
+    return RawSplit(tokens, None, None, [r[0] for r in rows], [f"{path}:{r[2]}" for r in rows])
+
+
+def read_conll_split(path: PathLike) -> RawSplit:
+    sentences = read_conll(path, with_lines=True)
+    return RawSplit(
+        [s[0] for s in sentences],
+        None,
+        None,
+        [s[1] for s in sentences],
+        [[f"{path}:{n}" for n in s[2]] for s in sentences],
+    )
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A fixed random split of range(n): (the rest, `fraction` of it)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    if k >= n:
+        raise ValueError(f"cannot hold out {fraction:.0%} of {n} examples for validation")
+    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
+
+

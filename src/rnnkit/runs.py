@@ -1,0 +1,157 @@
+"""A run directory: what every task's training writes, and how a run resumes.
+
+    RUN/latest/        weights, trainer state (optimizer, schedule, step, RNG states, the
+                       task's data cursor ...) and meta: what ``--resume`` continues from
+    RUN/best/          the weights of the best validation score so far
+    RUN/metrics.csv    every log and evaluation record
+    RUN/results.json   the final metrics, for tasks that report them
+
+A task calls these plain functions in order (nothing here calls the task back)::
+
+    out, ckpt = start_run(out, resume, kind)   # refuse to overwrite; or latest/ to resume
+    seed_everything(seed)
+    trainer = Trainer(...)                     # the task's model, step and evaluation
+    best = KeepBest(out, meta, metric="accuracy")
+    fit(trainer, out, meta, best=best, resume_from=ckpt)
+    write_results(out, {...})
+
+Checkpoints are written atomically (:mod:`rnnkit.checkpoint`): a crash mid-save leaves
+the previous one intact, and a resumed run continues with exactly the losses an
+uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .trainer import Trainer
+
+PathLike = str | os.PathLike
+
+
+def start_run(out: PathLike, resume: bool, kind: str) -> tuple[Path, Checkpoint | None]:
+    """(out, the checkpoint to resume from, or None for a new run).
+
+    A new run never writes into an old one: FileExistsError if `out` holds a run.
+    """
+    out = Path(out)
+    if resume:
+        return out, load_checkpoint(out / "latest", expected_kind=kind)
+    if (out / "latest").exists():
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    return out, None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's and NumPy's global generators (initialisation, data order)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def save_latest(trainer: Trainer, out: PathLike, meta: Mapping[str, Any]) -> None:
+    """``out/latest`` with everything to resume exactly (weights, trainer state, ``meta``
+    plus the step), and ``out/metrics.csv``: a run's ``on_checkpoint``."""
+    out = Path(out)
+    save_checkpoint(
+        out / "latest",
+        model_state=trainer.model.state_dict(),
+        train_state=trainer.state_dict(),
+        meta={**meta, "step": trainer.step},
+    )
+    trainer.write_history(out / "metrics.csv")
+
+
+class KeepBest:
+    """Keeps ``out/best`` at the evaluation with the best `metric`.
+
+    Higher is better (``higher_is_better=False`` for a loss); on a tie the lower
+    validation loss wins (small validation sets tie often). Its state -- the best
+    score, loss and step -- travels in the trainer's checkpoint, so a resumed run
+    compares against the same best.
+    """
+
+    def __init__(
+        self,
+        out: PathLike,
+        meta: Mapping[str, Any],
+        *,
+        metric: str = "loss",
+        higher_is_better: bool = False,
+    ) -> None:
+        self.out, self.meta, self.metric = Path(out), meta, metric
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.best: dict[str, float] = {"score": -math.inf, "loss": math.inf, "step": 0}
+
+    def __call__(self, trainer: Trainer, metrics: Mapping[str, float]) -> None:
+        """An ``on_eval`` callback: save ``best/`` if these metrics beat the best so far."""
+        score = self.sign * metrics[self.metric]
+        if (score, -metrics["loss"]) > (self.best["score"], -self.best["loss"]):
+            self.best.update(score=score, loss=metrics["loss"], step=trainer.step)
+            save_checkpoint(
+                self.out / "best",
+                model_state=trainer.model.state_dict(),
+                train_state=None,
+                meta={
+                    **self.meta,
+                    "step": trainer.step,
+                    "val": dict(metrics),
+                    "val_loss": metrics["loss"],
+                },
+            )
+
+    @property
+    def value(self) -> float:
+        """The best `metric` so far."""
+        return self.sign * self.best["score"]
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(self.best)
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        state = dict(state)
+        if "score" not in state:  # runs written before KeepBest kept only the loss
+            state["score"] = -state.get("loss", math.inf)
+        self.best.update(state)
+
+
+def fit(
+    trainer: Trainer,
+    out: PathLike,
+    meta: Mapping[str, Any],
+    *,
+    best: KeepBest | None = None,
+    resume_from: Checkpoint | None = None,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """Train to the end, saving ``latest/`` at every checkpoint and ``best/`` at every
+    better evaluation; resume first from `resume_from` when given. Writes metrics.csv."""
+    out = Path(out)
+    if best is not None:
+        trainer.add_extra_state("best", best.state_dict, best.load_state_dict)
+        trainer.add_callback("on_eval", best)
+    trainer.add_callback("on_checkpoint", lambda t: save_latest(t, out, meta))
+    if resume_from is not None:
+        trainer.model.load_state_dict(resume_from.model_state)
+        trainer.load_state_dict(resume_from.train_state)
+        log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
+    trainer.fit()
+    trainer.write_history(out / "metrics.csv")
+    return trainer
+
+
+def write_results(out: PathLike, results: Mapping[str, Any]) -> Path:
+    """``out/results.json``, written atomically."""
+    path = Path(out) / "results.json"
+    atomic_write_bytes(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+    return path
