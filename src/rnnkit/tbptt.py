@@ -16,17 +16,25 @@ steps (Williams & Peng 1990; Sutskever 2013, sec. 2.8.6):
 
 The model contract is the layers': ``model(x, state) -> (y, state)`` with x
 (B, T, ...) batch first.
+
+Two ways in: :func:`truncated_bptt` trains on one long batch held in memory, window by
+window; :class:`CarriedState` is the same carry for a training loop that brings the
+windows one at a time (the character model reads B streams through a text this way:
+one window per :class:`~rnnkit.trainer.Trainer` step, the state carried between
+steps, detached at each edge, and saved in checkpoints so a resumed run carries on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .layers import State, detach_state
+from .trainer import clip_gradients
 
 
 @dataclass
@@ -56,6 +64,45 @@ def tbptt_windows(T: int, k1: int, k2: int | None = None) -> list[Window]:
         windows.append(Window(start, max(start, end - k2), loss_start, end))
         loss_start = end
     return windows
+
+
+class CarriedState:
+    """The hidden state carried from one window to the next (TBPTT with k1 = k2 = the
+    window), for a loop that brings one window per step.
+
+    ``y = carried(model, x)`` runs ``model(x, state)`` from the carried state and keeps
+    the new state *detached*: the next window starts where this one ended, but its
+    gradients stop at the edge (else backward would run through every window since the
+    start, pytorch/examples' ``repackage_hidden``). :meth:`reset` starts afresh (a new
+    pass over the data). :meth:`state_dict` travels in checkpoints.
+    """
+
+    def __init__(self) -> None:
+        self.state: State | None = None
+
+    def __call__(self, model: Callable, x: Tensor) -> Tensor:
+        y, state = model(x, self.state)
+        self.state = detach_state(state)  # truncated BPTT: cut at the window edge
+        return y
+
+    def reset(self) -> None:
+        self.state = None
+
+    def state_dict(self) -> dict[str, Any]:
+        s = self.state
+        if s is None:
+            return {"kind": "none"}
+        if isinstance(s, tuple):
+            return {"kind": "tuple", "tensors": [t.detach().cpu() for t in s]}
+        return {"kind": "tensor", "tensors": [s.detach().cpu()]}
+
+    def load_state_dict(self, d: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        if d["kind"] == "none":
+            self.state = None
+        elif d["kind"] == "tuple":
+            self.state = tuple(t.to(device) for t in d["tensors"])
+        else:
+            self.state = d["tensors"][0].to(device)
 
 
 @dataclass
@@ -113,8 +160,8 @@ def truncated_bptt(
         loss = loss_fn(y, targets[:, w.loss_start : w.end])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm else float("inf"))
+        params = (p for group in optimizer.param_groups for p in group["params"])
+        norm, _ = clip_gradients(params, clip_norm or None)
         optimizer.step()
         result.losses.append(loss.item())
         result.grad_norms.append(float(norm))

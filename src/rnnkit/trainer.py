@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_bytes, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write_bytes, rng_state, set_rng_state
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -56,6 +56,9 @@ EvalFn = Callable[[nn.Module], Mapping[str, float]]
 @dataclass
 class TrainerConfig:
     max_steps: int = 1000
+    # a time budget instead: after warm-up the measured step time fixes max_steps so that
+    # training ends after this many minutes (evaluation and checkpoints not counted)
+    max_minutes: float | None = None
     lr: float = 1e-3  # peak learning rate, reached after warmup
     optimizer: str = "adamw"  # "adam" | "adamw" | "sgd"
     weight_decay: float = 0.0  # applied to matrices and embeddings only, never to biases
@@ -85,6 +88,10 @@ class TrainerConfig:
 
         if not is_int(self.max_steps) or self.max_steps < 1:
             fail("max_steps", "a positive integer")
+        if self.max_minutes is not None and (
+            not is_real(self.max_minutes) or self.max_minutes <= 0
+        ):
+            fail("max_minutes", "None or a positive number")
         if not is_real(self.lr) or self.lr <= 0:
             fail("lr", "a positive finite float")
         if self.optimizer not in OPTIMIZERS:
@@ -176,7 +183,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def resolve_device(name: str) -> torch.device:
+def clip_gradients(params: Iterable[Tensor], max_norm: float | None) -> tuple[Tensor, Tensor]:
+    """Global-norm clipping: if ||g|| > c then g <- c g / ||g||, over all of `params`.
+
+    Returns the pre-clip norm and whether it was clipped, as tensors, so a training loop
+    need not wait for the GPU each step. With ``max_norm=None`` nothing is scaled, but
+    the norm is still computed (it is worth logging).
+    """
+    max_norm = math.inf if max_norm is None else max_norm
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm)
+    return grad_norm, grad_norm > max_norm
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"``: CUDA where available, else the CPU; ``"cpu"``, ``"cuda"`` as named
+    (ValueError if CUDA is asked for and absent)."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -235,6 +258,7 @@ class Trainer:
             self.optimizer, lambda step: lr_multiplier(step, config)
         )
         self.step = 0  # optimizer steps taken
+        self.budget_steps: int | None = None  # max_steps fixed by the time budget, once known
         self.epoch = 0  # completed passes over an iterable train_batches
         self.elapsed_s = 0.0  # wall time spent in fit(), over all runs
         self.history: list[dict[str, Any]] = []  # log records and eval records
@@ -326,6 +350,7 @@ class Trainer:
         start_step, fit_start = self.step, time.perf_counter()
         elapsed_before = self.elapsed_s
         window = _Window()
+        budget_start: dict[str, float] = {}  # the first log record of this fit()
         last_eval_step = last_checkpoint_step = -1
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train")
         self._bar = bar
@@ -351,6 +376,8 @@ class Trainer:
                     self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
                     self._log(window.record(self.step, lr, self.elapsed_s), bar)
                     window = _Window()
+                    if cfg.max_minutes is not None and self.budget_steps is None:
+                        self._fit_time_budget(budget_start)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     window.pause(self.evaluate)
                     last_eval_step = self.step
@@ -372,17 +399,32 @@ class Trainer:
             self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
         return self.history
 
-    def _clip_gradients(self) -> tuple[Tensor, Tensor]:
-        """Global-norm clipping: if ||g|| > c then g <- c g / ||g||.
+    def _fit_time_budget(self, start: dict[str, float]) -> None:
+        """Fix ``max_steps`` from the measured step time so training ends after
+        ``max_minutes`` (evaluation and checkpoints not counted).
 
-        Returns the pre-clip norm and whether it was clipped, as tensors so the loop
-        does not wait for the GPU each step. Without ``clip_norm`` the norm is still
-        computed (max_norm=inf scales by 1) because it is worth logging.
+        The first log record is skipped (start-up costs); from the first record after
+        warm-up (and at least 20 steps) on, the speed since then sets ``max_steps``,
+        refined at every record over the first tenth of the budget (a few early steps
+        mislead: these machines drift by 20%), then fixed in :attr:`budget_steps`, which
+        the checkpoint keeps, so a resumed run trains to the same step. The schedule
+        decays over exactly that many steps.
         """
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        max_norm = self.config.clip_norm if self.config.clip_norm is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return grad_norm, grad_norm > max_norm
+        if not start:
+            start.update(step=self.step, time=self.elapsed_s)
+            return
+        if self.step < max(20, self.config.warmup_steps):
+            return
+        budget_s = self.config.max_minutes * 60
+        measured = self.elapsed_s - start["time"]
+        steps = max(self.step + 1, int(budget_s * (self.step - start["step"]) / measured))
+        self.set_max_steps(steps)
+        if measured >= 0.1 * budget_s:
+            self.budget_steps = steps  # decided
+
+    def _clip_gradients(self) -> tuple[Tensor, Tensor]:
+        params = (p for g in self.optimizer.param_groups for p in g["params"])
+        return clip_gradients(params, self.config.clip_norm)
 
     def _log(self, record: dict[str, Any], bar: Any) -> None:
         self.history.append(record)
@@ -428,6 +470,7 @@ class Trainer:
             "history": [dict(r) for r in self.history],
             "rng": rng_state(),
             "extra": {name: get() for name, (get, _) in self._extra_state.items()},
+            "budget_steps": self.budget_steps,
             "config": asdict(self.config),  # for reference; the live config is used
         }
 
@@ -450,6 +493,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.elapsed_s = float(state["elapsed_s"])
         self.history = [dict(r) for r in state["history"]]
+        self.budget_steps = state.get("budget_steps")
+        if self.budget_steps is not None:  # decided before the interruption: keep it
+            self.set_max_steps(max(self.budget_steps, self.step))
         for name, (_, set_fn) in self._extra_state.items():
             set_fn(state["extra"][name])
         self._batch_iter = None  # an iterable restarts; its position is the task's business
@@ -524,8 +570,9 @@ class _Window:
 
 
 def save_run_checkpoint(trainer: Trainer, out: str | Path, meta: Mapping[str, Any]) -> None:
-    """The ``on_checkpoint`` of a run directory: ``out/latest`` with everything to resume
-    exactly (weights, trainer state, ``meta`` plus the step) and ``out/metrics.csv``."""
+    """Deprecated here (moving to rnnkit.runs.save_latest)."""
+    from .checkpoint import save_checkpoint
+
     out = Path(out)
     save_checkpoint(
         out / "latest",
