@@ -7,14 +7,14 @@ recurrent stack -> linear -> cross-entropy -> backward -> Adam. For each cell ty
 * ``fused``      ``fused=True``: torch's fused kernel on rnnkit's parameters;
 * ``explicit``   ``fused=False``: rnnkit's own time loop (rnnkit.sequence for dense cells);
                  with the default ``fused=None`` the CPU runs this for GRU and RNN, and
-                 ``fused`` for the LSTM (see ``rnnkit.layers.CPU_SEQUENCE_FASTER``);
+                 ``fused`` for the LSTM (see ``rnnkit.backends.CPU_SEQUENCE_FASTER``);
 * ``stepped``    the generic per-step loop every other cell takes (a subclass of the cell,
                  so the whole-sequence kernel does not apply): what ``explicit`` replaced;
 * ``reset=before`` (GRU only) the lecture's GRU, which has no fused kernel.
 
-These 2-core machines drift by +-20% over minutes (PERF.md, lesson 7), so all variants
-run in one process, interleaved in rounds, after a warm-up; each round's speed is divided
-by the torch.nn speed of the same round, and the table shows medians over rounds.
+These 2-core machines drift by +-20% over minutes, so all variants run in one process,
+interleaved in rounds, after a warm-up; each round's speed is divided by the torch.nn
+speed of the same round, and the table shows medians over rounds.
 
     python benchmarks/bench_layers.py            # configs b and c, 7 rounds
     python benchmarks/bench_layers.py --quick    # a short run

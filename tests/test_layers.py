@@ -718,7 +718,7 @@ def test_step_matches_forward_and_checks_the_state():
 def test_backend_says_what_runs_where():
     """On the CPU the GRU and RNN run rnnkit's sequence kernel (faster than torch's
     unfused CPU loop); the LSTM runs oneDNN; on CUDA all three run cuDNN."""
-    from rnnkit.layers import BACKENDS
+    from rnnkit.backends import BACKENDS
 
     torch_k, seq_k, loop = BACKENDS
     assert rnnkit.LSTM(3, 4, 2).backend("cpu") == torch_k

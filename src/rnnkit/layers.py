@@ -10,24 +10,13 @@ States follow ``torch.nn``'s layout throughout: a leading dimension of
 ``num_layers * num_directions``, so ``h_n`` of a two-layer bidirectional LSTM is
 ``(4, B, H)`` and a single ``Recurrent`` returns ``(1, B, H)``.
 
-**Three backends.** ``layer.backend(device)`` says which one runs a layer:
-
-* *torch fused kernel*: where a configuration is exactly what ``torch.nn.RNN``,
-  ``LSTM`` or ``GRU`` computes, the layer hands the *same parameters* to the kernel
-  those modules call (oneDNN on CPU for the LSTM, cuDNN on GPU), variable lengths
-  included (through packing). A ``Stack`` of such layers is one kernel call for all
-  its layers, as ``torch.nn.LSTM`` is.
-* *rnnkit sequence kernel* (:mod:`rnnkit.sequence`): for the dense cells, the whole
-  sequence as one autograd node with backpropagation through time written out. It
-  serves ``GRUCell(reset="before")`` and ``fused=False``, and on the CPU the GRU and
-  vanilla RNN by default, because torch fuses only the LSTM there and this kernel
-  trains the other two faster than torch's per-step CPU loop.
-* *per-step cell loop*: any other cell (convolutional, custom), and every layer
-  asked for ``return_internals=True``.
-
-``layer.fused`` and ``layer.not_fused_reason`` tell whether torch's kernel can run
-and, if not, why. ``fused=True`` insists on it (and raises where it cannot run);
-``fused=False`` never uses it.
+The per-step loop below is the definition of every layer. Where a faster backend
+computes the same thing (torch's fused kernel, or rnnkit's whole-sequence kernel,
+:mod:`rnnkit.sequence`), the layer runs that instead: :mod:`rnnkit.backends` decides
+which and why. ``layer.backend(device)`` names it; ``layer.fused`` and
+``layer.not_fused_reason`` tell whether torch's kernel can run and, if not, why.
+``fused=True`` insists on it (and raises where it cannot run); ``fused=False`` never
+uses it.
 """
 
 from __future__ import annotations
@@ -35,10 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import _VF, Tensor, nn
+from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .cells import GRUCell, LSTMCell, RNNCell, State, check_input_size
+from . import backends
+from .backends import BACKENDS
+from .cells import GRUCell, LSTMCell, RNNCell, State
+from .init import initialize
 from .sequence import run_sequence, sequence_kernel
 
 MERGE_MODES = ("concat", "sum", "mean")
@@ -185,92 +177,6 @@ def run_layer(layer: nn.Module, input, state, lengths, return_internals: bool):
     return out, state
 
 
-# -- the fused kernels ------------------------------------------------------------------
-
-_KERNELS = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
-
-# On the CPU torch fuses only the LSTM (oneDNN); its GRU and vanilla RNN run a generic
-# per-step loop, which rnnkit's whole-sequence kernels (rnnkit.sequence) beat in training
-# (benchmarks/bench_layers.py: 1.04-1.29x) and match in inference. So with fused=None
-# those two run rnnkit's kernel on the CPU and torch's (cuDNN) on the GPU.
-CPU_SEQUENCE_FASTER = frozenset({"GRU", "RNN_TANH", "RNN_RELU"})
-
-BACKENDS = ("torch fused kernel", "rnnkit sequence kernel", "per-step cell loop")
-
-
-def choose_backend(layer: nn.Module, device: torch.device | str) -> str:
-    """Which of BACKENDS a layer runs on `device` (without return_internals)."""
-    device = torch.device(device)
-    if layer.fused:
-        wants_torch = getattr(layer, "fused_request", None) is True
-        if wants_torch or device.type != "cpu" or layer.fused_mode not in CPU_SEQUENCE_FASTER:
-            return BACKENDS[0]
-    cells = (
-        _layer_cells(layer)
-        if not isinstance(layer, Stack)
-        else [c for sub in layer.layers for c in _layer_cells(sub)]
-    )
-    from .sequence import sequence_kernel
-
-    if all(sequence_kernel(c) is not None for c in cells):
-        return BACKENDS[1]
-    return BACKENDS[2]
-
-
-def fused_forward(
-    mode: str,
-    x: Tensor,
-    lengths: Tensor | None,
-    hx: State,
-    weights: list[Tensor],
-    *,
-    has_bias: bool,
-    num_layers: int,
-    dropout: float,
-    training: bool,
-    bidirectional: bool,
-) -> tuple[Tensor, State]:
-    """Run torch.nn's fused kernel on our parameters. x: (T, B, I) -> (T, B, D*H).
-
-    `weights` is torch's flat list: per layer and direction w_ih, w_hh[, b_ih, b_hh].
-    Variable lengths go through packing, as torch.nn.LSTM does with a PackedSequence.
-    """
-    kernel = _KERNELS[mode]
-    if lengths is None:
-        out = kernel(x, hx, weights, has_bias, num_layers, dropout, training, bidirectional, False)
-        return out[0], (out[1], out[2]) if mode == "LSTM" else out[1]
-    T = x.shape[0]
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-    order, unorder = packed.sorted_indices.to(x.device), packed.unsorted_indices.to(x.device)
-    hx = map_state(lambda s: s.index_select(1, order), hx)
-    out = kernel(
-        packed.data,
-        packed.batch_sizes,
-        hx,
-        weights,
-        has_bias,
-        num_layers,
-        dropout,
-        training,
-        bidirectional,
-    )
-    output = PackedSequence(
-        out[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
-    )
-    output, _ = pad_packed_sequence(output, total_length=T)
-    h_n = (out[1], out[2]) if mode == "LSTM" else out[1]
-    return output, map_state(lambda s: s.index_select(1, unorder), h_n)
-
-
-def _cell_weights(cell: nn.Module) -> list[Tensor]:
-    ws = [cell.weight_ih, cell.weight_hh]
-    return ws + [cell.bias_ih, cell.bias_hh] if cell.bias else ws
-
-
-def _is_plain_cell(cell: nn.Module) -> bool:
-    return type(cell) in (RNNCell, LSTMCell, GRUCell)
-
-
 # -- Recurrent: one cell over time ---------------------------------------------------------
 
 
@@ -284,7 +190,7 @@ class Recurrent(nn.Module):
         batch_first: input and output are (B, T, ...) if True, else (T, B, ...).
         initial_state: ``"zeros"``, or ``"learned"`` (a parameter per state tensor,
             shared over the batch). A state passed to ``forward`` overrides it.
-        fused: None picks the fastest backend for the device (see the module docstring);
+        fused: None picks the fastest backend for the device (see :mod:`rnnkit.backends`);
             True requires torch's fused kernel (raises if the cell has none); False
             never uses it.
 
@@ -347,26 +253,20 @@ class Recurrent(nn.Module):
 
     @property
     def fused_mode(self) -> str | None:
-        return getattr(self.cell, "fused_mode", None) if _is_plain_cell(self.cell) else None
+        return backends.cell_fused_mode(self.cell)
 
     @property
     def not_fused_reason(self) -> str | None:
         """Why this layer runs the explicit loop, or None if it runs the fused kernel."""
-        if self.fused_request is False:
-            return "fused=False was requested"
-        if not _is_plain_cell(self.cell):
-            return getattr(self.cell, "not_fused_reason", None) or (
-                f"{type(self.cell).__name__} is not an rnnkit RNNCell, LSTMCell or GRUCell"
-            )
-        return self.cell.not_fused_reason
+        return backends.cell_not_fused_reason(self.cell, self.fused_request)
 
     @property
     def fused(self) -> bool:
         return self.not_fused_reason is None
 
     def backend(self, device: torch.device | str = "cpu") -> str:
-        """What runs this layer on `device`: one of ``rnnkit.layers.BACKENDS``."""
-        return choose_backend(self, device)
+        """What runs this layer on `device`: one of ``rnnkit.backends.BACKENDS``."""
+        return backends.choose_backend(self, device)
 
     def extra_repr(self) -> str:
         how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
@@ -411,8 +311,7 @@ class Recurrent(nn.Module):
             state = self.initial_state(B, x)
         else:
             self._check_state(state, B, x)
-        if not return_internals and choose_backend(self, x.device) == BACKENDS[0]:
-            check_input_size(type(self.cell).__name__, x, self.cell.input_size)
+        if not return_internals and backends.choose_backend(self, x.device) == BACKENDS[0]:
             return self._run_fused(x, lengths, state) + (None,)
         return self._run_explicit(x, lengths, state, return_internals)
 
@@ -433,20 +332,10 @@ class Recurrent(nn.Module):
         return self.cell.output(state), map_state(lambda s: s.unsqueeze(0), state)
 
     def _run_fused(self, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
+        """torch's kernel on this cell's parameters: x (T, B, I) -> (T, B, H), (1, B, H)."""
         if self.reverse:
             x = reverse_padded(x, lengths)
-        out, state = fused_forward(
-            self.fused_mode,
-            x,
-            lengths,
-            state,
-            _cell_weights(self.cell),
-            has_bias=self.cell.bias,
-            num_layers=1,
-            dropout=0.0,
-            training=self.training,
-            bidirectional=False,
-        )
+        out, state = backends.fused_forward(self, x, lengths, state)
         if self.reverse:
             out = reverse_padded(out, lengths)
         return out, state
@@ -581,13 +470,7 @@ class Bidirectional(nn.Module):
 
     @property
     def not_fused_reason(self) -> str | None:
-        for name, layer in (("forward", self.forward_layer), ("backward", self.backward_layer)):
-            if layer.not_fused_reason:
-                return f"{name} direction: {layer.not_fused_reason}"
-        f, b = self.forward_layer.cell, self.backward_layer.cell
-        if f.fused_mode != b.fused_mode or f.hidden_size != b.hidden_size or f.bias != b.bias:
-            return "the two directions differ in cell type, hidden_size or bias"
-        return None
+        return backends.bidirectional_not_fused_reason(self.forward_layer, self.backward_layer)
 
     @property
     def fused(self) -> bool:
@@ -595,12 +478,13 @@ class Bidirectional(nn.Module):
 
     @property
     def fused_request(self) -> bool | None:
-        requests = {self.forward_layer.fused_request, self.backward_layer.fused_request}
-        return True if True in requests else False if False in requests else None
+        return backends.combine_fused_requests(
+            [self.forward_layer.fused_request, self.backward_layer.fused_request]
+        )
 
     def backend(self, device: torch.device | str = "cpu") -> str:
-        """What runs this layer on `device`: one of ``rnnkit.layers.BACKENDS``."""
-        return choose_backend(self, device)
+        """What runs this layer on `device`: one of ``rnnkit.backends.BACKENDS``."""
+        return backends.choose_backend(self, device)
 
     def extra_repr(self) -> str:
         how = "fused" if self.fused else f"explicit: {self.not_fused_reason}"
@@ -631,23 +515,11 @@ class Bidirectional(nn.Module):
             state = self.initial_state(B, x)
         else:
             check_state(type(self).__name__, state, self.initial_state(B, x))
-        if not return_internals and choose_backend(self, x.device) == BACKENDS[0]:
-            fl, bl = self.forward_layer, self.backward_layer
-            check_input_size(type(fl.cell).__name__, x, fl.cell.input_size)
-            out, state = fused_forward(
-                fl.fused_mode,
-                x,
-                lengths,
-                state,
-                _cell_weights(fl.cell) + _cell_weights(bl.cell),
-                has_bias=fl.cell.bias,
-                num_layers=1,
-                dropout=0.0,
-                training=self.training,
-                bidirectional=True,
-            )
+        if not return_internals and backends.choose_backend(self, x.device) == BACKENDS[0]:
+            # Both directions in one kernel call: out (T, B, 2H), forward half first.
+            out, state = backends.fused_forward(self, x, lengths, state)
             if self.merge != "concat":
-                H = fl.output_size
+                H = self.forward_layer.output_size
                 out = merge_directions(out[:, :, :H], out[:, :, H:], self.merge)
             return out, state, None
         f_state = map_state(lambda s: s[0:1], state)
@@ -722,10 +594,7 @@ class Stack(nn.Module):
     @property
     def not_fused_reason(self) -> str | None:
         """None when every layer runs a fused kernel (in one call or layer by layer)."""
-        for i, layer in enumerate(self.layers):
-            if layer.not_fused_reason:
-                return f"layer {i}: {layer.not_fused_reason}"
-        return None
+        return backends.stack_not_fused_reason(self.layers)
 
     @property
     def fused(self) -> bool:
@@ -737,16 +606,14 @@ class Stack(nn.Module):
 
     @property
     def fused_request(self) -> bool | None:
-        requests = {layer.fused_request for layer in self.layers}
-        return True if True in requests else False if False in requests else None
+        return backends.combine_fused_requests(layer.fused_request for layer in self.layers)
 
     def backend(self, device: torch.device | str = "cpu") -> str:
-        """What runs this stack on `device`: one of ``rnnkit.layers.BACKENDS``.
+        """What runs this stack on `device`: one of ``rnnkit.backends.BACKENDS``.
 
         A stack whose layers differ reports the slowest of them.
         """
-        backends = [choose_backend(layer, device) for layer in self.layers]
-        return max(backends, key=BACKENDS.index)
+        return backends.stack_backend(self, device)
 
     @property
     def single_call(self) -> bool:
@@ -759,29 +626,7 @@ class Stack(nn.Module):
         Unlike :attr:`not_fused_reason` this ignores ``fused=False``: a stack forced onto
         the explicit path still has a torch.nn twin for :meth:`to_torch`.
         """
-        first = self.layers[0]
-        bias = _layer_cells(first)[0].bias
-        for i, layer in enumerate(self.layers):
-            cells = _layer_cells(layer)
-            if not all(_is_plain_cell(c) and c.fused_mode for c in cells):
-                reason = next(
-                    c.not_fused_reason or f"{type(c).__name__} has no torch.nn kernel"
-                    for c in cells
-                    if not (_is_plain_cell(c) and c.fused_mode)
-                )
-                return f"layer {i}: {reason}"
-            if type(layer) is not type(first) or any(
-                c.fused_mode != cells[0].fused_mode or c.fused_mode != first.fused_mode
-                for c in cells
-            ):
-                return f"layer {i} differs from layer 0 in cell type or direction"
-            if layer.hidden_size != first.hidden_size or any(c.bias != bias for c in cells):
-                return f"layer {i} differs from layer 0 in hidden_size or bias"
-            if isinstance(layer, Recurrent) and layer.reverse:
-                return f"layer {i} runs reversed on its own (torch.nn has no such layer)"
-            if isinstance(layer, Bidirectional) and layer.merge != "concat":
-                return f"layer {i} merges directions by {layer.merge!r} (torch.nn concatenates)"
-        return None
+        return backends.torch_equivalent_reason(self)
 
     def extra_repr(self) -> str:
         if self.single_call:
@@ -812,6 +657,7 @@ class Stack(nn.Module):
         return run_layer(self, input, state, lengths, return_internals)
 
     def run(self, x, lengths, state, *, return_internals=False):
+        """Time-major core: x (T, B, I) -> output (T, B, output_size), state (L*D, B, ...)."""
         B = x.shape[1]
         slots = [layer.num_directions for layer in self.layers]
         if state is None:
@@ -821,25 +667,11 @@ class Stack(nn.Module):
         if (
             self.single_call
             and not return_internals
-            and choose_backend(self, x.device) == BACKENDS[0]
+            and backends.choose_backend(self, x.device) == BACKENDS[0]
         ):
-            weights = [
-                w for layer in self.layers for c in _layer_cells(layer) for w in _cell_weights(c)
-            ]
-            cell0 = _layer_cells(self.layers[0])[0]
-            check_input_size(type(cell0).__name__, x, cell0.input_size)
-            return fused_forward(
-                self.layers[0].fused_mode,
-                x,
-                lengths,
-                state,
-                weights,
-                has_bias=_layer_cells(self.layers[0])[0].bias,
-                num_layers=self.num_layers,
-                dropout=self.dropout,
-                training=self.training,
-                bidirectional=self.num_directions == 2,
-            ) + (None,)
+            # Every layer in one kernel call, as torch.nn does: (T, B, D*H), (L*D, B, H).
+            out, state = backends.fused_forward(self, x, lengths, state, dropout=self.dropout)
+            return out, state, None
         finals, internals, start = [], [], 0
         for i, layer in enumerate(self.layers):
             layer_state = map_state(lambda s, a=start, d=slots[i]: s[a : a + d], state)
@@ -881,87 +713,51 @@ class Stack(nn.Module):
     # -- weights to and from torch.nn ------------------------------------------------------
     def torch_parameter_names(self) -> dict[str, Tensor]:
         """Our parameters under torch.nn's names (weight_ih_l0, bias_hh_l1_reverse, ...)."""
-        names = {}
-        for i, layer in enumerate(self.layers):
-            for d, cell in enumerate(_layer_cells(layer)):
-                suffix = f"_l{i}" + ("_reverse" if d == 1 else "")
-                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    if getattr(cell, w) is not None:
-                        names[w + suffix] = getattr(cell, w)
-        return names
+        return backends.torch_parameter_names(self)
 
-    @torch.no_grad()
     def load_torch_weights(self, module: nn.RNNBase) -> Stack:
         """Copy the weights of a torch.nn.RNN/LSTM/GRU of the same shape into this stack."""
-        ours = self.torch_parameter_names()
-        theirs = dict(module.named_parameters())
-        if set(ours) != set(theirs):
-            raise ValueError(
-                f"Argument `module` has parameters {sorted(theirs)}, this stack {sorted(ours)}."
-            )
-        for name, p in ours.items():
-            if p.shape != theirs[name].shape:
-                raise ValueError(
-                    f"Argument `module`: {name} has shape {tuple(theirs[name].shape)}, "
-                    f"expected {tuple(p.shape)}."
-                )
-            p.copy_(theirs[name])
-        return self
+        return backends.load_torch_weights(self, module)
 
-    @torch.no_grad()
     def to_torch(self) -> nn.RNNBase:
         """A torch.nn.RNN/LSTM/GRU with a copy of these weights (torch-shaped stacks only)."""
-        reason = self.torch_equivalent_reason()
-        if reason:
-            raise ValueError(f"This stack has no torch.nn equivalent: {reason}.")
-        mode = self.layers[0].fused_mode
-        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
-        kwargs = {"nonlinearity": "tanh" if mode == "RNN_TANH" else "relu"} if cls is nn.RNN else {}
-        cell0 = _layer_cells(self.layers[0])[0]
-        module = cls(
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            bias=cell0.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.num_directions == 2,
-            **kwargs,
-        ).to(device=cell0.weight_hh.device, dtype=cell0.weight_hh.dtype)
-        for name, p in self.torch_parameter_names().items():
-            getattr(module, name).copy_(p)
-        return module
-
-
-def _layer_cells(layer: nn.Module) -> list[nn.Module]:
-    if isinstance(layer, Bidirectional):
-        return [layer.forward_layer.cell, layer.backward_layer.cell]
-    return [layer.cell]
+        return backends.to_torch(self)
 
 
 # -- torch.nn-style constructors -----------------------------------------------------------
 
 
-def _build_layers(
-    make_cell: Callable[[int], nn.Module],
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    *,
-    bidirectional: bool,
-    merge: str,
-    batch_first: bool,
-    initial_state: str,
-    fused: bool | None,
-) -> list[nn.Module]:
-    if not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"Argument `num_layers` must be a positive integer, got {num_layers!r}.")
-    if merge not in MERGE_MODES:
-        raise ValueError(f"Argument `merge` must be one of {MERGE_MODES}, got {merge!r}.")
-    layers, size = [], input_size
-    for _ in range(num_layers):
+class _TorchStyleStack(Stack):
+    """What RNN, LSTM and GRU share: `num_layers` layers of one cell, built as torch.nn does.
 
-        def rec(reverse, size=size):
+    ``make_cell(size)`` builds one direction's cell reading `size` features: layer 0
+    reads `input_size`, every layer above the output of the one below (2H when
+    bidirectional and concatenated). ``init`` (a scheme of :mod:`rnnkit.init`) is
+    applied after all layers are built.
+    """
+
+    def __init__(
+        self,
+        make_cell: Callable[[int], nn.Module],
+        input_size: int,
+        num_layers: int,
+        *,
+        batch_first: bool,
+        dropout: float,
+        bidirectional: bool,
+        merge: str,
+        initial_state: str,
+        init: str | dict | None,
+        fused: bool | None,
+    ) -> None:
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(
+                f"Argument `num_layers` must be a positive integer, got {num_layers!r}."
+            )
+        if merge not in MERGE_MODES:
+            raise ValueError(f"Argument `merge` must be one of {MERGE_MODES}, got {merge!r}.")
+
+        def direction(size: int, reverse: bool) -> Recurrent:
             return Recurrent(
                 make_cell(size),
                 reverse=reverse,
@@ -970,16 +766,25 @@ def _build_layers(
                 fused=fused,
             )
 
-        if bidirectional:
-            layer = Bidirectional(rec(False), rec(True), merge=merge, batch_first=batch_first)
-        else:
-            layer = rec(False)
-        layers.append(layer)
-        size = layer.output_size
-    return layers
+        layers, size = [], input_size
+        for _ in range(num_layers):
+            if bidirectional:
+                layer = Bidirectional(
+                    direction(size, False),
+                    direction(size, True),
+                    merge=merge,
+                    batch_first=batch_first,
+                )
+            else:
+                layer = direction(size, False)
+            layers.append(layer)
+            size = layer.output_size
+        super().__init__(layers, dropout=dropout, batch_first=batch_first)
+        if init is not None:
+            initialize(self, init)
 
 
-class RNN(Stack):
+class RNN(_TorchStyleStack):
     """A stack of vanilla RNN layers, built like ``torch.nn.RNN`` (but batch_first=True).
 
     Args mirror torch.nn.RNN: ``input_size, hidden_size, num_layers=1, *, nonlinearity,
@@ -1004,28 +809,24 @@ class RNN(Stack):
         init: str | dict | None = None,
         fused: bool | None = None,
     ) -> None:
-        def make_cell(size):
+        def make_cell(size: int) -> RNNCell:
             return RNNCell(size, hidden_size, nonlinearity=nonlinearity, bias=bias)
 
         super().__init__(
-            _build_layers(
-                make_cell,
-                input_size,
-                hidden_size,
-                num_layers,
-                bidirectional=bidirectional,
-                merge=merge,
-                batch_first=batch_first,
-                initial_state=initial_state,
-                fused=fused,
-            ),
-            dropout=dropout,
+            make_cell,
+            input_size,
+            num_layers,
             batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            merge=merge,
+            initial_state=initial_state,
+            init=init,
+            fused=fused,
         )
-        _apply_init(self, init)
 
 
-class LSTM(Stack):
+class LSTM(_TorchStyleStack):
     """A stack of LSTM layers, built like ``torch.nn.LSTM`` (but batch_first=True).
 
     As :class:`RNN`, with ``forget_bias`` (default 1.0) in place of ``nonlinearity``.
@@ -1048,28 +849,24 @@ class LSTM(Stack):
         init: str | dict | None = None,
         fused: bool | None = None,
     ) -> None:
-        def make_cell(size):
+        def make_cell(size: int) -> LSTMCell:
             return LSTMCell(size, hidden_size, bias=bias, forget_bias=forget_bias)
 
         super().__init__(
-            _build_layers(
-                make_cell,
-                input_size,
-                hidden_size,
-                num_layers,
-                bidirectional=bidirectional,
-                merge=merge,
-                batch_first=batch_first,
-                initial_state=initial_state,
-                fused=fused,
-            ),
-            dropout=dropout,
+            make_cell,
+            input_size,
+            num_layers,
             batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            merge=merge,
+            initial_state=initial_state,
+            init=init,
+            fused=fused,
         )
-        _apply_init(self, init)
 
 
-class GRU(Stack):
+class GRU(_TorchStyleStack):
     """A stack of GRU layers, built like ``torch.nn.GRU`` (but batch_first=True).
 
     As :class:`RNN`, with ``reset`` ("after", torch's form, fused; or "before", the
@@ -1092,30 +889,18 @@ class GRU(Stack):
         init: str | dict | None = None,
         fused: bool | None = None,
     ) -> None:
-        def make_cell(size):
+        def make_cell(size: int) -> GRUCell:
             return GRUCell(size, hidden_size, bias=bias, reset=reset)
 
         super().__init__(
-            _build_layers(
-                make_cell,
-                input_size,
-                hidden_size,
-                num_layers,
-                bidirectional=bidirectional,
-                merge=merge,
-                batch_first=batch_first,
-                initial_state=initial_state,
-                fused=fused,
-            ),
-            dropout=dropout,
+            make_cell,
+            input_size,
+            num_layers,
             batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            merge=merge,
+            initial_state=initial_state,
+            init=init,
+            fused=fused,
         )
-        _apply_init(self, init)
-
-
-def _apply_init(module: nn.Module, init: str | dict | None) -> None:
-    if init is None:
-        return
-    from .init import initialize
-
-    initialize(module, init)
