@@ -36,11 +36,13 @@ test: $(STAMP)
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium not installed; the browser test will be skipped"
 	$(PY) -m ruff check src tests $(wildcard benchmarks) $(wildcard scripts)
+	$(VENV)/bin/lint-imports --no-cache   # the layering contract in pyproject.toml
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests $(wildcard benchmarks) $(wildcard scripts)
 	$(PY) -m ruff format --check src tests $(wildcard benchmarks) $(wildcard scripts)
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
