@@ -278,6 +278,18 @@ def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tupl
 
 
 
+def read_arrays(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` and the optional ``lengths`` of an ``.npz`` of unlabelled numeric sequences
+    (for prediction; checked by the model that reads them)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with np.load(path, allow_pickle=False) as f:
+        if "x" not in f.files:
+            raise ValueError(f"{path}: missing array 'x' (N, T[, C])")
+        return f["x"], f["lengths"] if "lengths" in f.files else None
+
+
 def read_tsv_split(path: PathLike) -> RawSplit:
     rows = read_tsv(path, with_lines=True)
     tokens = []

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +51,7 @@ from .page import (
 )
 
 __all__ = [
+    "inspect",
     # the core
     "KINDS",
     "CellActivations",
@@ -279,3 +281,76 @@ def find_cells(
     """
     acts = activations(model, text, kind=kind, max_chars=max_chars)
     return rank_cells(acts.layers, text_features(acts.text), top=top)
+
+
+def inspect(
+    model: torch.nn.Module,
+    text: str,
+    out: str | Path,
+    *,
+    source: str,
+    title: str,
+    kind: str = "tanh_c",
+    max_chars: int = DEFAULT_PAGE_CHARS,
+    page_chars: int = DEFAULT_PAGE_CHARS,
+    find: bool = False,
+    top: int = 3,
+    only_found: bool = False,
+    layer: int | None = None,
+    cell: int | None = None,
+    log=print,
+) -> Path:
+    """``rnnkit inspect``: read `text` with a character model, optionally rank its cells
+    by the text's features (`find`), and write the page to `out`, opening on `layer` and
+    `cell` (or the best found). `source` says where the text came from."""
+    check_positive("max_chars", max_chars)
+    check_positive("page_chars", page_chars)
+    check_positive("top", top)
+    sizes = [la.hidden_size for la in model.rnn.layers]
+    if layer is not None and not 0 <= layer < len(sizes):
+        raise ValueError(
+            f"Argument `layer` must be in 0..{len(sizes) - 1} (the model has {len(sizes)} "
+            f"layers), got {layer}"
+        )
+    if cell is not None:
+        l = layer or 0
+        if not 0 <= cell < sizes[l]:
+            raise ValueError(
+                f"Argument `cell` must be in 0..{sizes[l] - 1} (layer {l} has {sizes[l]} "
+                f"cells), got {cell}"
+            )
+    acts = activations(model, text, kind=kind, max_chars=max_chars)
+    cfg = model.config
+    log(
+        f"read {len(acts.text):,} characters of {source} with a {cfg.num_layers}x"
+        f"{cfg.hidden_size} {cfg.cell.upper()}: {acts.quantity} of {sum(sizes)} cells"
+    )
+    highlights, cells_to_show = [], None
+    if find:
+        found = rank_cells(acts.layers, text_features(acts.text), top=top)
+        log(found.table())
+        ranked = sorted(
+            ((name, m) for name, ms in found.best.items() for m in ms),
+            key=lambda nm: -abs(nm[1].correlation),
+        )
+        highlights = [(name, m.layer, m.cell, m.correlation) for name, m in ranked]
+        if only_found:
+            cells_to_show = [(m.layer, m.cell) for _, m in ranked]
+    if layer is not None and cell is None:
+        cell = 0
+    if cell is not None and layer is None:
+        layer = 0
+    return render_html(
+        acts.text,
+        acts.layers,
+        acts.predictions,
+        out,
+        cells_to_show=cells_to_show,
+        layer=layer,
+        cell=cell,
+        highlights=highlights,
+        quantity=acts.quantity,
+        title=title,
+        about=f"Text: {source}.",
+        max_chars=page_chars,
+    )

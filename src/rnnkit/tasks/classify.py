@@ -159,12 +159,14 @@ def train(
     val: PathLike | None = None,
     test: PathLike | None = None,
     resume: bool = False,
+    progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[SequenceClassifier, dict]:
     """Train a classifier into run directory `out` on a built-in set (`data`) or the user's
     files (`train`, optional `val` and `test`); return it with the best validation
     weights, and the results (validation and test metrics), also in ``out/results.json``.
-    ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
+    ``resume=True`` continues the run in `out` exactly, with its own settings and data
+    (`progress`, when given, switches the progress bar on or off)."""
     files = {"train": train, "val": val, "test": test}
     p = seq.prepare(
         KIND,
@@ -178,6 +180,7 @@ def train(
         per_step=False,
         tokenizer="words",
         resume=resume,
+        progress=progress,
         log=log,
     )
     model = seq.new_model(p, SequenceClassifier)
@@ -194,3 +197,19 @@ def format_metrics(m: dict[str, float]) -> str:
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceClassifier:
     """The model saved at `path` (a run directory or a checkpoint), in eval mode."""
     return seq.load_model(path, KIND, SequenceClassifier, ClassifyConfig, device)
+
+
+def eval_report(
+    model: nn.Module,
+    *,
+    test: PathLike | None = None,
+    data: str | None = None,
+    plot: PathLike = "confusion.png",
+    log: Callable[[str], None] = print,
+) -> str:
+    """``rnnkit eval``: metrics on the file `test`, else a built-in set's test split
+    (`data`, default the run's own), per-label report, and the confusion matrix."""
+    name, examples = seq.labelled_split(model, read_split, test=test, data=data, log=log)
+    r = evaluate(model, examples)
+    detail = seq.label_report(r, model.labels.labels)
+    return seq.eval_report(model, name, examples, r, format_metrics(r["metrics"]), detail, plot)

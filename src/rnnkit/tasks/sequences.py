@@ -569,16 +569,18 @@ def prepare(
     per_step: bool,
     tokenizer: str,
     resume: bool,
+    progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> Prepared:
     """Start or resume run directory `out`: its settings, the splits of a built-in set
     (`data`) or of the user's files ({"train", "val", "test"}, read with `read`), the
     input spec and labels built from the training split (or the resumed run's own),
     every split encoded. A resumed run takes its own settings and data; the given
-    `run` then only decides whether to show progress."""
+    `progress` (or the given `run`'s) then only decides whether to show progress."""
     out, ckpt = start_run(out, resume, kind)
     if ckpt is not None:
-        progress = run.progress if run is not None else True
+        if progress is None:
+            progress = run.progress if run is not None else True
         config = config_from_dict(config_cls, ckpt.meta["model"])
         run = config_from_dict(RunConfig, ckpt.meta["train"])
         run.progress = progress
@@ -709,3 +711,61 @@ def report(
         if split in results:
             log(f"{split}: {format_metrics(results[split])}")
     return results
+
+
+# -- scoring a saved model (``rnnkit eval``) ----------------------------------------------
+
+
+def labelled_split(
+    model: nn.Module,
+    read: Callable[[PathLike], RawSplit],
+    *,
+    test: PathLike | None = None,
+    data: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[str, Examples]:
+    """(name, examples) to score: the file `test`, else the test split of built-in set
+    `data` (default: the run's own), else the run's own test file."""
+    kind = model.meta["kind"]
+    per_step = kind == "tag"
+    if test is not None:
+        split, name = read(test), str(test)
+    else:
+        data = data or model.meta["data"].get("data")
+        if data is None:
+            test = model.meta["data"].get("test")
+            if test is None:
+                raise ValueError(
+                    "give the labelled data to evaluate on: --test FILE or --data NAME"
+                )
+            split, name = read(test), str(test)
+        else:
+            split, name = datasets.get(data, kind).splits(log)["test"], f"{data} (test)"
+    return name, encode_split(split, model.spec, model.labels, per_step=per_step)
+
+
+def eval_report(
+    model: nn.Module,
+    name: str,
+    examples: Examples,
+    result: dict,
+    summary: str,
+    detail: str,
+    plot: PathLike,
+) -> str:
+    """The text ``rnnkit eval`` prints for a classifier or tagger, and its confusion
+    matrix written to `plot`. `detail` is the per-label (or per-entity) report."""
+    plot_confusion(
+        result["y_true"], result["y_pred"], model.labels.labels, plot, f"{name}: {summary}"
+    )
+    return f"{name}: {len(examples):,} examples\n  {summary}\n{detail}\nconfusion matrix: {plot}"
+
+
+def label_report(result: dict, labels: Sequence[str]) -> str:
+    """scikit-learn's per-label precision, recall and F1 of an evaluation."""
+    from sklearn.metrics import classification_report
+
+    return classification_report(
+        result["y_true"], result["y_pred"], labels=list(range(len(labels))),
+        target_names=labels, digits=3, zero_division=0,
+    )  # fmt: skip

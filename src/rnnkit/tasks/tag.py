@@ -179,12 +179,14 @@ def train(
     val: PathLike | None = None,
     test: PathLike | None = None,
     resume: bool = False,
+    progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[SequenceTagger, dict]:
     """Train a tagger into run directory `out` on a built-in set (`data`) or the user's
     files (`train`, optional `val` and `test`); return it with the best validation
     weights, and the results (validation and test metrics), also in ``out/results.json``.
-    ``resume=True`` continues the run in `out` exactly, with its own settings and data."""
+    ``resume=True`` continues the run in `out` exactly, with its own settings and data
+    (`progress`, when given, switches the progress bar on or off)."""
     files = {"train": train, "val": val, "test": test}
     p = seq.prepare(
         KIND,
@@ -198,6 +200,7 @@ def train(
         per_step=True,
         tokenizer="whitespace",
         resume=resume,
+        progress=progress,
         log=log,
     )
     model = seq.new_model(p, SequenceTagger)
@@ -221,3 +224,24 @@ def format_metrics(m: dict[str, float]) -> str:
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceTagger:
     """The model saved at `path` (a run directory or a checkpoint), in eval mode."""
     return seq.load_model(path, KIND, SequenceTagger, TagConfig, device)
+
+
+def eval_report(
+    model: nn.Module,
+    *,
+    test: PathLike | None = None,
+    data: str | None = None,
+    plot: PathLike = "confusion.png",
+    log: Callable[[str], None] = print,
+) -> str:
+    """``rnnkit eval``: metrics on the file `test`, else a built-in set's test split
+    (`data`, default the run's own), per-label report, and the confusion matrix."""
+    name, examples = seq.labelled_split(model, read_split, test=test, data=data, log=log)
+    r = evaluate(model, examples)
+    if "entity_f1" in r["metrics"]:
+        from seqeval.metrics import classification_report
+
+        detail = classification_report(*r["tags"], digits=3, zero_division=0)
+    else:
+        detail = seq.label_report(r, model.labels.labels)
+    return seq.eval_report(model, name, examples, r, format_metrics(r["metrics"]), detail, plot)
