@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ KIND = "classify"
 class ClassifyConfig(EncoderConfig):
     """The classifier: inputs, encoder (see :class:`EncoderConfig`) and the summary."""
 
-    pool: str = "last"  # "last" | "mean" | "max"
+    pool: Literal["last", "mean", "max"] = "last"  # the summary of the steps
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,6 +101,7 @@ class SequenceClassifier(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
+CONFIG = ClassifyConfig  # what `rnnkit train classify` builds its model options from
 BUILTIN = tuple(datasets.names("classify"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.

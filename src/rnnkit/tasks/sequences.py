@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,17 +74,17 @@ def _positive_int(name: str, v: Any) -> None:
 class EncoderConfig:
     """The input representation and the recurrent encoder, shared by both tasks."""
 
-    cell: str = "lstm"  # "lstm" | "gru" | "rnn"
-    num_layers: int = 1
-    hidden_size: int = 128
-    bidirectional: bool = True
-    nonlinearity: str = "tanh"  # the vanilla RNN's: "tanh" | "relu"
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent cell
+    num_layers: int = 1  # stacked layers
+    hidden_size: int = 128  # units per direction
+    bidirectional: bool = True  # read both ways (--unidirectional: left to right only)
+    nonlinearity: Literal["tanh", "relu"] = "tanh"  # the vanilla RNN's (rnn cell only)
     init: str | None = None  # a scheme of rnnkit.init, e.g. "irnn", "orthogonal"
     dropout: float = 0.0  # on the inputs, between layers and before the output
-    embedding_size: int = 100  # words only
+    embedding_size: int = 100  # words only: the word vectors' size
     chars: bool = False  # words only: add the character-level representation
-    char_embedding_size: int = 25
-    char_filters: int = 50
+    char_embedding_size: int = 25  # with --chars: character vectors
+    char_filters: int = 50  # with --chars: convolution filters, the size of a word's vector
     min_freq: int = 1  # words only: rarer words become <unk>
     lower: bool = False  # words only: lowercase before the vocabulary
 
@@ -106,21 +106,21 @@ class RunConfig:
     """One training run of a sequence task."""
 
     epochs: float = 10.0  # passes over the training set (fractions allowed)
-    batch_size: int = 32
+    batch_size: int = 32  # sequences per batch
     lr: float = 2e-3  # peak Adam learning rate
-    schedule: str = "linear"  # decay after warm-up: "constant" | "cosine" | "linear"
+    schedule: Literal["constant", "cosine", "linear"] = "linear"  # decay after warm-up
     warmup_steps: int = 50  # at most a tenth of the run
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
+    min_lr_ratio: float = 0.05  # the decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.0  # on matrices and embeddings, not biases
+    clip_norm: float = 5.0  # the gradient norm is clipped to this
     val_fraction: float = 0.1  # of the training data, when no validation file is given
-    evals_per_epoch: int = 1
+    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
     # numeric inputs read from images (rows as steps, pixels as channels): "translate"
     # shifts every training image by up to 2 pixels each way, zero filled
-    augment: str | None = None
-    seed: int = 1234
-    device: str = "auto"
-    progress: bool = True
+    augment: Literal["translate"] | None = None
+    seed: int = 1234  # initialisation and batch order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
+    progress: bool = True  # a progress bar with loss and speed
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)

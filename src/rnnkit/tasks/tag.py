@@ -108,6 +108,7 @@ class SequenceTagger(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
+CONFIG = TagConfig  # what `rnnkit train tag` builds its model options from
 BUILTIN = tuple(datasets.names("tag"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.
