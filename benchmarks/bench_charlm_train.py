@@ -27,7 +27,7 @@ Two comparisons, both as medians of per-round ratios rnnkit / bare:
 
 1. in one process, both variants alive, both under rnnkit's glibc malloc tuning (the CLI
    applies it at start-up), run in interleaved rounds of the same number of steps after
-   a warm-up (the machines drift by +-20% over minutes: PERF.md, lesson 7).
+   a warm-up (these machines drift by +-20% in speed over minutes).
    Target: >= 0.95.
 2. against a bare loop under glibc's default allocator: in each round one subprocess
    runs the bare loop WITHOUT ``tune_glibc_malloc`` and one runs the rnnkit loop with it

@@ -1,4 +1,4 @@
-"""Make glibc's malloc keep freed memory, as jemalloc does (PERF.md, lesson 3).
+"""Make glibc's malloc keep freed memory, as jemalloc does.
 
 A training step frees and reallocates the same few large buffers every step. With its
 defaults glibc hands blocks above a (dynamic) threshold back to the kernel with munmap
