@@ -4,16 +4,16 @@ A 2-layer LSTM CharLM, hidden 256, embedding 64, over Shakespeare's 84 character
 weights; or a trained model with --checkpoint), samples 2000 characters at temperature
 0.8 from a newline with the state carried, for 1 stream and for 64 streams at once:
 
-* ``rnnkit``   ``model.sampler().generate(...)``, the lists of characters it yields
-               consumed as ``rnnkit sample`` consumes them (the sampler's set-up included
-               in the time);
+* ``rnnkit``   ``model.generate(...)`` (``rnnkit.decoding``'s loop on the fast stepper),
+               the lists of characters it yields consumed as ``rnnkit sample`` consumes
+               them (the stepper's set-up included in the time);
 * ``nn.LSTM``  the baseline: the same weights in ``torch.nn.LSTM``
                (``model.rnn.to_torch()``) called once per character on a (N, 1, E) input,
                with the model's embedding and head, the state carried, ``torch.multinomial``
                on the softmax, ids decoded to characters, under ``torch.no_grad()``.
 
-Both run in one process in interleaved rounds (the machines drift by +-20% over minutes:
-PERF.md, lesson 7); the table shows medians of the rounds and of the per-round ratios
+Both run in one process in interleaved rounds (the machines drift by +-20% over
+minutes); the table shows medians of the rounds and of the per-round ratios
 rnnkit / nn.LSTM. Targets: >= 7,000 chars/s for one stream (ten times the baseline) and
 >= 60,000 chars/s for 64 streams. rnnkit's glibc malloc tuning is applied at start-up, as
 the CLI does (--no-tune-malloc to compare). A greedy (temperature 0) run of both checks
@@ -48,16 +48,16 @@ TARGETS = {1: 7_000.0, 64: 60_000.0}  # chars/s
 TARGET_RATIO_1 = 10.0  # one stream, against the nn.LSTM-per-character baseline
 
 
-# -- the two samplers ------------------------------------------------------------------------
+# -- the two samplings -----------------------------------------------------------------------
 
 
 def sample_rnnkit(
     model: CharLM, num: int, length: int, seed: int, greedy: bool = False
 ) -> list[str]:
-    """rnnkit's sampler; the characters collected as ``CharLM.sample`` collects them."""
+    """rnnkit's sampling; the characters collected as ``CharLM.sample`` collects them."""
     chunks: list[list[str]] = [[] for _ in range(num)]
     temperature = 0.0 if greedy else TEMPERATURE
-    gen = model.sampler().generate("", length, temperature=temperature, num=num, seed=seed)
+    gen = model.generate("", length, temperature=temperature, num=num, seed=seed)
     for step in gen:
         for i, ch in enumerate(step):
             chunks[i].append(ch)

@@ -12,11 +12,13 @@ import torch
 from torch.nn import functional as F
 
 import rnnkit
+from rnnkit._stepper import LMStepper
 from rnnkit.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.corpora import Vocab, load_shakespeare
+from rnnkit.decoding import draw, filter_logits
 from rnnkit.tasks import charlm
-from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig, filter_logits
+from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -101,11 +103,11 @@ def test_sampler_step_matches_the_forward_pass(cell, embedding_size, excerpt):
     ids = model.encode("To be, or not to be: that is the question")
     with torch.no_grad():
         ref, ref_state = model(ids[None].expand(3, -1))  # (3, T, V)
-    sampler = model.sampler()
-    states = sampler.initial_state(3)
+    stepper = model.stepper()
+    states = stepper.initial_state(3)
     with torch.inference_mode():
         for t in range(len(ids)):
-            logits, states = sampler.step(ids[t].repeat(3), states)
+            logits, states = stepper.step(ids[t].repeat(3), states)
             torch.testing.assert_close(logits, ref[:, t], atol=1e-5, rtol=1e-5)
 
 
@@ -120,11 +122,11 @@ def test_sampler_starts_from_a_learned_initial_state(excerpt):
     ids = model.encode("ROMEO")
     with torch.no_grad():
         ref, _ = model(ids[None])
-    sampler = model.sampler()
-    states = sampler.initial_state(1)
+    stepper = model.stepper()
+    states = stepper.initial_state(1)
     with torch.inference_mode():
         for t in range(len(ids)):
-            logits, states = sampler.step(ids[t : t + 1], states)
+            logits, states = stepper.step(ids[t : t + 1], states)
     torch.testing.assert_close(logits, ref[:, -1], atol=1e-5, rtol=1e-5)
 
 
@@ -228,37 +230,37 @@ def test_batched_streams_are_independent_samples(trained):
 
 
 @pytest.mark.parametrize("num", [1, 3])
-def test_numpy_and_torch_sampling_paths_compute_the_same_model(trained, num):
+def test_numpy_and_torch_sampling_paths_compute_the_same_model(trained, num, monkeypatch):
     _, model, _, _ = trained
     model.eval()
-    fast = model.sampler()
-    assert fast._np is not None and num <= fast.numpy_max_streams  # NumPy path taken
-    slow = model.sampler()
-    slow.numpy_max_streams = 0  # the torch path
-    a = list(fast.generate("ROMEO:", 120, temperature=0, num=num))
-    b = list(slow.generate("ROMEO:", 120, temperature=0, num=num))
+    assert model.stepper().kind(num) == "numpy"  # the NumPy path is taken
+    a = list(model.generate("ROMEO:", 120, temperature=0, num=num))
+    monkeypatch.setattr(LMStepper, "numpy_max_streams", 0)
+    assert model.stepper().kind(num) == "torch"
+    b = list(model.generate("ROMEO:", 120, temperature=0, num=num))
     assert a == b
     # a seed fixes each path's text, and the NumPy path is used up to its stream limit
-    fast.numpy_max_streams = num
-    again = list(fast.generate("KING", 50, temperature=0.9, num=num, seed=5))
-    assert again == list(fast.generate("KING", 50, temperature=0.9, num=num, seed=5))
-    assert again != list(fast.generate("KING", 50, temperature=0.9, num=num, seed=6))
+    monkeypatch.setattr(LMStepper, "numpy_max_streams", num)
+    assert model.stepper().kind(num) == "numpy"
+    again = list(model.generate("KING", 50, temperature=0.9, num=num, seed=5))
+    assert again == list(model.generate("KING", 50, temperature=0.9, num=num, seed=5))
+    assert again != list(model.generate("KING", 50, temperature=0.9, num=num, seed=6))
 
 
 def test_bf16_products_for_many_streams_stay_close_to_float32(trained):
     _, model, _, _ = trained
     model.eval()
-    s = model.sampler()
+    s = model.stepper()
     # as on a CPU with native bfloat16 (emulated elsewhere: same numbers, slower)
-    s.bf16_weights = [w.bfloat16() for w in [s.whh0_t, *(w for w, _ in s.upper), s.head_wt]]
+    step16 = s.step_fn("bf16")
     ids = model.encode("KING HENRY. Now, lords, to France; the enterprise whereof")
     states32 = states16 = s.initial_state(16)
     agree = 0
     with torch.inference_mode():
         for t in range(len(ids)):
             x = ids[t].repeat(16)
-            l32, states32 = s._lstm_step(x, states32)
-            l16, states16 = s._lstm_step(x, states16, True)
+            l32, states32 = s.step(x, states32)
+            l16, states16 = step16(x, states16)
             assert (l16 - l32).abs().max() < 0.15
             agree += int(l16[0].argmax() == l32[0].argmax())
     assert agree >= len(ids) - 2
@@ -272,7 +274,7 @@ def test_inverse_cdf_draw_follows_the_softmax():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05, 1.0], dtype=np.float32))
     logits[4] = -np.inf  # filtered out
     n = 40_000
-    drawn = charlm.draw(np.repeat(logits[None], n, 0), rng)
+    drawn = draw(np.repeat(logits[None], n, 0), rng)
     freq = np.bincount(drawn, minlength=5) / n
     expected = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
     sigma = np.sqrt(expected * (1 - expected) / n)

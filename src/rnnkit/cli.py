@@ -6,6 +6,7 @@ rnnkit data        list the text corpora and sequence data sets, fetch one into 
 rnnkit train       train a model: charlm (character language model), classify, tag
 rnnkit predict     label texts or tag sentences with a trained classifier or tagger
 rnnkit sample      sample text from a character model, streamed as it is made
+rnnkit complete    the most likely ends of a word after a prefix, by a character model
 rnnkit eval        bits per character (charlm); metrics and a confusion matrix (classify, tag)
 rnnkit inspect     colour a text by a character model's cells; find the interpretable ones
 """
@@ -317,6 +318,18 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         return 0
     for i, text in enumerate(model.sample(args.prime, args.length, **kwargs)):
         print(f"--- sample {i + 1} of {args.num} ---\n{args.prime}{text}")
+    return 0
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from .tasks.charlm import load
+
+    model = load(args.checkpoint, device=_device(args.device))
+    found = model.complete(args.prefix, args.k, max_length=args.max_length)
+    stops = (" ", "\n")
+    word = args.prefix[max(args.prefix.rfind(c) for c in stops) + 1 :]  # its last word
+    for text, p in found:
+        print(f"{p:.4f}\t{word}{text}")
     return 0
 
 
@@ -707,6 +720,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser(
+        "complete",
+        help="the most likely ends of a word after a prefix (character model)",
+        description="Spelling completion: the k most likely continuations of PREFIX up to "
+        "a space or a newline, by beam search; prints probability<TAB>word per line (the "
+        "prefix's last word, completed).",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("prefix", help="the text so far")
+    p.add_argument("--k", type=int, default=5, help="completions to show (default 5)")
+    p.add_argument("--max-length", type=int, default=20, help="most characters to add (default 20)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.set_defaults(func=_cmd_complete)
 
     p = sub.add_parser(
         "eval",

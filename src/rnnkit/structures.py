@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from .decoding import decode
 from .layers import Bidirectional, Recurrent, Stack, merge_directions
 
 POOLS = ("last", "mean", "max")
@@ -121,13 +122,19 @@ def generate(
 
     first_input: (B, I); ``next_input(y_t)`` turns the readout y_t (B, O) into the next
     input (B, I) (argmax + embedding, a sample, or y_t itself). Returns (B, steps, O).
+    It is :func:`rnnkit.decoding.decode` with ``next_input`` as the pick; beam search
+    and end tokens are there too.
     """
-    x, ys = first_input, []
-    for _ in range(steps):
+    ys = []
+
+    def step(x: Tensor, state):
         h, state = decoder.step(x, state)  # (B, H)
         y = readout(h)  # (B, O)
         ys.append(y)
-        x = next_input(y)
+        return y, state
+
+    for _ in decode(step, first_input, state, steps, next_input):
+        pass
     return torch.stack(ys, 1)
 
 

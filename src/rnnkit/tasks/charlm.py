@@ -13,7 +13,8 @@ Everything a user does with one lives here: :class:`CharLMConfig` (the model) an
 :class:`TrainConfig` (the run), :class:`StreamBatches` (the data with a resumable
 cursor), :func:`train` (through the model-agnostic :class:`rnnkit.Trainer`),
 :meth:`CharLM.sample` / :meth:`CharLM.generate` (streamed, batched, temperature,
-top-k, top-p), :meth:`CharLM.score` (bits per character) and :func:`load`.
+top-k, top-p) and :meth:`CharLM.complete` (the k most likely ends of a word), both
+through :mod:`rnnkit.decoding`, :meth:`CharLM.score` (bits per character) and :func:`load`.
 
 A run directory holds::
 
@@ -31,6 +32,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..cells import LSTMCell
+from .. import decoding
+from .._stepper import LMStepper, native_bf16
 from ..checkpoint import (
     Checkpoint,
     config_from_dict,
@@ -57,7 +60,7 @@ from ..data.corpora import (
     release_pages,
     split_by_position,
 )
-from ..layers import BACKENDS, GRU, LSTM, RNN, State, detach_state, map_state
+from ..layers import BACKENDS, GRU, LSTM, RNN, State, detach_state
 from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
 
 KIND = "charlm"
@@ -227,29 +230,137 @@ class CharLM(nn.Module):
             raise ValueError(f"Argument `text` needs at least 2 characters, got {len(ids)}")
         return evaluate(self, ids.numpy(), batch_size=batch_size, window=window)
 
-    def sampler(self) -> Sampler:
-        return Sampler(self)
+    # -- generation: through rnnkit.decoding -----------------------------------------------
+    def stepper(self) -> LMStepper:
+        """The fast one-character step :mod:`rnnkit.decoding` runs (weights read now)."""
+        return LMStepper(self.embed, self.vocab_size, self.rnn, self.head)
 
-    def generate(self, prime: str = "", length: int = 200, **kwargs: Any) -> Iterator[list[str]]:
-        """Yield, one step at a time, the list of the `num` streams' next characters.
+    def _start(self, text: str, argument: str) -> Tensor:
+        """The ids of `text`, or of a newline (else the vocabulary's first character)
+        when it is empty: where generation starts."""
+        if not text:
+            text = "\n" if "\n" in self.vocab.index else self.vocab.chars[0]
+        return self.encode(text, argument=argument)
 
-        Keyword arguments as for :meth:`Sampler.generate`.
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 200,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num: int | None = None,
+        seed: int | None = None,
+    ) -> Iterator[list[str]]:
+        """Yield the next character of each of `num` streams, `length` times.
+
+        The prime is read by the model's forward pass in one call; then
+        :func:`rnnkit.decoding.decode` runs the lecture's loop (scores / T -> softmax ->
+        draw -> feed back) on the fastest step for `num` streams (:class:`LMStepper`).
+
+        Args:
+            prime: text that starts every stream; "" starts from a newline (or, in a
+                vocabulary without one, its first character).
+            temperature: logits are divided by it; 0 takes the most likely character
+                (greedy, deterministic).
+            top_k: sample among the k most likely characters only.
+            top_p: sample from the smallest set of characters holding probability p.
+            num: streams, sampled together as one batch (default 1).
+            seed: seeds a private generator, so the same seed gives the same text;
+                None draws from the global RNG.
         """
-        return self.sampler().generate(prime, length, **kwargs)
+        n = 1 if num is None else num
+        decoding.check_count("length", length, 0)
+        decoding.check_count("num", n, 1)
+        decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+        prime_ids = self._start(prime, "prime")
+        pick = partial(decoding.next_token, temperature=temperature, top_k=top_k, top_p=top_p)
+        return self._generate(prime_ids, length, n, pick, seed)
+
+    @torch.inference_mode()
+    def _generate(
+        self, prime_ids: Tensor, length: int, num: int, pick: Callable, seed: int | None
+    ) -> Iterator[list[str]]:
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.head.weight.device
+            ids = prime_ids.to(device).expand(num, -1)  # (N, P)
+            stepper = self.stepper()
+            states = stepper.read(ids[:, :-1])
+            step, last, states = stepper.prepare(ids[:, -1].contiguous(), states)
+            pick = partial(pick, generator=decoding.make_generator(seed, device))
+            chars = self.vocab.chars
+            for nxt in decoding.decode(step, last, states, length, pick):  # (N,)
+                yield [chars[i] for i in nxt.tolist()]
+        finally:
+            self.train(was_training)
 
     def sample(self, prime: str = "", length: int = 200, **kwargs: Any) -> str | list[str]:
         """`length` sampled characters after `prime` (the prime not included).
 
-        Returns a string, or a list of `num` strings when ``num`` is given.
+        Keyword arguments as for :meth:`generate`. Returns a string, or a list of
+        `num` strings when ``num`` is given.
         """
         num = kwargs.get("num")
-        texts = ["" for _ in range(num or 1)]
-        chunks = [[] for _ in texts]
+        chunks = [[] for _ in range(num or 1)]
         for step in self.generate(prime, length, **kwargs):
             for i, ch in enumerate(step):
                 chunks[i].append(ch)
         texts = ["".join(c) for c in chunks]
         return texts if num is not None else texts[0]
+
+    @torch.inference_mode()
+    def complete(
+        self,
+        prefix: str,
+        k: int = 5,
+        *,
+        max_length: int = 20,
+        stops: Sequence[str] | None = None,
+        beam_size: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """The lecture's spelling completion: the k most likely continuations of
+        `prefix` up to a stop character, with their probabilities.
+
+        A continuation ends where the model emits a stop character; its probability
+        is that of its characters times that of stopping after them. Found by beam
+        search (:func:`rnnkit.decoding.complete`) over at most `max_length`
+        characters before the stop.
+
+        Args:
+            prefix: the text so far ("" starts after a newline, as :meth:`generate`).
+            k: continuations returned, most likely first (fewer when fewer stop
+                within `max_length`).
+            stops: the stop characters; default a space and a newline (those of the
+                vocabulary).
+            beam_size: prefixes the search keeps (default `k`).
+
+        Returns:
+            ``[(continuation, probability), ...]``, the stop character not included.
+        """
+        decoding.check_count("k", k, 1)
+        decoding.check_count("max_length", max_length, 0)
+        if stops is None:
+            stops = [c for c in (" ", "\n") if c in self.vocab.index]
+        if isinstance(stops, str) or not stops or any(len(c) != 1 for c in stops):
+            raise ValueError(f"Argument `stops` must be a list of single characters, got {stops!r}")
+        stop_ids = self.encode("".join(stops), argument="stops").tolist()
+        prefix_ids = self._start(prefix, "prefix")
+        was_training = self.training
+        self.eval()
+        try:
+            ids = prefix_ids.to(self.head.weight.device)[None]  # (1, P)
+            stepper = self.stepper()
+            states = stepper.read(ids[:, :-1])
+            (found,) = decoding.complete(
+                stepper.step, ids[:, -1], states, stop_ids,
+                k=k, max_length=max_length, beam_size=beam_size,
+            )  # fmt: skip
+        finally:
+            self.train(was_training)
+        return [(self.vocab.decode(h.tokens), math.exp(h.log_prob)) for h in found]
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -326,338 +437,6 @@ def score_file(
         result = evaluate(model, ids, batch_size=batch_size, window=window)
         del ids
     return {**result, "text_chars": float(n), "unigram_nats": _entropy(counts)}
-
-
-# -- sampling ----------------------------------------------------------------------------------
-
-
-def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Keep the `top_k` largest logits and the smallest set whose probability reaches
-    `top_p` (nucleus); the rest become -inf. logits: (N, V)."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # mass before this one already >= p
-        sorted_logits = sorted_logits.masked_fill(drop, -math.inf)
-        logits = torch.full_like(logits, -math.inf).scatter(-1, order, sorted_logits)
-    return logits
-
-
-class Sampler:
-    """Fast one-character-at-a-time stepping of a :class:`CharLM`, state carried.
-
-    The lecture's sampling loop: feed a character, get the next one's distribution,
-    draw, feed it back. Written for speed at one stream, where the per-call overhead
-    of a fused kernel dominates (see shared/PERF.md). The first layer's input
-    projection is a precomputed (V, G*H) table -- embedding and ``W_ih`` folded -- so
-    a step costs one row lookup there instead of a product. LSTM stacks run a
-    dedicated step with the gate blocks reordered (i, f, o, g: one sigmoid call for
-    three gates), both biases folded, ``[W_ih W_hh]`` joined into one product for the
-    upper layers, and in-place elementwise math; other cells run their own ``recur``.
-    Either way it is the cells' math, checked against the model's forward pass in
-    the tests. The prime is read by the model's forward pass in one call.
-    """
-
-    numpy_max_streams = 128  # NumPy steps up to this many streams (measured faster), torch above
-    bf16_min_streams: int | None = 16  # bf16 products from this many streams on; None: never
-    bf16_weights: list[Tensor] | None = None  # LSTM on a CPU with native bfloat16 only
-
-    def __init__(self, model: CharLM) -> None:
-        self.model = model
-        self._np: _NumpyLSTM | None = None
-        self.layers = list(model.rnn.layers)
-        for i, layer in enumerate(self.layers):
-            if not hasattr(layer, "cell"):
-                raise ValueError(f"layer {i} is bidirectional; a language model cannot sample")
-        cells = [layer.cell for layer in self.layers]
-        self.lstm = all(type(c) is LSTMCell for c in cells)
-        with torch.inference_mode():
-            V = model.vocab_size
-            ids = torch.arange(V, device=model.head.weight.device)
-            inputs = model.embed(ids)  # (V, E)
-            self.head_wt = model.head.weight.t().contiguous()  # (H, V)
-            self.head_b = model.head.bias.clone()
-            if not self.lstm:
-                self.table = cells[0].project_input(inputs).clone()  # (V, G*H)
-                return
-            H = cells[0].hidden_size
-            perm = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H)])
-            perm = torch.cat([perm, torch.arange(2 * H, 3 * H)]).to(ids.device)  # i f o g
-
-            def bias(c: LSTMCell) -> Tensor:
-                if c.bias_ih is None:
-                    return c.weight_hh.new_zeros(4 * H)
-                return c.bias_ih + c.bias_hh
-
-            c0 = cells[0]
-            self.table = (F.linear(inputs, c0.weight_ih) + bias(c0))[:, perm].contiguous()
-            self.whh0_t = c0.weight_hh[perm].t().contiguous()  # (H, 4H)
-            self.upper = [  # (W^T (I+H, 4H), b (4H,)) of layers 1..L-1
-                (torch.cat([c.weight_ih, c.weight_hh], 1)[perm].t().contiguous(), bias(c)[perm])
-                for c in cells[1:]
-            ]
-            self.hidden = H
-            # The same arrays for NumPy, whose per-call cost (~1 us) is a fraction of
-            # torch's (~5 us): a step is ~20 small calls, and NumPy's BLAS does these
-            # skinny products well; measured 1.3-2x torch's speed from 1 to 128 streams
-            # (benchmarks/bench_charlm_sample.py).
-            if self.table.device.type == "cpu" and self.table.dtype == torch.float32:
-                self._np = _NumpyLSTM(self)
-            # Many streams on a CPU with native bfloat16: the products (most of a step)
-            # run 2.3x faster in bf16 (measured, 64 x 512 x 1024); the state, gates and
-            # draw stay float32, the model is the same to bf16 rounding (it trained
-            # under bf16 autocast by default). Greedy text can differ from float32.
-            if native_bf16(self.table.device) and self.table.device.type == "cpu":
-                mats = [self.whh0_t, *(w for w, _ in self.upper), self.head_wt]
-                self.bf16_weights = [w.bfloat16() for w in mats]
-
-    def initial_state(self, num: int) -> list[State]:
-        """Each layer's initial state (zeros or learned) for `num` streams."""
-        x = self.model.head.weight.new_zeros(1, num, 1)
-        states = [layer.initial_state(num, x) for layer in self.layers]  # (1, N, H) each
-        return [map_state(lambda t: t[0], s) for s in states]
-
-    def step(self, ids: Tensor, states: list[State]) -> tuple[Tensor, list[State]]:
-        """ids (N,) -> logits (N, V) of the next character, the new per-layer states.
-
-        Layer states are the cells' own: (N, H), or (h, c) for the LSTM.
-        """
-        if self.lstm:
-            return self._lstm_step(ids, states)
-        new, h = [], None
-        xp = self.table[ids]  # (N, G*H)
-        for i, layer in enumerate(self.layers):
-            cell = layer.cell
-            if i:
-                xp = cell.project_input(h)
-            s = cell.recur(xp, states[i])
-            new.append(s)
-            h = cell.output(s)
-        return torch.addmm(self.head_b, h, self.head_wt), new
-
-    def _lstm_step(
-        self, ids: Tensor, states: list[State], bf16: bool = False
-    ) -> tuple[Tensor, list[State]]:
-        H = self.hidden
-        new = []
-        below, c = states[0]
-        if bf16:  # products in bfloat16, everything else float32
-            gates = torch.mm(below.bfloat16(), self.bf16_weights[0]).float().add_(self.table[ids])
-        else:
-            gates = torch.addmm(self.table[ids], below, self.whh0_t)  # (N, 4H): i f o g
-        for i in range(len(states)):
-            if i:
-                h, c = states[i]
-                w_t, b = self.upper[i - 1]
-                x = torch.cat([below, h], 1)
-                if bf16:
-                    gates = torch.mm(x.bfloat16(), self.bf16_weights[i]).float().add_(b)
-                else:
-                    gates = torch.addmm(b, x, w_t)
-            gates[:, : 3 * H].sigmoid_()
-            gates[:, 3 * H :].tanh_()
-            i_g, f_g, o_g, g_g = gates.chunk(4, 1)
-            c = torch.addcmul(c * f_g, i_g, g_g)  # c_t = f c_{t-1} + i g
-            below = torch.tanh(c).mul_(o_g)  # h_t = o tanh(c_t)
-            new.append((below, c))
-        if bf16:
-            return torch.mm(below.bfloat16(), self.bf16_weights[-1]).float().add_(self.head_b), new
-        return torch.addmm(self.head_b, below, self.head_wt), new
-
-    def read_prime(self, prime_ids: Tensor, num: int) -> tuple[Tensor, list[State]]:
-        """Run the prime through the model once: the logits after its last character
-        and the per-layer states, for `num` identical streams."""
-        model = self.model
-        ids = prime_ids.to(model.head.weight.device).unsqueeze(0).expand(num, -1)
-        if len(prime_ids) > 1:
-            _, state = model(ids[:, :-1].contiguous())
-            states = _split_layers(state, len(self.layers))
-        else:
-            states = self.initial_state(num)
-        return self.step(ids[:, -1].contiguous(), states)
-
-    @torch.inference_mode()
-    def generate(
-        self,
-        prime: str = "",
-        length: int = 200,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        num: int | None = None,
-        seed: int | None = None,
-    ) -> Iterator[list[str]]:
-        """Yield the next character of each of `num` streams, `length` times.
-
-        Args:
-            prime: text that starts every stream; "" starts from a newline (or, in a
-                vocabulary without one, its first character).
-            temperature: logits are divided by it; 0 takes the most likely character
-                (greedy, deterministic).
-            top_k: sample among the k most likely characters only.
-            top_p: sample from the smallest set of characters holding probability p.
-            num: streams, sampled together as one batch (default 1).
-            seed: seeds a private generator, so the same seed gives the same text;
-                None draws from the global RNG.
-        """
-        n = 1 if num is None else num
-        _check_sampling(length, temperature, top_k, top_p, n, self.model.vocab_size)
-        model = self.model
-        vocab = model.vocab
-        was_training = model.training
-        model.eval()
-        device = model.head.weight.device
-        if not prime:
-            prime = "\n" if "\n" in vocab.index else vocab.chars[0]
-        prime_ids = model.encode(prime, argument="prime")
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(seed)
-        chars = vocab.chars
-        try:
-            logits, states = self.read_prime(prime_ids, n)
-            rng = None  # on the CPU, NumPy's inverse-CDF draw: 3x torch.multinomial's speed;
-            if device.type == "cpu":  # seeded from torch's RNG, so a seed still fixes the text
-                rng = np.random.default_rng(torch.randint(0, 2**62, (1,), generator=gen).item())
-            bf16 = self.bf16_weights is not None and self.bf16_min_streams is not None
-            bf16 = bf16 and n >= self.bf16_min_streams
-            if self._np is not None and n <= self.numpy_max_streams and not bf16:
-                steps = self._np.generate(
-                    logits, states, length, temperature, top_k, top_p, rng, chars
-                )
-                yield from steps
-                return
-            for _ in range(length):
-                if temperature == 0:
-                    nxt = logits.argmax(-1)
-                else:
-                    if temperature != 1.0:
-                        logits = logits / temperature
-                    if top_k is not None or top_p is not None:
-                        logits = filter_logits(logits, top_k, top_p)
-                    if rng is not None:
-                        nxt = torch.from_numpy(draw(logits.float().numpy().copy(), rng))
-                    else:
-                        probs = logits.softmax(-1)
-                        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-                yield [chars[i] for i in nxt.tolist()]
-                logits, states = (
-                    self._lstm_step(nxt, states, True) if bf16 else self.step(nxt, states)
-                )
-        finally:
-            model.train(was_training)
-
-
-def draw(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One index per row of `logits` (N, V), drawn with probabilities softmax(logits),
-    by inverse CDF (a uniform number against the cumulative sum). `logits` is
-    overwritten. -inf logits are never drawn."""
-    logits -= logits.max(1, keepdims=True)
-    np.exp(logits, out=logits)
-    cdf = np.cumsum(logits, 1)  # (N, V)
-    u = (1.0 - rng.random(len(cdf))) * cdf[:, -1]  # in (0, total]
-    return (cdf < u[:, None]).sum(1)  # the first index with cdf >= u
-
-
-class _NumpyLSTM:
-    """The LSTM sampler's step and draw in NumPy (float32), for a few streams on the CPU.
-
-    Same arrays and gate order as :meth:`Sampler._lstm_step`; the draw is by inverse
-    CDF: a uniform number against the cumulative sum of exp(logits / T), with the
-    temperature folded into the output layer. The generator `rng` is the NumPy one
-    :meth:`Sampler.generate` seeds from torch's, so a seed still fixes the text and
-    ``torch.manual_seed`` still governs an unseeded run.
-    """
-
-    def __init__(self, sampler: Sampler) -> None:
-        def arr(t: Tensor) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
-
-        self.hidden = sampler.hidden
-        self.table = arr(sampler.table)  # (V, 4H), gates i f o g
-        self.whh0_t = arr(sampler.whh0_t)  # (H, 4H)
-        self.upper = [(arr(w), arr(b)) for w, b in sampler.upper]
-        self.head_wt = arr(sampler.head_wt)  # (H, V)
-        self.head_b = arr(sampler.head_b)
-
-    def step(
-        self, ids: np.ndarray, states: list[tuple[np.ndarray, np.ndarray]], head: tuple
-    ) -> np.ndarray:
-        """ids (N,) -> logits (N, V) through `head` (W^T, b); `states` updated in place."""
-        H3 = 3 * self.hidden
-        below, c = states[0]
-        gates = self.table[ids]  # (N, 4H)
-        gates += below @ self.whh0_t
-        for i in range(len(states)):
-            if i:
-                h, c = states[i]
-                w_t, b = self.upper[i - 1]
-                gates = np.concatenate([below, h], 1) @ w_t
-                gates += b
-            sig = gates[:, :H3]  # sigmoid(x) = (1 + tanh(x / 2)) / 2: one ufunc call less
-            sig *= 0.5
-            np.tanh(sig, out=sig)
-            sig *= 0.5
-            sig += 0.5
-            g = gates[:, H3:]
-            np.tanh(g, out=g)
-            i_g, f_g, o_g = np.split(sig, 3, axis=1)
-            c = c * f_g  # c_t = f c_{t-1} + i g
-            c += i_g * g
-            below = np.tanh(c)
-            below *= o_g  # h_t = o tanh(c_t)
-            states[i] = (below, c)
-        logits = below @ head[0]
-        logits += head[1]
-        return logits
-
-    def generate(self, logits, states, length, temperature, top_k, top_p, rng, chars):
-        """Continue :meth:`Sampler.generate` from the prime's torch logits and states."""
-        greedy = temperature == 0
-        scale = 1.0 if greedy else 1.0 / temperature
-        head = (self.head_wt * scale, self.head_b * scale)  # logits / T, folded in
-        z = logits.detach().numpy().astype(np.float32) * np.float32(scale)
-        np_states = [
-            (h.detach().numpy().astype(np.float32), c.detach().numpy().astype(np.float32))
-            for h, c in states
-        ]
-        filtered = top_k is not None or top_p is not None
-        for _ in range(length):
-            if greedy:
-                nxt = z.argmax(1)
-            else:
-                if filtered:
-                    z = filter_logits(torch.from_numpy(z), top_k, top_p).numpy()
-                nxt = draw(z, rng)
-            yield [chars[i] for i in nxt.tolist()]
-            z = self.step(nxt, np_states, head)
-
-
-def _split_layers(state: State, num_layers: int) -> list[State]:
-    """A stack's state (L, B, H) or ((L, B, H), (L, B, H)) -> per-layer cell states."""
-    if isinstance(state, tuple):
-        return [tuple(s[i] for s in state) for i in range(num_layers)]
-    return [state[i] for i in range(num_layers)]
-
-
-def _check_sampling(length, temperature, top_k, top_p, num, vocab_size) -> None:
-    if not isinstance(length, int) or length < 0:
-        raise ValueError(f"Argument `length` must be an integer >= 0, got {length!r}")
-    if not isinstance(temperature, (int, float)) or not temperature >= 0 or math.isinf(temperature):
-        raise ValueError(
-            f"Argument `temperature` must be a finite number >= 0 (0: greedy), got {temperature!r}"
-        )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"Argument `top_k` must be a positive integer, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"Argument `top_p` must lie in (0, 1], got {top_p!r}")
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"Argument `num` must be a positive integer, got {num!r}")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -800,13 +579,6 @@ def make_step_fn(
         return loss, {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
 
     return step_fn
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bfloat16 natively (not emulated in float32)."""
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def resolve_precision(precision: str, model: CharLM, device: torch.device) -> str:

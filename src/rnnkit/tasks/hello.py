@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..cells import RNNCell
+from ..decoding import greedy
 from ..layers import Recurrent
 
 VOCAB = ["h", "e", "l", "o"]
@@ -61,14 +62,16 @@ def encode(text: str) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model: HelloRNN, first: str, length: int) -> str:
-    """Greedy sampling, feeding each prediction back in and carrying the state."""
-    out, state = first, None
-    idx = encode(first + VOCAB[0])[:, :1]  # (1, 1)
-    for _ in range(length - 1):
-        _, _, y, state = model(idx, state)
-        idx = y[:, -1:].argmax(-1)
-        out += VOCAB[int(idx)]
-    return out
+    """Greedy sampling, feeding each prediction back in and carrying the state
+    (:func:`rnnkit.decoding.greedy`)."""
+
+    def step(idx: torch.Tensor, state):  # idx (1,) -> scores y (1, V)
+        _, _, y, state = model(idx[:, None], state)
+        return y[:, -1], state
+
+    first_id = encode(first + VOCAB[0])[0, :1]  # (1,)
+    tokens = greedy(step, first_id, None, max(length - 1, 0)).tokens[0]
+    return first + "".join(VOCAB[i] for i in tokens.tolist())
 
 
 def _table(model: HelloRNN, word: str) -> str:
