@@ -19,6 +19,7 @@ from rnnkit.data.corpora import Vocab, load_shakespeare
 from rnnkit.decoding import draw, filter_logits
 from rnnkit.tasks import charlm
 from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig
+from rnnkit.tbptt import CarriedState
 
 
 @pytest.fixture(autouse=True)
@@ -328,7 +329,7 @@ def test_bf16_steps_the_same_model_as_fp32_to_bfloat16_accuracy(excerpt):
     batches = StreamBatches(np.zeros(10_000, dtype=np.uint8), 4, 99)
     losses = {}
     for precision in ("fp32", "bf16"):
-        step = charlm.make_step_fn(batches, charlm._CarriedState(), precision)
+        step = charlm.make_step_fn(batches, CarriedState(), precision)
         loss, _ = step(model, (ids[:, :-1], ids[:, 1:]))
         loss.backward()
         losses[precision] = (loss.item(), model.head.weight.grad.clone())
@@ -373,16 +374,16 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
     whole = run_losses(tmp_path / "whole")
     assert len(whole) == 24
 
-    from rnnkit import trainer as trainer_module  # it writes a run's latest/ checkpoint
+    from rnnkit import runs as runs_module  # it writes a run's latest/ checkpoint
 
-    real_save = trainer_module.save_checkpoint
+    real_save = runs_module.save_checkpoint
 
     def crash_after_step_16(path, **kw):
         real_save(path, **kw)
         if Path(path).name == "latest" and kw["meta"]["step"] == 16:
             raise SimulatedCrashError("killed")
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_step_16)
+    monkeypatch.setattr(runs_module, "save_checkpoint", crash_after_step_16)
     with pytest.raises(SimulatedCrashError):
         charlm.train(
             tmp_path / "cut",
@@ -391,7 +392,7 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
             text=text_file,
             log=quiet,
         )
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(runs_module, "save_checkpoint", real_save)
     assert load_checkpoint(tmp_path / "cut" / "latest").meta["step"] == 16
     model, trainer = charlm.train(tmp_path / "cut", resume=True, text=None, log=quiet)
     assert trainer.step == 24
@@ -415,10 +416,16 @@ def test_time_budget_fixes_the_steps_and_a_resume_keeps_them(tmp_path, text_file
     _, trainer = charlm.train(tmp_path / "run", SMALL, tc, text=text_file, log=quiet)
     steps = trainer.step
     assert 20 <= steps < 100_000
-    assert trainer.config.max_steps == steps
-    meta = load_checkpoint(tmp_path / "run" / "latest").meta
-    assert meta["train"]["steps"] == steps and meta["train"]["minutes"] is None
-    assert meta["train"]["minutes_requested"] == pytest.approx(0.05)
+    assert trainer.config.max_steps == steps == trainer.budget_steps
+    latest = load_checkpoint(tmp_path / "run" / "latest")
+    assert latest.meta["train"]["minutes"] == pytest.approx(0.05)  # the run's own setting
+    assert latest.train_state["budget_steps"] == steps  # what the budget decided
+    # A resume finds the run at its end: the decided steps, not the 100,000 of `steps`.
+    _, again = charlm.train(tmp_path / "run", resume=True, progress=False, log=quiet)
+    assert again.step == steps and again.config.max_steps == steps
+    # --steps extends a finished budget run past what the budget decided.
+    _, longer = charlm.train(tmp_path / "run", resume=True, steps=steps + 3, log=quiet)
+    assert longer.step == steps + 3
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -167,22 +167,72 @@ def test_resume_needs_out_and_a_charlm_is_not_a_classifier(tmp_path, capsys):
     assert "no checkpoint at" in capsys.readouterr().err
 
 
+def seq_configs(argv: list[str]):
+    """The configurations `rnnkit train classify|tag` builds from `argv`."""
+    from rnnkit.cli import build_parser, config_from_args
+    from rnnkit.tasks import classify, tag
+    from rnnkit.tasks.sequences import RunConfig
+
+    args = build_parser().parse_args(argv)
+    module = classify if args.task == "classify" else tag
+    model_kw, run_kw = module.PRESETS.get(args.data, ({}, {}))
+    return config_from_args(module.CONFIG, args, model_kw), config_from_args(
+        RunConfig, args, run_kw
+    )
+
+
 def test_a_built_in_sets_preset_fills_what_the_command_line_leaves_unset():
-    from rnnkit.cli import _seq_configs, build_parser
     from rnnkit.tasks.classify import PRESETS
 
-    args = build_parser().parse_args(
+    config, run = seq_configs(
         ["train", "classify", "--data", "mnist-rows", "--hidden-size", "32", "--no-progress"]
     )
-    config, run = _seq_configs(args, "classify")
     model_kw, run_kw = PRESETS["mnist-rows"]
     assert config.hidden_size == 32  # the command line wins
     assert config.cell == model_kw["cell"] and config.num_layers == model_kw["num_layers"]
     assert run.epochs == run_kw["epochs"] and run.lr == run_kw["lr"]
     assert not run.progress
-    args = build_parser().parse_args(["train", "tag", "--train", "x.conll", "--unidirectional"])
-    config, run = _seq_configs(args, "tag")
+    config, run = seq_configs(["train", "tag", "--train", "x.conll", "--unidirectional"])
     assert config.bidirectional is False and config.crf is False  # no preset: defaults
+    config, _ = seq_configs(["train", "tag", "--train", "x.conll", "--no-bidirectional", "--crf"])
+    assert config.bidirectional is False and config.crf is True
+
+
+@pytest.mark.parametrize("task", ["charlm", "classify", "tag"])
+def test_every_config_field_is_a_flag_named_after_it_with_its_help(task, capsys):
+    """One naming rule for every task: field `hidden_size` is `--hidden-size`, its
+    comment is the help, its default is shown."""
+    import dataclasses
+
+    from rnnkit.tasks import charlm, classify, tag
+    from rnnkit.tasks.sequences import RunConfig
+
+    configs = {
+        "charlm": (charlm.CharLMConfig, charlm.TrainConfig),
+        "classify": (classify.ClassifyConfig, RunConfig),
+        "tag": (tag.TagConfig, RunConfig),
+    }[task]
+    with pytest.raises(SystemExit):
+        main(["train", task, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for cls in configs:
+        for f in dataclasses.fields(cls):
+            assert f"--{f.name.replace('_', '-')}" in text, f.name
+    assert "--hidden-size HIDDEN_SIZE units per" in text  # the field's comment
+    assert "(default: 0.0)" in text
+
+
+def test_older_flag_spellings_still_work():
+    from rnnkit.cli import build_parser, config_from_args
+    from rnnkit.tasks.charlm import CharLMConfig, TrainConfig
+
+    argv = ["train", "charlm", "--layers", "2", "--clip", "0.5", "--warmup", "7", "--no-progress"]
+    args = build_parser().parse_args(argv)
+    model, run = config_from_args(CharLMConfig, args), config_from_args(TrainConfig, args)
+    assert model.num_layers == 2 and run.clip_norm == 0.5 and run.warmup_steps == 7
+    assert run.progress is False and run.lr == TrainConfig.lr  # unset: the default
+    args = build_parser().parse_args(["train", "charlm", "--betas", "0.8", "0.99"])
+    assert config_from_args(TrainConfig, args).betas == (0.8, 0.99)
 
 
 def test_predict_refuses_a_character_model_and_eval_asks_it_for_text(tmp_path, capsys):

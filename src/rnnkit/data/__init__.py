@@ -219,7 +219,7 @@ def get(name: str, task: str | None = None) -> DataSet:
         valid = names(task) if task not in (None, "charlm") else sorted(names(task or ""))
         if task is None:
             valid = sorted(REGISTRY)
-        what = "corpus" if task == "charlm" else "data set"
+        what = {"charlm": "corpus", None: "corpus or data set"}.get(task, "data set")
         where = "" if task is None or task == "charlm" else f" for {task}"
         raise ValueError(f"unknown {what} {name!r}{where}; valid names: {', '.join(valid)}")
     return entry

@@ -124,5 +124,3 @@ def cache_from_package(
     atomic_write_bytes(path, data)
     log(f"{name}: written to {path}")
     return path
-
-

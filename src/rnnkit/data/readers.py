@@ -44,9 +44,6 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-
-
-
 def _lines(path: PathLike) -> list[str]:
     path = Path(path)
     if not path.is_file():
@@ -191,7 +188,6 @@ class LabelVocab:
         return cls(list(d["labels"]))
 
 
-
 # -- splits ------------------------------------------------------------------------------
 
 
@@ -277,7 +273,6 @@ def check_numeric(x: np.ndarray, lengths: np.ndarray | None, where: str) -> tupl
     return x, lengths
 
 
-
 def read_arrays(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """``x`` and the optional ``lengths`` of an ``.npz`` of unlabelled numeric sequences
     (for prediction; checked by the model that reads them)."""
@@ -319,5 +314,3 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     if k >= n:
         raise ValueError(f"cannot hold out {fraction:.0%} of {n} examples for validation")
     return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
-
-

@@ -34,34 +34,30 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .. import decoding
+from .. import data as datasets
+from .. import decoding, runs
 from .._stepper import LMStepper, native_bf16
-from ..checkpoint import (
-    Checkpoint,
-    config_from_dict,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
 from ..data.corpora import (
-    CORPORA,
     Vocab,
     cache_dir,
     encode_to_memmap,
-    fetch,
     iter_text_chunks,
+    load_shakespeare,
     release_pages,
     split_by_position,
 )
-from ..layers import BACKENDS, GRU, LSTM, RNN, State, detach_state
-from ..trainer import Trainer, TrainerConfig, resolve_device, save_run_checkpoint
+from ..layers import BACKENDS, GRU, LSTM, RNN, State
+from ..metrics import entropy
+from ..tbptt import CarriedState
+from ..trainer import Trainer, TrainerConfig, resolve_device
 
 KIND = "charlm"
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -77,9 +73,9 @@ RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pa
 class CharLMConfig:
     """The model: what a checkpoint needs to rebuild it (besides the vocabulary)."""
 
-    cell: str = "lstm"  # "lstm" | "gru" | "rnn" (tanh)
-    num_layers: int = 1  # the tuned defaults (README): one wide layer beat 2x256 and 2x320
-    hidden_size: int = 512
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent cell (rnn: tanh)
+    num_layers: int = 1  # stacked layers; one wide layer beat 2x256 and 2x320 (README)
+    hidden_size: int = 512  # units per layer
     embedding_size: int = 64  # 0: one-hot inputs (input_size = vocabulary size)
     dropout: float = 0.0  # between layers and before the output layer, while training
     init: str | None = None  # a scheme of rnnkit.init (e.g. "orthogonal"); None: torch's
@@ -109,26 +105,26 @@ class TrainConfig:
     batch_size: int = 64  # parallel streams through the text
     seq_len: int = 64  # characters per truncated-BPTT window
     steps: int = 4000  # optimizer steps (ignored when `minutes` is set)
-    minutes: float | None = None  # train for this long instead: steps set after warmup
-    lr: float = 1.5e-2
-    schedule: str = "linear"  # "constant" | "cosine" | "linear" decay after warm-up
-    warmup_steps: int = 50
+    minutes: float | None = None  # train for this long instead: steps set after warm-up
+    lr: float = 1.5e-2  # peak Adam learning rate
+    schedule: Literal["constant", "cosine", "linear"] = "linear"  # decay after warm-up
+    warmup_steps: int = 50  # linear warm-up of the learning rate
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # on matrices and embeddings, not biases
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
-    clip_norm: float = 1.0
+    clip_norm: float = 1.0  # the gradient norm is clipped to this
     val_fraction: float = 0.1  # the last part of the text, by position
     eval_every: int = 500  # steps; 0: only at the end
     eval_chars: int = 1_000_000  # validation characters per evaluation (its start); 0: all
     checkpoint_every: int = 500  # steps; 0: only at the end
-    log_every: int = 20
-    seed: int = 1234
-    device: str = "auto"
+    log_every: int = 20  # steps between log records (metrics.csv, progress bar)
+    seed: int = 1234  # initialisation and data order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
     # "bf16": the forward pass under torch.autocast in bfloat16 (weights, optimizer and
     # loss stay float32); "auto": bf16 where the CPU has native bfloat16 arithmetic
     # (AVX512-BF16 or AMX) and the layers run torch's fused kernel, else "fp32"
-    precision: str = "auto"
-    progress: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    progress: bool = True  # a progress bar with loss, bits per character and speed
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -165,6 +161,7 @@ class TrainConfig:
             checkpoint_every=self.checkpoint_every,
             progress=self.progress,
             device=self.device,
+            max_minutes=self.minutes,
         )
 
 
@@ -436,7 +433,7 @@ def score_file(
         ids = np.memmap(ids_path, dtype=vocab.dtype, mode="r", shape=(n,))
         result = evaluate(model, ids, batch_size=batch_size, window=window)
         del ids
-    return {**result, "text_chars": float(n), "unigram_nats": _entropy(counts)}
+    return {**result, "text_chars": float(n), "unigram_nats": entropy(counts)}
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -515,11 +512,7 @@ def load_data(
     if (text is None) == (corpus is None):
         raise ValueError("give exactly one of `text` (a file) and `corpus` (a name)")
     if corpus is not None:
-        if corpus not in CORPORA:
-            raise ValueError(
-                f"unknown corpus {corpus!r}; valid names: {', '.join(sorted(CORPORA))}"
-            )
-        path = fetch(corpus)
+        path = datasets.get(corpus, "charlm").fetch()
         source = {"corpus": corpus}
     else:
         path = Path(text)
@@ -540,41 +533,19 @@ def load_data(
 # -- training ---------------------------------------------------------------------------------
 
 
-class _CarriedState:
-    """The hidden state carried from window to window (truncated BPTT), resumable."""
-
-    def __init__(self) -> None:
-        self.state: State | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        s = self.state
-        if s is None:
-            return {"kind": "none"}
-        if isinstance(s, tuple):
-            return {"kind": "tuple", "tensors": [t.detach().cpu() for t in s]}
-        return {"kind": "tensor", "tensors": [s.detach().cpu()]}
-
-    def load_state_dict(self, d: dict[str, Any], device: torch.device) -> None:
-        if d["kind"] == "none":
-            self.state = None
-        elif d["kind"] == "tuple":
-            self.state = tuple(t.to(device) for t in d["tensors"])
-        else:
-            self.state = d["tensors"][0].to(device)
-
-
 def make_step_fn(
-    batches: StreamBatches, carried: _CarriedState, precision: str = "fp32"
+    batches: StreamBatches, carried: CarriedState, precision: str = "fp32"
 ) -> Callable:
+    """One truncated-BPTT window per trainer step: the state carried in from the last
+    window (detached at the edge), cross-entropy in nats per character."""
     bf16 = precision == "bf16"
 
     def step_fn(model: CharLM, batch: tuple[Tensor, Tensor]):
         x, y = batch  # (B, T) each
         if batches.wrapped:  # a new pass: the streams restart at their beginnings
-            carried.state = None
+            carried.reset()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, state = model(x, carried.state)
-        carried.state = detach_state(state)  # truncated BPTT: cut at the window edge
+            logits = carried(model, x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         return loss, {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
 
@@ -618,63 +589,48 @@ def train(
     text: PathLike | None = None,
     corpus: str | None = None,
     resume: bool = False,
+    steps: int | None = None,
+    progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[CharLM, Trainer]:
     """Train a character model into the run directory `out` (layout: module docstring).
 
-    With ``resume=True`` the run continues from ``out/latest`` exactly where it stopped:
-    the saved model and run configuration are used (``train_config.steps``, when
-    given, may extend the run), and the same data. ``config``, ``text`` and
-    ``corpus`` are then ignored.
+    With ``resume=True`` the run continues from ``out/latest`` exactly where it stopped,
+    with its own model, run configuration and data (``config``, ``train_config``,
+    ``text`` and ``corpus`` are not used); `steps`, when given, is the step to train to
+    (extending it, or a time-budgeted run), and `progress` switches the progress bar.
     """
-    out = Path(out)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(out / "latest", expected_kind=KIND)
+    out, ckpt = runs.start_run(out, resume, KIND)
+    if ckpt is not None:
         meta = ckpt.meta
         config = config_from_dict(CharLMConfig, meta["model"])
-        saved = config_from_dict(TrainConfig, meta["train"])
-        if train_config is not None and train_config.steps > saved.steps:
-            saved.steps = train_config.steps
-            saved.minutes = None
-        if train_config is not None:
-            saved.progress = train_config.progress
-        train_config = saved
+        train_config = config_from_dict(TrainConfig, meta["train"])
+        if steps is not None:  # train to this step instead (a time budget no longer decides)
+            train_config.steps, train_config.minutes = steps, None
         text, corpus = meta["data"].get("text"), meta["data"].get("corpus")
-    else:
-        if (out / "latest").exists():
-            raise FileExistsError(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        config = config or CharLMConfig()
-        train_config = train_config or TrainConfig()
+    config = config or CharLMConfig()
+    train_config = train_config or TrainConfig()
+    if progress is not None:
+        train_config.progress = progress
 
     data = load_data(text=text, corpus=corpus, val_fraction=train_config.val_fraction)
-    if ckpt is not None:
-        saved_vocab = Vocab.from_dict(ckpt.meta["vocab"])
-        if saved_vocab != data.vocab:
-            raise ValueError(
-                f"the text at {text or corpus} changed since the run began (its vocabulary "
-                "differs); cannot resume"
-            )
+    if ckpt is not None and Vocab.from_dict(ckpt.meta["vocab"]) != data.vocab:
+        raise ValueError(
+            f"the text at {text or corpus} changed since the run began (its vocabulary "
+            "differs); cannot resume"
+        )
     batches = StreamBatches(data.train, train_config.batch_size, train_config.seq_len)
-
-    torch.manual_seed(train_config.seed)
-    np.random.seed(train_config.seed % 2**32)
+    runs.seed_everything(train_config.seed)
     model = CharLM(config, data.vocab)
-    carried = _CarriedState()
-    val = data.val
-    if train_config.eval_chars:
-        val = val[: train_config.eval_chars]
-    best = {"loss": math.inf}
+    carried = CarriedState()
+    val = data.val[: train_config.eval_chars] if train_config.eval_chars else data.val
 
     def eval_fn(m: CharLM) -> dict[str, float]:
         r = evaluate(m, val)
         return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
 
-    precision = resolve_precision(
-        train_config.precision, model, resolve_device(train_config.device)
-    )
+    device = resolve_device(train_config.device)
+    precision = resolve_precision(train_config.precision, model, device)
     trainer = Trainer(
         train_config.trainer_config(),
         model,
@@ -687,7 +643,6 @@ def train(
     trainer.add_extra_state(
         "carried_state", carried.state_dict, lambda d: carried.load_state_dict(d, trainer.device)
     )
-    trainer.add_extra_state("best", lambda: dict(best), best.update)
     meta = run_meta(config, data.vocab, train_config, data.source)
     meta["precision"] = precision  # what "auto" chose on this machine
 
@@ -696,75 +651,24 @@ def train(
             f"step {t.step}: val {metrics['loss']:.4f} nats/char, {metrics['bpc']:.4f} bits/char"
             f" ({t.step * batches.batch_size * batches.seq_len / 1e6:.2f} M chars seen)"
         )
-        if metrics["loss"] < best["loss"]:
-            best.update(loss=metrics["loss"], step=t.step)
-            save_checkpoint(
-                out / "best",
-                model_state=t.model.state_dict(),
-                train_state=None,
-                meta={**meta, "step": t.step, "val_loss": metrics["loss"]},
-            )
 
     trainer.add_callback("on_eval", on_eval)
-    trainer.add_callback("on_checkpoint", lambda t: save_run_checkpoint(t, out, meta))
-    if train_config.minutes is not None:
-        trainer.add_callback("on_log", _time_budget(train_config, meta))
-
-    if ckpt is not None:
-        model.load_state_dict(ckpt.model_state)
-        trainer.load_state_dict(ckpt.train_state)
-        trainer.config.max_steps = max(trainer.config.max_steps, train_config.steps)
-        log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
-    else:
+    if ckpt is None:
         n_params = sum(p.numel() for p in model.parameters())
         log(
             f"training a {config.num_layers}x{config.hidden_size} {config.cell.upper()} "
             f"({n_params / 1e6:.2f} M parameters) on {data.source.get('corpus') or text}: "
             f"{len(data.train):,} training and {len(data.val):,} validation characters, "
-            f"vocabulary {len(data.vocab)}; backend {model.rnn.backend(trainer.device)}, "
+            f"vocabulary {len(data.vocab)}; backend {model.rnn.backend(device)}, "
             f"precision {precision}"
         )
-    trainer.fit()
-    trainer.write_history(out / "metrics.csv")
+    best = runs.KeepBest(out, meta, metric="loss")  # the lowest validation loss
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
     try:
         plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)
     except Exception as err:  # a plot must never cost the run
         log(f"could not write the loss plot: {err}")
     return model, trainer
-
-
-def _time_budget(train_config: TrainConfig, meta: dict) -> Callable:
-    """An on_log callback that fixes max_steps from the measured step time.
-
-    From the first log record after warmup (at least 20 steps) on, the training speed
-    so far sets ``max_steps`` so that training ends after ``minutes`` (evaluation
-    time not counted); the estimate is refined at every log record over the first
-    tenth of the budget (a few early steps mislead: the machines drift by 20%), then
-    fixed, and the schedule decays over exactly that many steps. The decided number
-    is written into the run's configuration, so a resumed run keeps it.
-    """
-    budget_s = train_config.minutes * 60
-    first = {"step": None, "time": None}
-
-    def on_log(t: Trainer, record: dict) -> None:
-        if train_config.minutes is None:  # decided already
-            return
-        if first["step"] is None:  # skip the first window: start-up costs
-            first.update(step=t.step, time=record["elapsed_s"])
-            return
-        if t.step < max(20, train_config.warmup_steps):
-            return
-        measured = record["elapsed_s"] - first["time"]
-        steps = max(t.step + 1, int(budget_s * (t.step - first["step"]) / measured))
-        t.set_max_steps(steps)
-        if measured < 0.1 * budget_s:
-            return  # still measuring
-        train_config.steps = steps
-        train_config.minutes = None  # decided: a resumed run keeps these steps
-        meta["train"] = asdict(train_config)
-        meta["train"]["minutes_requested"] = budget_s / 60
-
-    return on_log
 
 
 def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -> Path:
@@ -816,13 +720,37 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
     return model.to(device).eval()
 
 
+def validation_text(model: CharLM, max_chars: int) -> tuple[str, str]:
+    """(text, where it came from): the start of the model's own validation text (the
+    last ``val_fraction`` of its training text, never trained on) when that text is at
+    hand -- the run's text file, or its corpus when bundled or cached; otherwise the
+    last `max_chars` characters of the bundled Shakespeare (which are the validation
+    part of ``--corpus shakespeare`` runs). ``rnnkit inspect`` reads it by default."""
+    meta = getattr(model, "meta", None) or {}
+    source = meta.get("data") or {}
+    val_fraction = (meta.get("train") or {}).get("val_fraction", 0.1)
+    path = None
+    if source.get("text") and Path(source["text"]).is_file():
+        path = Path(source["text"])
+    elif source.get("corpus") in datasets.names("charlm"):
+        corpus = datasets.get(source["corpus"], "charlm")
+        if corpus.bundled or corpus.is_cached():  # no download
+            path = corpus.fetch()
+    if path is not None:
+        ids, vocab = encode_to_memmap(path, cache_dir() / "encoded")
+        _, val = split_by_position(ids, val_fraction)
+        if vocab == model.vocab and len(val) > 0:
+            text = vocab.decode(np.asarray(val[:max_chars]))
+            return text, (
+                f"the first {len(text):,} characters of the model's validation text "
+                f"(the last {val_fraction:g} of {path.name}, never trained on)"
+            )
+    return load_shakespeare()[-max_chars:], (
+        f"the last {max_chars:,} characters of the bundled Shakespeare"
+    )
+
+
 def unigram_entropy(ids: np.ndarray, vocab_size: int) -> float:
     """Entropy in nats of the character frequencies of `ids`: what a model that
     ignores context can reach at best."""
-    return _entropy(np.bincount(np.asarray(ids), minlength=vocab_size))
-
-
-def _entropy(counts: np.ndarray) -> float:
-    """Entropy in nats of the distribution proportional to `counts`."""
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return entropy(np.bincount(np.asarray(ids), minlength=vocab_size))
