@@ -13,7 +13,7 @@ to float32, the bare loop's arithmetic) against the same bare loop.
 
 * ``rnnkit``  the loop ``rnnkit train charlm`` runs with its defaults: the Trainer of
               :func:`rnnkit.tasks.charlm.train` (``StreamBatches`` over the memory-mapped
-              encoded corpus, ``make_step_fn`` with ``_CarriedState``, global-norm
+              encoded corpus, ``make_step_fn`` with ``rnnkit.tbptt.CarriedState``, global-norm
               clipping, the cosine schedule with warm-up, the log window every 20 steps,
               the tqdm progress bar -- on, writing to /dev/null, unless --no-progress).
               It is built here line for line as ``train()`` builds it, without the
@@ -70,11 +70,11 @@ from rnnkit.tasks.charlm import (
     CharLMConfig,
     StreamBatches,
     TrainConfig,
-    _CarriedState,
     load_data,
     make_step_fn,
     resolve_precision,
 )
+from rnnkit.tbptt import CarriedState
 from rnnkit.trainer import Trainer, resolve_device
 
 LOG_EVERY = TrainConfig.log_every  # 20: chunks are whole log windows
@@ -97,7 +97,7 @@ class RnnkitLoop:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         model = CharLM(CharLMConfig(), data.vocab)
-        carried = _CarriedState()
+        carried = CarriedState()
         self.precision = resolve_precision(precision, model, resolve_device(cfg.device))
         step_fn = make_step_fn(batches, carried, self.precision)
         self.trainer = Trainer(cfg.trainer_config(), model, step_fn, train_batches=batches)
