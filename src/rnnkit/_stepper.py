@@ -29,15 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .backends import native_bf16
 from .cells import LSTMCell
 from .layers import State, map_state
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bfloat16 natively (not emulated in float32)."""
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 class LSTMWeights(NamedTuple):

@@ -301,3 +301,10 @@ def to_torch(stack: nn.Module) -> nn.RNNBase:
     for name, p in torch_parameter_names(stack).items():
         getattr(module, name).copy_(p)
     return module
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively (not emulated in float32)."""
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -43,7 +43,8 @@ from torch.nn import functional as F
 
 from .. import data as datasets
 from .. import decoding, runs
-from .._stepper import LMStepper, native_bf16
+from .._stepper import LMStepper
+from ..backends import native_bf16
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
 from ..data.corpora import (
     Vocab,
