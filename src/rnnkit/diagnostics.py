@@ -24,6 +24,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -140,14 +141,15 @@ class GradientsConfig:
     """``rnnkit gradients``: one random batch through several cells, L = w . h_T."""
 
     steps: int = 100  # sequence length T
-    batch: int = 16
-    input_size: int = 8
-    hidden_size: int = 64
+    batch: int = 16  # sequences in the random batch
+    input_size: int = 8  # features per step
+    hidden_size: int = 64  # units of every cell
     input_std: float = 0.1  # std of the random inputs
-    nonlinearity: str = "tanh"  # the vanilla RNNs': "tanh" | "relu"
-    scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])  # W_hh = s x orthogonal
+    nonlinearity: Literal["tanh", "relu"] = "tanh"  # the vanilla RNNs'
+    # vanilla RNNs with W_hh = scale x orthogonal, one per scale
+    scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5])
     out: str = "gradients.png"  # where to write the plot
-    seed: int = 0
+    seed: int = 0  # the inputs and the initialisation
 
 
 def gradient_experiment(config: GradientsConfig) -> tuple[str, dict[str, Tensor]]:

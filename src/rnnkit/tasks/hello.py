@@ -27,11 +27,11 @@ VOCAB = ["h", "e", "l", "o"]
 
 @dataclass
 class HelloConfig:
-    word: str = "hello"
+    word: str = "hello"  # the word to learn, in the letters h, e, l, o
     hidden_size: int = 3  # the lecture's slide uses 3 hidden units
     steps: int = 300  # Adam steps on the one sequence
-    lr: float = 0.05
-    seed: int = 0
+    lr: float = 0.05  # Adam learning rate
+    seed: int = 0  # the initialisation
 
 
 class HelloRNN(nn.Module):
