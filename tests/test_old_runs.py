@@ -49,3 +49,17 @@ def test_a_character_run_resumes_with_the_losses_the_old_version_had(tmp_path):
     assert trainer.step == 9
     losses = [r["loss"] for r in trainer.history if "loss" in r]
     assert losses == pytest.approx(EXPECTED["charlm_resumed_losses"], abs=0, rel=0)
+
+
+def test_a_finished_classifier_run_resumes_to_its_end_and_reports(tmp_path):
+    run = tmp_path / "classify"
+    shutil.copytree(OLD / "classify", run)
+    shutil.copy(OLD / "reviews.tsv", tmp_path / "reviews.tsv")
+    meta_path = run / "latest" / "meta.json"
+    doc = json.loads(meta_path.read_text())
+    doc["meta"]["data"]["train"] = str(tmp_path / "reviews.tsv")
+    meta_path.write_text(json.dumps(doc))
+    model, results = rnnkit.classify.train(run, resume=True, progress=False, log=lambda m: None)
+    old = json.loads((OLD / "classify" / "results.json").read_text())
+    assert results["val"] == pytest.approx(old["val"])  # the same best weights, same scores
+    assert model.predict(["the film was great"], top=2)[0][0][0] == EXPECTED["classify"][0][0][0]

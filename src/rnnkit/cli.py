@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import math
 import re
 import sys
 import types
@@ -31,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, tasks
 from . import data as datasets
 from ._malloc import tune_glibc_malloc
 
@@ -190,16 +189,10 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seq_module(kind: str):
-    from .tasks import classify, tag
-
-    return classify if kind == "classify" else tag
-
-
 def _cmd_train_seq(args: argparse.Namespace) -> int:
     from .tasks.sequences import RunConfig
 
-    module = _seq_module(args.task)
+    module = tasks.module(args.task)
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs the run directory in --out")
@@ -277,33 +270,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .tasks import load
-
-    model = load(args.checkpoint, device=_device(args.device))
+    model = tasks.load(args.checkpoint, device=_device(args.device))
     kind = getattr(model, "meta", {}).get("kind")
     if kind in ("classify", "tag"):
         if args.text is not None or args.corpus is not None:
             raise ValueError("--text and --corpus are for character models; use --test or --data")
-        report = _seq_module(kind).eval_report(
+        report = tasks.module(kind).eval_report(
             model, test=args.test, data=args.data, plot=args.plot or "confusion.png", log=_stderr
         )
-        print(report)
-        return 0
-    from .tasks.charlm import score_file
-
-    if args.test is not None or args.data is not None:
-        raise ValueError("a character model is evaluated on --text FILE or --corpus NAME")
-    if args.text is None and args.corpus is None:
-        raise ValueError("give the text to score: --text FILE or --corpus NAME")
-    path = args.text if args.text is not None else datasets.get(args.corpus, "charlm").fetch()
-    r = score_file(model, path)
-    h1 = r["unigram_nats"]
-    print(
-        f"{path}: {int(r['text_chars']):,} characters\n"
-        f"  model:   {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char\n"
-        f"  unigram: {h1:.4f} nats/char  {h1 / math.log(2):.4f} bits/char "
-        "(character frequencies alone)"
-    )
+    else:
+        if args.test is not None or args.data is not None:
+            raise ValueError("a character model is evaluated on --text FILE or --corpus NAME")
+        report = tasks.module(kind).eval_report(model, text=args.text, corpus=args.corpus)
+    print(report)
     return 0
 
 
@@ -431,7 +410,7 @@ def _add_train_charlm(train_sub) -> None:
 def _add_train_seq(train_sub, task: str, what: str) -> None:
     from .tasks.sequences import RunConfig
 
-    module = _seq_module(task)
+    module = tasks.module(task)
     fmt = "label<TAB>text lines" if task == "classify" else "token<TAB>tag lines"
     q = train_sub.add_parser(
         task,

@@ -207,7 +207,8 @@ def check_sampling(
 def check_count(name: str, value: Any, minimum: int) -> None:
     """ValueError naming `name` and `value` unless `value` is an integer >= `minimum`."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"Argument `{name}` must be an integer >= {minimum}, got {value!r}")
+        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"Argument `{name}` must be {want}, got {value!r}")
 
 
 # -- greedy and sampled sequences ----------------------------------------------------------

@@ -904,3 +904,6 @@ class GRU(_TorchStyleStack):
             init=init,
             fused=fused,
         )
+
+
+STACKS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}  # a cell's name -> its torch-style stack

@@ -19,6 +19,11 @@ at once:
 * after it, every weight gradient is one product over T*B rows: ``dW_hh = dG^T H_prev``,
   ``dW_ih = dXP^T X``, and the input gradient ``dX = dXP W_ih`` is one more.
 
+These kernels are a backend, like torch's fused kernels (:mod:`rnnkit.backends`): they
+compute the cells' own equations (:mod:`rnnkit.cells`, the one readable step) for a
+whole sequence at once, in place, keeping what the hand-written backward needs, and the
+tests hold them equal to the cells, values and gradients.
+
 Measured on a 2-core CPU, a character-LM training step (benchmarks/bench_layers.py)
 runs 1.2-1.3x as fast as stepping the cell under autograd, and the GRU and vanilla RNN
 kernels beat torch.nn.GRU / torch.nn.RNN on CPU; the LSTM stays behind oneDNN's fused

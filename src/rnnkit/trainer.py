@@ -14,10 +14,10 @@ logging, evaluation cadence and exact resumption. A minimal task::
 
     trainer = Trainer(TrainerConfig(max_steps=2000, lr=3e-3), model, step_fn,
                       train_batches=loader, eval_fn=lambda m: {"loss": val_loss(m)})
-    trainer.add_callback("on_checkpoint", lambda t: save_checkpoint(
-        "run/ckpt", model_state=t.model.state_dict(), train_state=t.state_dict(),
-        meta={"kind": "charlm", "config": ...}))
     trainer.fit()
+
+A task that keeps a run directory (``latest/`` to resume, ``best/``, metrics.csv)
+hands its trainer to :func:`rnnkit.runs.fit` instead of calling ``fit`` itself.
 
 Resuming: build the same model and Trainer, ``model.load_state_dict(ckpt.model_state)``,
 ``trainer.load_state_dict(ckpt.train_state)`` (restores optimizer, schedule, step,

@@ -315,3 +315,18 @@ def test_release_pages_drops_a_memmap_from_resident_memory(tmp_path):
     assert grown - resident() > size * 3 // 4
     assert int(ids[-1]) == (size - 1) % 256  # still readable afterwards
     assert not release_pages(np.zeros(4))  # not memory-mapped: nothing to do
+
+
+def test_the_registry_names_what_each_task_reads_and_refuses_others():
+    from rnnkit import data
+
+    assert data.names("tag") == ["tweets-ner", "brown-pos"]
+    assert "mnist-rows" in data.names("classify") and "mnist" not in data.names("classify")
+    assert data.names("charlm")[0] == "shakespeare"
+    assert data.get("mnist").fetch is data.get("mnist-rows").fetch  # one file, three reads
+    with pytest.raises(ValueError, match="unknown data set 'brown-pos' for classify; valid"):
+        data.get("brown-pos", "classify")
+    with pytest.raises(ValueError, match="unknown corpus 'nope'; valid names: austen, latex"):
+        data.get("nope", "charlm")
+    with pytest.raises(ValueError, match="no splits of its own"):
+        data.get("brown-pos-test").splits()

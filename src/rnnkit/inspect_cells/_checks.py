@@ -1,4 +1,4 @@
-"""The argument check shared by the core, the page and the ``rnnkit inspect`` command."""
+"""The argument check shared by the activation core and the page."""
 
 from __future__ import annotations
 

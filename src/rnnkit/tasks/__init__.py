@@ -7,21 +7,22 @@ train, evaluate, load.
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
     sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
 
-A new task is one new file here plus its line in :data:`TASKS`: the checkpoint kind it
-writes, and its module, which provides ``load(path, device=...)``. Loading a run finds
-its task from the checkpoint's kind through this table (imported on demand, so no
-module here imports another's task).
+A new task is one new file here, its line in :data:`TASKS` (the checkpoint kind it
+writes, and its module, which provides ``load(path, device=...)``) and its subcommand
+in ``cli.py``. Loading a run finds its task from the checkpoint's kind through this
+table (imported on demand, so no module here imports another's task).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from types import ModuleType
 
 import torch
 from torch import nn
 
-from ..checkpoint import checkpoint_kind, resolve_checkpoint
+from ..checkpoint import checkpoint_kind, load_checkpoint, resolve_checkpoint
 
 TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "charlm": "rnnkit.tasks.charlm",
@@ -30,14 +31,23 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
 }
 
 
+def module(kind: str) -> ModuleType:
+    """The task module that writes checkpoints of `kind` (e.g. ``"classify"``)."""
+    if kind not in TASKS:
+        raise ValueError(f"no rnnkit task writes {kind!r}; the tasks are {', '.join(TASKS)}")
+    return importlib.import_module(TASKS[kind])
+
+
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
     """The model saved at `path` (a run directory: its best checkpoint; or a checkpoint),
     of whichever task wrote it, in eval mode."""
     ckpt_dir = resolve_checkpoint(path)
     kind = checkpoint_kind(ckpt_dir)
+    if kind is None:  # not an rnnkit checkpoint, or one without a kind: say which
+        load_checkpoint(ckpt_dir)
     if kind not in TASKS:
         raise ValueError(
             f"{path} holds a checkpoint of kind {kind!r}, which no rnnkit task reads "
             f"(known kinds: {', '.join(TASKS)})"
         )
-    return importlib.import_module(TASKS[kind]).load(ckpt_dir, device=device)
+    return module(kind).load(ckpt_dir, device=device)

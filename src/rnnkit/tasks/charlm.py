@@ -55,13 +55,12 @@ from ..data.corpora import (
     release_pages,
     split_by_position,
 )
-from ..layers import BACKENDS, GRU, LSTM, RNN, State
+from ..layers import BACKENDS, STACKS, State
 from ..metrics import entropy
 from ..tbptt import CarriedState
 from ..trainer import Trainer, TrainerConfig, resolve_device
 
 KIND = "charlm"
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 PathLike = str | os.PathLike
 PRECISIONS = ("auto", "fp32", "bf16")
 RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
@@ -75,16 +74,16 @@ class CharLMConfig:
     """The model: what a checkpoint needs to rebuild it (besides the vocabulary)."""
 
     cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent cell (rnn: tanh)
-    num_layers: int = 1  # stacked layers; one wide layer beat 2x256 and 2x320 (README)
+    num_layers: int = 1  # stacked layers; one wide layer beat 2x256 and 2x320 when tuned
     hidden_size: int = 512  # units per layer
     embedding_size: int = 64  # 0: one-hot inputs (input_size = vocabulary size)
     dropout: float = 0.0  # between layers and before the output layer, while training
-    init: str | None = None  # a scheme of rnnkit.init (e.g. "orthogonal"); None: torch's
+    init: str | None = None  # a scheme of rnnkit.init, e.g. orthogonal (unset: torch's)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
+        if self.cell not in STACKS:
             raise ValueError(
-                f"CharLMConfig `cell` must be one of {sorted(CELLS)}, got {self.cell!r}"
+                f"CharLMConfig `cell` must be one of {sorted(STACKS)}, got {self.cell!r}"
             )
         for name in ("num_layers", "hidden_size"):
             v = getattr(self, name)
@@ -105,7 +104,7 @@ class TrainConfig:
 
     batch_size: int = 64  # parallel streams through the text
     seq_len: int = 64  # characters per truncated-BPTT window
-    steps: int = 4000  # optimizer steps (ignored when `minutes` is set)
+    steps: int = 4000  # optimizer steps (ignored when minutes is set)
     minutes: float | None = None  # train for this long instead: steps set after warm-up
     lr: float = 1.5e-2  # peak Adam learning rate
     schedule: Literal["constant", "cosine", "linear"] = "linear"  # decay after warm-up
@@ -183,7 +182,7 @@ class CharLM(nn.Module):
         self.vocab = vocab
         V, E, H = len(vocab), config.embedding_size, config.hidden_size
         self.embedding = nn.Embedding(V, E) if E else None
-        self.rnn = CELLS[config.cell](
+        self.rnn = STACKS[config.cell](
             E or V, H, config.num_layers, dropout=config.dropout, batch_first=True, init=config.init
         )
         self.drop = nn.Dropout(config.dropout)
@@ -508,7 +507,7 @@ def load_data(
     """Encode a text file or a named corpus (fetched on first use), memory-mapped.
 
     The encoding is cached under ``$RNNKIT_DATA/encoded``; a text of any size costs a
-    bounded amount of memory (see :func:`rnnkit.corpora.encode_to_memmap`).
+    bounded amount of memory (see :func:`rnnkit.data.corpora.encode_to_memmap`).
     """
     if (text is None) == (corpus is None):
         raise ValueError("give exactly one of `text` (a file) and `corpus` (a name)")
@@ -597,17 +596,23 @@ def train(
     """Train a character model into the run directory `out` (layout: module docstring).
 
     With ``resume=True`` the run continues from ``out/latest`` exactly where it stopped,
-    with its own model, run configuration and data (``config``, ``train_config``,
-    ``text`` and ``corpus`` are not used); `steps`, when given, is the step to train to
-    (extending it, or a time-budgeted run), and `progress` switches the progress bar.
+    with its own model, run configuration and data (``config``, ``text`` and ``corpus``
+    are not used). `steps` (or ``train_config.steps``) extends it when it lies beyond
+    the run's end (the steps a time budget decided, else its own); `progress` (or
+    ``train_config.progress``) switches the progress bar.
     """
     out, ckpt = runs.start_run(out, resume, KIND)
     if ckpt is not None:
         meta = ckpt.meta
         config = config_from_dict(CharLMConfig, meta["model"])
+        asked = train_config
         train_config = config_from_dict(TrainConfig, meta["train"])
-        if steps is not None:  # train to this step instead (a time budget no longer decides)
+        steps = steps if steps is not None else (asked.steps if asked is not None else None)
+        end = ckpt.train_state.get("budget_steps") or train_config.steps
+        if steps is not None and steps > end:  # extend the run, past any time budget
             train_config.steps, train_config.minutes = steps, None
+        if progress is None and asked is not None:
+            progress = asked.progress
         text, corpus = meta["data"].get("text"), meta["data"].get("corpus")
     config = config or CharLMConfig()
     train_config = train_config or TrainConfig()
@@ -719,6 +724,22 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> CharLM:
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     return model.to(device).eval()
+
+
+def eval_report(model: CharLM, *, text: PathLike | None = None, corpus: str | None = None) -> str:
+    """``rnnkit eval`` of a character model: bits per character on a text file or a
+    corpus, beside the unigram entropy of its characters (context ignored)."""
+    if (text is None) == (corpus is None):
+        raise ValueError("give the text to score: --text FILE or --corpus NAME")
+    path = text if text is not None else datasets.get(corpus, "charlm").fetch()
+    r = score_file(model, path)
+    h1 = r["unigram_nats"]
+    return (
+        f"{path}: {int(r['text_chars']):,} characters\n"
+        f"  model:   {r['nats_per_char']:.4f} nats/char  {r['bits_per_char']:.4f} bits/char\n"
+        f"  unigram: {h1:.4f} nats/char  {h1 / math.log(2):.4f} bits/char "
+        "(character frequencies alone)"
+    )
 
 
 def validation_text(model: CharLM, max_chars: int) -> tuple[str, str]:

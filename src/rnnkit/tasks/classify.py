@@ -56,6 +56,9 @@ class ClassifyConfig(EncoderConfig):
             raise ValueError(f"Argument `pool` must be one of {POOLS}, got {self.pool!r}")
 
 
+CONFIG = ClassifyConfig  # what `rnnkit train classify` builds its model options from
+
+
 class SequenceClassifier(nn.Module):
     """Inputs -> encoder -> summary -> dropout -> linear: logits over the labels."""
 
@@ -101,7 +104,6 @@ class SequenceClassifier(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
-CONFIG = ClassifyConfig  # what `rnnkit train classify` builds its model options from
 BUILTIN = tuple(datasets.names("classify"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.

@@ -49,13 +49,13 @@ from ..data.readers import (
     split_indices,
     tokenize,
 )
-from ..layers import GRU, LSTM, RNN
+from ..layers import STACKS
 from ..metrics import plot_confusion
 from ..runs import KeepBest, seed_everything, start_run, write_results
 from ..trainer import Trainer, TrainerConfig, resolve_device
 
 PathLike = str | os.PathLike
-CELLS = ("lstm", "gru", "rnn")
+CELLS = tuple(STACKS)  # "lstm", "gru", "rnn"
 INPUTS = ("words", "numeric")
 AUGMENTS = (None, "translate")
 MAX_SHIFT = 2  # pixels, for augment="translate"
@@ -79,7 +79,7 @@ class EncoderConfig:
     hidden_size: int = 128  # units per direction
     bidirectional: bool = True  # read both ways (--unidirectional: left to right only)
     nonlinearity: Literal["tanh", "relu"] = "tanh"  # the vanilla RNN's (rnn cell only)
-    init: str | None = None  # a scheme of rnnkit.init, e.g. "irnn", "orthogonal"
+    init: str | None = None  # a scheme of rnnkit.init, e.g. irnn, orthogonal (unset: torch's)
     dropout: float = 0.0  # on the inputs, between layers and before the output
     embedding_size: int = 100  # words only: the word vectors' size
     chars: bool = False  # words only: add the character-level representation
@@ -292,13 +292,8 @@ def build_encoder(config: EncoderConfig, input_size: int) -> nn.Module:
         init=config.init,
     )
     if config.cell == "rnn":
-        return RNN(
-            input_size, config.hidden_size, config.num_layers,
-            nonlinearity=config.nonlinearity, **kwargs,
-        )  # fmt: skip
-    return {"lstm": LSTM, "gru": GRU}[config.cell](
-        input_size, config.hidden_size, config.num_layers, **kwargs
-    )
+        kwargs["nonlinearity"] = config.nonlinearity
+    return STACKS[config.cell](input_size, config.hidden_size, config.num_layers, **kwargs)
 
 
 def translate(x: Tensor, max_shift: int = MAX_SHIFT) -> Tensor:
@@ -636,8 +631,8 @@ def log_start(p: Prepared, model: nn.Module, what: str, log: Callable[[str], Non
         return
     n_params = sum(q.numel() for q in model.parameters())
     sizes = ", ".join(f"{len(ex):,} {name}" for name, ex in p.splits.items())
-    tags = what == "tags"
-    steps = f" ({sum(p.splits['train'].lengths):,} training steps)" if tags else ""
+    per_step = what == "tags"  # a tagger counts the tokens it trains on
+    steps = f" ({sum(p.splits['train'].lengths):,} training steps)" if per_step else ""
     source = p.meta["data"].get("data") or p.meta["data"].get("train")
     log(
         f"{p.meta['kind']} {source}: {sizes} sequences{steps}; {len(p.labels)} {what}; "

@@ -56,6 +56,9 @@ class TagConfig(EncoderConfig):
     crf: bool = False  # a linear-chain CRF over the tags instead of a softmax per step
 
 
+CONFIG = TagConfig  # what `rnnkit train tag` builds its model options from
+
+
 class SequenceTagger(nn.Module):
     """Inputs -> encoder -> dropout -> linear emissions per step [-> CRF]."""
 
@@ -108,7 +111,6 @@ class SequenceTagger(nn.Module):
 
 # -- data ---------------------------------------------------------------------------------
 
-CONFIG = TagConfig  # what `rnnkit train tag` builds its model options from
 BUILTIN = tuple(datasets.names("tag"))  # the registry's labelled sets for this task
 
 # The settings of the README's results table, per built-in set: (model, run) overrides.
