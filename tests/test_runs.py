@@ -67,3 +67,78 @@ def test_start_run_refuses_to_overwrite_and_resumes_latest(tmp_path):
     with pytest.raises(ValueError):
         runs.start_run(tmp_path / "run", True, "another-kind")
     assert math.isfinite(trainer.history[-1]["loss"])
+
+
+def _toy_trainer(losses=None, **config) -> Trainer:
+    """A linear model on a fixed batch; `losses` maps a step (1-based) to a loss to
+    return instead of the real one (e.g. NaN)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    batch = torch.randn(4, 2)
+    calls = {"n": 0}
+
+    def step_fn(m, x):
+        calls["n"] += 1
+        loss = m(x).pow(2).mean()
+        if losses and calls["n"] in losses:
+            loss = loss * 0 + losses[calls["n"]]
+        return loss
+
+    cfg = TrainerConfig(**{"max_steps": 5, "progress": False, "device": "cpu", **config})
+    return Trainer(cfg, model, step_fn, train_batches=[batch])
+
+
+def test_a_nan_loss_stops_the_run_before_the_update_and_names_the_last_checkpoint(tmp_path):
+    from rnnkit.trainer import NonFiniteLossError
+
+    trainer = _toy_trainer({4: float("nan")}, checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match=r"step 4: the loss is nan.*step 2\)"):
+        runs.fit(trainer, tmp_path / "run", {"kind": "toy"}, log=lambda m: None)
+    assert trainer.step == 3  # steps 1-3 taken, the NaN step not
+    assert load_checkpoint(tmp_path / "run" / "latest").meta["step"] == 2
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_skip_leaves_the_weights_of_a_nan_batch_alone_and_stops_after_too_many():
+    from rnnkit.trainer import MAX_SKIPS, NonFiniteLossError
+
+    trainer = _toy_trainer({2: float("inf")}, nonfinite="skip")
+    trainer.fit()
+    assert trainer.step == 5 and trainer.skipped_batches == 1
+    always = {n: float("nan") for n in range(1, MAX_SKIPS + 5)}
+    trainer = _toy_trainer(always, nonfinite="skip")
+    with pytest.raises(NonFiniteLossError, match="step 1"):
+        trainer.fit()
+    assert trainer.skipped_batches == MAX_SKIPS
+
+
+def test_a_second_process_in_the_same_run_directory_is_refused(tmp_path):
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out / runs.LOCK_FILE, os.O_RDWR | os.O_CREAT)  # another process's lock
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(FileExistsError, match="is in use: another rnnkit process"):
+            runs.fit(_toy_trainer(), out, {"kind": "toy"}, log=lambda m: None)
+        assert not (out / "latest").exists()
+    finally:
+        os.close(fd)
+    runs.fit(_toy_trainer(), out, {"kind": "toy"}, log=lambda m: None)  # free again
+    assert load_checkpoint(out / "latest").meta["step"] == 5
+
+
+def test_a_save_killed_between_its_renames_is_recovered_not_lost(tmp_path):
+    out = tmp_path / "run"
+    runs.fit(_toy_trainer(), out, {"kind": "toy"}, log=lambda m: None)
+    (out / "latest").rename(out / ".latest.old")  # the kill: only the backup is left
+    (out / ".latest.abcd1234.tmp").mkdir()  # and a killed save's staging folder
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        runs.start_run(out, False, "toy")  # a new run must not delete it
+    _, ckpt = runs.start_run(out, True, "toy")
+    assert ckpt.meta["step"] == 5 and (out / "latest").is_dir()
+    assert not (out / ".latest.old").exists()
+    runs.save_latest(_toy_trainer(), out, {"kind": "toy"})
+    assert not (out / ".latest.abcd1234.tmp").exists()  # cleaned by the next save

@@ -302,6 +302,7 @@ def save_checkpoint(
     files[META_FILE] = meta_bytes  # dicts keep order: meta.json is written last
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir(0o777)
     try:
@@ -317,6 +318,31 @@ def save_checkpoint(
 
 def _backup_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
+
+
+def recover(path: PathLike) -> bool:
+    """Put back the checkpoint a save killed between its two renames left aside.
+
+    A save swaps a checkpoint in with two renames (old -> ``.NAME.old``, new -> NAME);
+    a hard kill between them leaves only the backup, which is the last good
+    checkpoint: it is renamed back to `path`. Returns whether it did so.
+    """
+    path = Path(path)
+    backup = _backup_path(path)
+    if path.exists() or not backup.is_dir():
+        return False
+    os.replace(backup, path)
+    _fsync_dir(path.parent)
+    return True
+
+
+def remove_stale_staging(path: PathLike) -> None:
+    """Delete the staging folders (``.NAME.xxxxxxxx.tmp``) that saves of `path` killed
+    before their swap left behind. Only the run's one writer may call this."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_in(staging: Path, path: Path) -> None:
@@ -345,10 +371,13 @@ def resolve_checkpoint(path: PathLike) -> Path:
     """A run directory (its best checkpoint, else its latest), a checkpoint directory,
     or a file inside one -> the checkpoint directory."""
     p = Path(path)
+    recover(p)
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}")
     if p.is_file():
         return p.parent
+    for sub in ("best", "latest"):
+        recover(p / sub)
     for sub in ("best", "latest"):
         if (p / sub / META_FILE).is_file():
             return p / sub
@@ -389,14 +418,9 @@ def load_checkpoint(
             kind, or its train state needs unpickling arbitrary code.
     """
     path = Path(path)
+    recover(path)  # a save killed mid-swap: its backup is the last good checkpoint
     if not path.exists():
-        hint = ""
-        if _backup_path(path).is_dir():
-            hint = (
-                f" (a save was killed mid-swap; the previous checkpoint is at "
-                f"{_backup_path(path)}: rename it to {path.name})"
-            )
-        raise FileNotFoundError(f"no checkpoint at {path}{hint}")
+        raise FileNotFoundError(f"no checkpoint at {path}")
     doc = _read_meta_json(path)
     if doc is None:
         raise ValueError(

@@ -33,6 +33,7 @@ from typing import Any
 from . import __version__, tasks
 from . import data as datasets
 from ._malloc import tune_glibc_malloc
+from .trainer import NonFiniteLossError
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -595,7 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: one line
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as err:
+        # bad input, or a run that went NaN: one line, not a traceback
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@
     RUN/best/          the weights of the best validation score so far
     RUN/metrics.csv    every log and evaluation record
     RUN/results.json   the final metrics, for tasks that report them
+    RUN/.lock          held by the process training in it (a second one is refused)
 
 A task calls these plain functions in order (nothing here calls the task back)::
 
@@ -22,6 +23,7 @@ uninterrupted run would have had.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -32,18 +34,62 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .trainer import Trainer
+from .checkpoint import (
+    Checkpoint,
+    atomic_write_bytes,
+    load_checkpoint,
+    recover,
+    save_checkpoint,
+)
+from .trainer import NonFiniteLossError, Trainer
 
 PathLike = str | os.PathLike
+LOCK_FILE = ".lock"
+_held: dict[Path, int] = {}  # run directory -> the open lock file this process holds
+
+
+def lock(out: PathLike) -> None:
+    """Hold `out`'s lock for this process: a second process that starts in the same run
+    directory gets a clear error instead of both writing it (the last writer winning).
+    The lock is an ``flock`` on ``out/.lock``: the system drops it when the process ends,
+    however it ends, so a killed run leaves no lock behind."""
+    out = Path(out)
+    key = out.resolve()
+    if key in _held:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise FileExistsError(f"cannot use {out} as a run directory: {err.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FileExistsError(
+            f"{out} is in use: another rnnkit process is training in it (it holds "
+            f"{out / LOCK_FILE}); wait for it to end or choose another --out"
+        ) from None
+    _held[key] = fd
+
+
+def unlock(out: PathLike) -> None:
+    """Release what :func:`lock` holds (the end of the process releases it too)."""
+    fd = _held.pop(Path(out).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def start_run(out: PathLike, resume: bool, kind: str) -> tuple[Path, Checkpoint | None]:
     """(out, the checkpoint to resume from, or None for a new run).
 
-    A new run never writes into an old one: FileExistsError if `out` holds a run.
+    A new run never writes into an old one: FileExistsError if `out` holds a run (and
+    again in :func:`fit`, which takes the directory's lock before its first write, for
+    a run another process began meanwhile).
     """
     out = Path(out)
+    recover(out / "latest")  # a save killed mid-swap left the last good one aside
+    recover(out / "best")
     if resume:
         return out, load_checkpoint(out / "latest", expected_kind=kind)
     if (out / "latest").exists():
@@ -137,6 +183,10 @@ def fit(
     """Train to the end, saving ``latest/`` at every checkpoint and ``best/`` at every
     better evaluation; resume first from `resume_from` when given. Writes metrics.csv."""
     out = Path(out)
+    lock(out)  # from here on this process is the run's one writer
+    if resume_from is None and (out / "latest").exists():
+        unlock(out)
+        raise FileExistsError(f"{out} already holds a run (another process began it)")
     if best is not None:
         trainer.add_extra_state("best", best.state_dict, best.load_state_dict)
         trainer.add_callback("on_eval", best)
@@ -145,7 +195,18 @@ def fit(
         trainer.model.load_state_dict(resume_from.model_state)
         trainer.load_state_dict(resume_from.train_state)
         log(f"resuming {out} at step {trainer.step} of {trainer.config.max_steps}")
-    trainer.fit()
+    try:
+        trainer.fit()
+    except NonFiniteLossError as err:  # nothing good was overwritten: say where it is
+        latest = out / "latest"
+        kept = (
+            f"the last good checkpoint is {latest} (step {load_checkpoint(latest).meta['step']})"
+            if latest.exists()
+            else "no checkpoint was written before it"
+        )
+        raise NonFiniteLossError(f"{err}; {kept}") from None
+    finally:
+        unlock(out)
     trainer.write_history(out / "metrics.csv")
     return trainer
 

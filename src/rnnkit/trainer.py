@@ -48,6 +48,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 EVENTS = ("on_log", "on_eval", "on_checkpoint")
+NONFINITE = ("stop", "skip")
+MAX_SKIPS = 20  # batches skipped in a row before a "skip" run stops all the same
+
+
+class NonFiniteLossError(ArithmeticError):
+    """Training met a NaN or infinite loss or gradient norm and stopped before the
+    update, so no weights or checkpoints were touched by it."""
+
 
 StepFn = Callable[[nn.Module, Any], "tuple[Tensor, Mapping[str, Any]] | Tensor"]
 EvalFn = Callable[[nn.Module], Mapping[str, float]]
@@ -72,6 +80,9 @@ class TrainerConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0: on_checkpoint only at the end
     progress: bool = True  # tqdm progress bar
+    # a loss or gradient norm that is NaN or infinite: "stop" the run at that step (no
+    # update, nothing saved), or "skip" the batch (at most MAX_SKIPS in a row)
+    nonfinite: str = "stop"
     device: str = "auto"  # "auto": cuda if available, else cpu
 
     def __post_init__(self) -> None:
@@ -122,6 +133,8 @@ class TrainerConfig:
             fail("log_every", "a positive integer")
         if not isinstance(self.progress, bool):
             fail("progress", "a bool")
+        if self.nonfinite not in NONFINITE:
+            fail("nonfinite", f"one of {NONFINITE}")
         if self.device not in DEVICES:
             fail("device", f"one of {DEVICES}")
 
@@ -259,6 +272,7 @@ class Trainer:
         )
         self.step = 0  # optimizer steps taken
         self.budget_steps: int | None = None  # max_steps fixed by the time budget, once known
+        self.skipped_batches = 0  # batches skipped for a non-finite loss (nonfinite="skip")
         self.epoch = 0  # completed passes over an iterable train_batches
         self.elapsed_s = 0.0  # wall time spent in fit(), over all runs
         self.history: list[dict[str, Any]] = []  # log records and eval records
@@ -366,6 +380,10 @@ class Trainer:
                     )
                 loss.backward()
                 grad_norm, clipped = self._clip_gradients()
+                if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+                    self._nonfinite(loss, grad_norm)  # raises, or skips this batch
+                    continue
+                self._skipped = 0
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
@@ -421,6 +439,24 @@ class Trainer:
         self.set_max_steps(steps)
         if measured >= 0.1 * budget_s:
             self.budget_steps = steps  # decided
+
+    def _nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
+        """A NaN or infinite loss or gradient: stop before the update, or skip it."""
+        what = (
+            f"the loss is {float(loss.detach())}"
+            if not torch.isfinite(loss.detach())
+            else f"the gradient norm is {float(grad_norm)}"
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self._skipped = getattr(self, "_skipped", 0) + 1
+        if self.config.nonfinite == "skip" and self._skipped <= MAX_SKIPS:
+            self.skipped_batches += 1
+            return
+        hint = " (nonfinite=skip skips such batches)" if self.config.nonfinite == "stop" else ""
+        raise NonFiniteLossError(
+            f"step {self.step + 1}: {what}; training stopped before the update{hint}, "
+            "e.g. lower the learning rate"
+        )
 
     def _clip_gradients(self) -> tuple[Tensor, Tensor]:
         params = (p for g in self.optimizer.param_groups for p in g["params"])

@@ -543,3 +543,9 @@ def test_cli_refuses_a_foreign_checkpoint_and_a_negative_temperature(trained, tm
     assert code == 2 and "`temperature`" in err and "-1" in err
     code, _, err = cli(capsys, "sample", run, "--prime", "\u00bfQu\u00e9?")
     assert code == 2 and "`prime`" in err and "'¿'" in err
+
+
+def test_steps_runs_exactly_that_many_even_below_the_warmup(tmp_path, text_file):
+    tc = small_train(steps=7, warmup_steps=50)
+    _, trainer = charlm.train(tmp_path / "run", SMALL, tc, text=text_file, log=quiet)
+    assert trainer.step == 7 and trainer.config.warmup_steps == 7

@@ -125,6 +125,7 @@ class TrainConfig:
     # (AVX512-BF16 or AMX) and the layers run torch's fused kernel, else "fp32"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     progress: bool = True  # a progress bar with loss, bits per character and speed
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -145,7 +146,7 @@ class TrainConfig:
             )
 
     def trainer_config(self) -> TrainerConfig:
-        steps = max(self.steps, self.warmup_steps + 1)
+        steps = self.steps  # exactly these many (a short run's warm-up is cut to fit)
         return TrainerConfig(
             max_steps=steps,
             lr=self.lr,
@@ -162,6 +163,7 @@ class TrainConfig:
             progress=self.progress,
             device=self.device,
             max_minutes=self.minutes,
+            nonfinite=self.nonfinite,
         )
 
 

@@ -121,6 +121,7 @@ class RunConfig:
     seed: int = 1234  # initialisation and batch order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
     progress: bool = True  # a progress bar with loss and speed
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
@@ -437,6 +438,7 @@ def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
         checkpoint_every=every,
         progress=run.progress,
         device=run.device,
+        nonfinite=run.nonfinite,
     )
 
 
