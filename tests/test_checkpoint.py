@@ -232,3 +232,16 @@ def test_rng_state_round_trip_through_weights_only_file(tmp_path):
     torch.save(state, tmp_path / "rng.pt")
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert draws() == expected
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_by_name(tmp_path):
+    import json
+
+    from rnnkit.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "c", model_state={"w": torch.zeros(2)}, train_state=None, meta={})
+    doc = json.loads((tmp_path / "c" / META_FILE).read_text())
+    doc["format_version"] = 99
+    (tmp_path / "c" / META_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="format version 99, newer than this rnnkit"):
+        load_checkpoint(tmp_path / "c")

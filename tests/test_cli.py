@@ -250,3 +250,29 @@ def test_predict_refuses_a_character_model_and_eval_asks_it_for_text(tmp_path, c
     assert "--text FILE or --corpus NAME" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "lm"), "--test", str(text)]) == 2
     assert "a character model is evaluated on --text" in capsys.readouterr().err
+
+
+def test_resume_refuses_options_it_would_ignore(classify_run, capsys):
+    assert main(["train", "classify", "--out", str(classify_run), "--resume", "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "would ignore --lr" in err and err.count("\n") == 1
+    argv = ["train", "charlm", "--out", str(classify_run), "--resume", "--hidden-size", "8"]
+    assert main([*argv, "--text", "x.txt"]) == 2
+    assert "would ignore --text, --hidden-size" in capsys.readouterr().err
+
+
+def test_unwritable_outputs_and_missing_devices_get_one_line(tmp_path, capsys):
+    import torch
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be. " * 200, encoding="utf-8")
+    argv = ["train", "charlm", "--text", str(text), "--out", str(blocker / "run")]
+    assert main([*argv, "--hidden-size", "8", "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit train: error:") and err.count("\n") == 1
+    assert blocker.read_text() == "not a folder"
+    if not torch.cuda.is_available():
+        assert main(["sample", str(tmp_path), "--device", "cuda"]) == 2
+        assert "`device` is 'cuda', but CUDA is not available" in capsys.readouterr().err

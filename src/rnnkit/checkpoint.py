@@ -427,7 +427,15 @@ def load_checkpoint(
             f"{path} is not an rnnkit checkpoint (expected a directory with {WEIGHTS_FILE}, "
             f"{TRAIN_STATE_FILE} and a {META_FILE} whose format is {FORMAT!r})."
         )
+    version = doc.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint at {path} has format version {version!r}, newer than this rnnkit "
+            f"reads ({FORMAT_VERSION}): upgrade rnnkit to load it"
+        )
     meta = doc.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint at {path}: its {META_FILE} holds no meta dictionary")
     if expected_kind is not None and meta.get("kind") != expected_kind:
         found = f"a {meta['kind']!r} model" if "kind" in meta else "a model of no recorded kind"
         raise ValueError(f"checkpoint at {path} is {found}, expected {expected_kind!r}")

@@ -121,6 +121,22 @@ def config_from_args(cls: type, args: argparse.Namespace, preset: dict | None = 
     return cls(**kw)
 
 
+def _refuse_on_resume(args: argparse.Namespace, classes: Sequence[type], data: Sequence[str]):
+    """--resume continues a run with its own settings and data: refuse the options it
+    would ignore instead of dropping them without a word (--steps and --progress are
+    the resume's own)."""
+    given = [f"--{name.replace('_', '-')}" for name in data if getattr(args, name, None)]
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name not in ("steps", "progress") and getattr(args, f.name, None) is not None:
+                given.append("--" + f.name.replace("_", "-"))
+    if given:
+        raise ValueError(
+            f"--resume continues the run with its own settings and data; it would ignore "
+            f"{', '.join(given)} (to change them, start a new run with another --out)"
+        )
+
+
 def _device(name: str):
     from .trainer import resolve_device
 
@@ -177,6 +193,7 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
         corpus = "shakespeare"
     out = args.out or f"runs/charlm-{corpus or Path(args.text).stem}"
     if args.resume:  # the run's own settings; --steps may extend it
+        _refuse_on_resume(args, [charlm.CharLMConfig, charlm.TrainConfig], ["text", "corpus"])
         model, _ = charlm.train(out, resume=True, steps=args.steps, progress=args.progress)
     else:
         config = config_from_args(charlm.CharLMConfig, args)
@@ -197,6 +214,7 @@ def _cmd_train_seq(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(args, [module.CONFIG, RunConfig], ["data", "train", "val", "test"])
         module.train(args.out, resume=True, progress=args.progress)
         print(f"run directory: {args.out}")
         return 0
@@ -596,8 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as err:
-        # bad input, or a run that went NaN: one line, not a traceback
+    except (ValueError, OSError, NonFiniteLossError) as err:
+        # bad input, a file that cannot be read or written (missing, no permission, a full
+        # disk), or a run that went NaN: one line, not a traceback
         print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
         return 2
 

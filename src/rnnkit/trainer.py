@@ -216,7 +216,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("TrainerConfig field `device` is 'cuda', but CUDA is not available.")
+        raise ValueError("Argument `device` is 'cuda', but CUDA is not available on this machine")
     return torch.device(name)
 
 

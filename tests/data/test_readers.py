@@ -174,3 +174,9 @@ def test_brown_is_split_by_file_and_unknown_tags_are_refused(tmp_path):
     assert len(read_conll(f)) == 9
     with pytest.raises(ValueError, match="unknown Brown tag 'zz'"):
         textsets.brown_universal_tag("zz")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_label(tmp_path):
+    f = tmp_path / "bom.tsv"
+    f.write_bytes("\ufeffpos\tgood film\nneg\tbad film\n".encode())
+    assert [label for label, _ in read_tsv(f)] == ["pos", "neg"]

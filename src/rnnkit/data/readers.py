@@ -50,7 +50,8 @@ def _lines(path: PathLike) -> list[str]:
         raise FileNotFoundError(f"no such file: {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty")
-    return load_text(path).splitlines()  # refuses binary and non-UTF-8 files by offset
+    text = load_text(path)  # refuses binary and non-UTF-8 files by offset
+    return text.removeprefix("\ufeff").splitlines()  # a byte-order mark is not a label
 
 
 def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
