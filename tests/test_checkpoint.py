@@ -192,11 +192,46 @@ def test_check_weights_only_rejects_numpy_scalars():
 
 
 def test_train_state_is_loaded_with_weights_only(tmp_path):
+    import hashlib
+    import json
+
     save_example(tmp_path / "ckpt")
-    # Tamper: a pickled custom class in train_state.pt must not be unpickled.
-    torch.save({"step": 1, "evil": Custom()}, tmp_path / "ckpt" / TRAIN_STATE_FILE)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    # Tamper: a pickled custom class in train_state.pt must not be unpickled, even when
+    # the tamperer also rewrites the recorded sha256.
+    evil = tmp_path / "ckpt" / TRAIN_STATE_FILE
+    torch.save({"step": 1, "evil": Custom()}, evil)
+    with pytest.raises(ValueError, match=f"damaged: {TRAIN_STATE_FILE} is not the file"):
         load_checkpoint(tmp_path / "ckpt")
+    meta = tmp_path / "ckpt" / "meta.json"
+    doc = json.loads(meta.read_text())
+    doc["sha256"][TRAIN_STATE_FILE] = hashlib.sha256(evil.read_bytes()).hexdigest()
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="never need to unpickle code") as err:
+        load_checkpoint(tmp_path / "ckpt")
+    assert "weights_only=False" not in str(err.value)  # torch's advice is not passed on
+    assert "\n" not in str(err.value)
+
+
+def test_a_truncated_checkpoint_is_named_and_a_resume_falls_back_to_the_previous(tmp_path):
+    from rnnkit import runs
+    from rnnkit.checkpoint import WEIGHTS_FILE, previous_path
+
+    for step in (1, 2):
+        save_checkpoint(
+            tmp_path / "run" / "latest",
+            model_state={"w": torch.full((64,), float(step))},
+            train_state={"step": step},
+            meta={"kind": "toy", "step": step},
+            keep_previous=True,
+        )
+    assert load_checkpoint(previous_path(tmp_path / "run" / "latest")).meta["step"] == 1
+    weights = tmp_path / "run" / "latest" / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk that lost the end of it
+    with pytest.raises(ValueError, match=f"damaged: {WEIGHTS_FILE}"):
+        load_checkpoint(tmp_path / "run" / "latest")
+    said = []
+    _, ckpt = runs.start_run(tmp_path / "run", True, "toy", log=said.append)
+    assert ckpt.meta["step"] == 1 and "falling back" in said[0]
 
 
 def test_load_errors_name_the_path_and_kind(tmp_path):

@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 from collections import OrderedDict
@@ -263,6 +265,7 @@ def save_checkpoint(
     model_state: Mapping[str, Tensor],
     train_state: Mapping[str, Any] | None,
     meta: Mapping[str, Any],
+    keep_previous: bool = False,
 ) -> Path:
     """Write a checkpoint directory at `path` (layout in the module docstring).
 
@@ -275,6 +278,8 @@ def save_checkpoint(
         meta: JSON-serializable task description; by convention ``meta["kind"]`` names
             the model kind ("charlm", "classify", ...) that :func:`load_checkpoint`
             can check.
+        keep_previous: keep the checkpoint this one replaces as ``.NAME.prev`` (the
+            last two survive, so a damaged newest one has a good one beside it).
 
     Returns:
         The checkpoint path.
@@ -294,7 +299,14 @@ def save_checkpoint(
         buffer = io.BytesIO()
         torch.save(train_state, buffer)
         files[TRAIN_STATE_FILE] = buffer.getvalue()
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": sorted(files), "meta": meta}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "files": sorted(files),
+        # checked on load: a truncated or altered file is found out, by name
+        "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        "meta": meta,
+    }
     try:
         meta_bytes = json.dumps(doc, indent=2, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as err:
@@ -309,11 +321,20 @@ def save_checkpoint(
         for name, data in files.items():
             atomic_write_bytes(staging / name, data)
         _fsync_dir(staging)
-        _swap_in(staging, path)
+        _swap_in(staging, path, keep_previous)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _backup_path(path: Path) -> Path:
@@ -345,7 +366,13 @@ def remove_stale_staging(path: PathLike) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _swap_in(staging: Path, path: Path) -> None:
+def previous_path(path: PathLike) -> Path:
+    """Where ``save_checkpoint(..., keep_previous=True)`` keeps the one it replaced."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.prev")
+
+
+def _swap_in(staging: Path, path: Path, keep_previous: bool = False) -> None:
     """Move the complete `staging` directory to `path`, replacing an old checkpoint."""
     backup = _backup_path(path)
     if backup.exists():  # left by a hard kill during an earlier swap
@@ -363,7 +390,11 @@ def _swap_in(staging: Path, path: Path) -> None:
         except BaseException:
             os.replace(backup, path)  # put the previous checkpoint back
             raise
-        shutil.rmtree(backup, ignore_errors=True)
+        if keep_previous:
+            shutil.rmtree(previous_path(path), ignore_errors=True)
+            os.replace(backup, previous_path(path))
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
     _fsync_dir(path.parent)
 
 
@@ -442,6 +473,12 @@ def load_checkpoint(
     missing = [name for name in doc.get("files", []) if not (path / name).is_file()]
     if missing:
         raise ValueError(f"checkpoint at {path} is incomplete: missing {', '.join(missing)}")
+    for name, digest in (doc.get("sha256") or {}).items():  # checkpoints since 0.1.0
+        if name != META_FILE and sha256_of(path / name) != digest:
+            raise ValueError(
+                f"checkpoint at {path} is damaged: {name} is not the file that was saved "
+                "(its sha256 differs: truncated or altered)"
+            )
 
     try:
         model_state = safetensors.torch.load_file(path / WEIGHTS_FILE, device=str(map_location))
@@ -455,8 +492,10 @@ def load_checkpoint(
                 path / TRAIN_STATE_FILE, map_location=map_location, weights_only=True
             )
         except Exception as err:  # UnpicklingError: weights_only refused a global
+            found = re.search(r"Unsupported global: [^\n.]*", str(err))
             raise ValueError(
-                f"could not load {path / TRAIN_STATE_FILE} with weights_only=True "
-                f"(rnnkit checkpoints never need to unpickle code): {err}"
-            ) from err
+                f"refused {path / TRAIN_STATE_FILE}: it holds more than tensors and plain "
+                "values (rnnkit checkpoints never need to unpickle code)"
+                + (f"; {found.group(0)}" if found else "")
+            ) from None
     return Checkpoint(path=path, model_state=model_state, train_state=train_state, meta=meta)

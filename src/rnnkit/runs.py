@@ -5,6 +5,8 @@
     RUN/best/          the weights of the best validation score so far
     RUN/metrics.csv    every log and evaluation record
     RUN/results.json   the final metrics, for tasks that report them
+    RUN/.latest.prev/  the latest checkpoint before that one (a resume falls back to it
+                       when latest/ is damaged: every file's sha256 is checked on load)
     RUN/.lock          held by the process training in it (a second one is refused)
 
 A task calls these plain functions in order (nothing here calls the task back)::
@@ -38,6 +40,7 @@ from .checkpoint import (
     Checkpoint,
     atomic_write_bytes,
     load_checkpoint,
+    previous_path,
     recover,
     save_checkpoint,
 )
@@ -80,7 +83,9 @@ def unlock(out: PathLike) -> None:
         os.close(fd)
 
 
-def start_run(out: PathLike, resume: bool, kind: str) -> tuple[Path, Checkpoint | None]:
+def start_run(
+    out: PathLike, resume: bool, kind: str, *, log: Callable[[str], None] = print
+) -> tuple[Path, Checkpoint | None]:
     """(out, the checkpoint to resume from, or None for a new run).
 
     A new run never writes into an old one: FileExistsError if `out` holds a run (and
@@ -91,7 +96,14 @@ def start_run(out: PathLike, resume: bool, kind: str) -> tuple[Path, Checkpoint 
     recover(out / "latest")  # a save killed mid-swap left the last good one aside
     recover(out / "best")
     if resume:
-        return out, load_checkpoint(out / "latest", expected_kind=kind)
+        try:
+            return out, load_checkpoint(out / "latest", expected_kind=kind)
+        except ValueError as err:  # damaged: the one saved before it is kept beside it
+            previous = previous_path(out / "latest")
+            if not previous.is_dir():
+                raise
+            log(f"{err}; falling back to the checkpoint saved before it")
+            return out, load_checkpoint(previous, expected_kind=kind)
     if (out / "latest").exists():
         raise FileExistsError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
@@ -114,6 +126,7 @@ def save_latest(trainer: Trainer, out: PathLike, meta: Mapping[str, Any]) -> Non
         model_state=trainer.model.state_dict(),
         train_state=trainer.state_dict(),
         meta={**meta, "step": trainer.step},
+        keep_previous=True,  # the last two: a damaged newest one has a good one beside it
     )
     trainer.write_history(out / "metrics.csv")
 

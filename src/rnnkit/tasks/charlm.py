@@ -603,7 +603,7 @@ def train(
     the run's end (the steps a time budget decided, else its own); `progress` (or
     ``train_config.progress``) switches the progress bar.
     """
-    out, ckpt = runs.start_run(out, resume, KIND)
+    out, ckpt = runs.start_run(out, resume, KIND, log=log)
     if ckpt is not None:
         meta = ckpt.meta
         config = config_from_dict(CharLMConfig, meta["model"])

@@ -574,7 +574,7 @@ def prepare(
     input spec and labels built from the training split (or the resumed run's own),
     every split encoded. A resumed run takes its own settings and data; the given
     `progress` (or the given `run`'s) then only decides whether to show progress."""
-    out, ckpt = start_run(out, resume, kind)
+    out, ckpt = start_run(out, resume, kind, log=log)
     if ckpt is not None:
         if progress is None:
             progress = run.progress if run is not None else True
