@@ -501,3 +501,34 @@ def test_sample_with_a_partial_pick_equals_sample():
     b = sample(bigram_step, ids, torch.zeros(4), 20, temperature=0.7, top_k=3, generator=gen)
     assert torch.equal(torch.as_tensor(a), b.tokens)
     assert decoding.check_count("k", 3, 1) is None
+
+
+# -- property-based: any scores and settings give valid tokens or one clear error ----------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    vocab=st.integers(1, 9),
+    scale=st.sampled_from([1e-3, 1.0, 1e3, 1e30]),
+    temperature=st.sampled_from([0, 1e-3, 0.5, 1.0, 7.0]),
+    top_k=st.one_of(st.none(), st.integers(1, 12)),
+    top_p=st.one_of(st.none(), st.floats(1e-6, 1.0)),
+    seed=st.integers(0, 2**16),
+)
+def test_any_scores_and_settings_give_tokens_in_the_vocabulary(
+    rows, vocab, scale, temperature, top_k, top_p, seed
+):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, vocab, generator=g) * scale
+    tempered = scores if temperature == 0 else decoding.apply_temperature(scores, temperature)
+    kept = decoding.filter_logits(tempered, top_k, top_p)  # the filter sees scores / T
+    assert torch.isfinite(kept).any(-1).all()  # at least one token always survives
+    ids = decoding.next_token(
+        scores, temperature=temperature, top_k=top_k, top_p=top_p, generator=g
+    )
+    assert ids.shape == (rows,) and bool(((ids >= 0) & (ids < vocab)).all())
+    assert bool(torch.isfinite(kept.gather(1, ids[:, None])).all())  # never a filtered token

@@ -234,8 +234,12 @@ def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
                 f"{path}: missing array {', '.join(map(repr, missing))}; an .npz needs `x` "
                 f"(N, T[, C]) and `y` ({'(N, T) tags' if per_step else '(N,) labels'})"
             )
-        x, lengths = check_numeric(f["x"], f["lengths"] if "lengths" in f.files else None, path)
-        y = f["y"]
+        try:  # an object array would need unpickling: refused by NumPy, named here
+            arrays = {k: f[k] for k in ("x", "y", "lengths") if k in f.files}
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        x, lengths = check_numeric(arrays["x"], arrays.get("lengths"), path)
+        y = arrays["y"]
     N, T = x.shape[:2]
     want = (N, T) if per_step else (N,)
     if y.shape != want:
@@ -283,7 +287,10 @@ def read_arrays(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     with np.load(path, allow_pickle=False) as f:
         if "x" not in f.files:
             raise ValueError(f"{path}: missing array 'x' (N, T[, C])")
-        return f["x"], f["lengths"] if "lengths" in f.files else None
+        try:
+            return f["x"], f["lengths"] if "lengths" in f.files else None
+        except ValueError as err:  # e.g. an object array, which would need unpickling
+            raise ValueError(f"{path}: {err}") from None
 
 
 def read_tsv_split(path: PathLike) -> RawSplit:
