@@ -549,3 +549,14 @@ def test_steps_runs_exactly_that_many_even_below_the_warmup(tmp_path, text_file)
     tc = small_train(steps=7, warmup_steps=50)
     _, trainer = charlm.train(tmp_path / "run", SMALL, tc, text=text_file, log=quiet)
     assert trainer.step == 7 and trainer.config.warmup_steps == 7
+
+
+def test_one_distinct_character_and_unbounded_samples_are_refused(tmp_path, text_file):
+    flat = tmp_path / "flat.txt"
+    flat.write_text("a" * 5000, encoding="utf-8")
+    with pytest.raises(ValueError, match="one character only"):
+        charlm.train(tmp_path / "r", SMALL, small_train(steps=2), text=flat, log=quiet)
+    assert not (tmp_path / "r").exists()
+    model = CharLM(SMALL, Vocab.from_text("ab \n"))
+    with pytest.raises(ValueError, match="would be held in memory"):
+        model.sample("a", 200_000_000, num=1000)

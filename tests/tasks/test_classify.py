@@ -155,3 +155,15 @@ def test_bucketed_evaluation_gives_the_same_probabilities_as_one_at_a_time(toy):
         return out
 
     torch.testing.assert_close(probs(1), probs(64), rtol=1e-5, atol=1e-6)
+
+
+def test_a_single_label_or_overflowing_inputs_are_refused(tmp_path):
+    one = tmp_path / "one.tsv"
+    one.write_text("".join(f"pos\tgood film {i}\n" for i in range(40)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"one label only \('pos'\)"):
+        classify.train(tmp_path / "r1", run=RunConfig(**FAST), train=str(one), **QUIET)
+    huge = tmp_path / "huge.npz"
+    x = np.full((20, 5, 2), 1e36, dtype=np.float32)
+    np.savez(huge, x=x, y=np.array(["a", "b"] * 10))
+    with pytest.raises(ValueError, match="channel 0 holds values too large"):
+        classify.train(tmp_path / "r2", run=RunConfig(**FAST), train=str(huge), **QUIET)

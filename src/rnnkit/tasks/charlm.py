@@ -63,6 +63,7 @@ from ..trainer import Trainer, TrainerConfig, resolve_device
 KIND = "charlm"
 PathLike = str | os.PathLike
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_HELD_CHARS = 100_000_000  # what sample() collects in memory at most
 RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
 
 
@@ -303,6 +304,12 @@ class CharLM(nn.Module):
         `num` strings when ``num`` is given.
         """
         num = kwargs.get("num")
+        if isinstance(num, int) and isinstance(length, int) and num * length > MAX_HELD_CHARS:
+            raise ValueError(
+                f"Arguments `num` x `length` = {num * length:,} characters would be held in "
+                f"memory (at most {MAX_HELD_CHARS:,}); stream them with generate() instead "
+                "(the CLI streams one stream at a time: --num 1)"
+            )
         chunks = [[] for _ in range(num or 1)]
         for step in self.generate(prime, length, **kwargs):
             for i, ch in enumerate(step):
@@ -527,6 +534,11 @@ def load_data(
         raise ValueError(
             f"{path} has {len(ids):,} characters: too short to hold out "
             f"val_fraction={val_fraction} of it for validation (needs at least 2 characters)"
+        )
+    if len(vocab) < 2:
+        raise ValueError(
+            f"{path} uses one character only ({vocab.chars[0]!r}): there is nothing to "
+            "predict; a character model needs at least two distinct characters"
         )
     source["chars"] = int(len(ids))
     return TextData(ids, vocab, train_ids, val_ids, source)

@@ -271,9 +271,16 @@ class InputLayer(nn.Module):
     def set_standardization(self, x: np.ndarray, lengths: np.ndarray) -> None:
         """Mean and std per channel over the valid steps of the training frames."""
         valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
-        frames = x[valid]  # (steps, C)
-        self.mean.copy_(torch.from_numpy(frames.mean(0)))
-        self.std.copy_(torch.from_numpy(np.maximum(frames.std(0), 1e-6)))
+        frames = x[valid].astype(np.float64)  # (steps, C); float64: no overflow in the sums
+        mean, std = frames.mean(0), frames.std(0)
+        too_big = ~(np.isfinite(mean) & np.isfinite(std) & (np.abs(mean) + std < 1e30))
+        if too_big.any():
+            raise ValueError(
+                f"the training data's channel {int(np.flatnonzero(too_big)[0])} holds values "
+                "too large to standardise (beyond 1e30); rescale the inputs"
+            )
+        self.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        self.std.copy_(torch.from_numpy(np.maximum(std, 1e-6).astype(np.float32)))
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         if self.kind == "numeric":
@@ -601,6 +608,13 @@ def prepare(
         spec = build_spec(train, config, tokenizer=tokenizer)
         seen = (t for s in train.labels for t in s) if per_step else train.labels
         labels = LabelVocab.build(seen)
+        if len(labels) < 2:
+            what = "tag" if per_step else "label"
+            raise ValueError(
+                f"{source.get('data') or source.get('train')}: the training data has one "
+                f"{what} only ({labels.labels[0]!r}); there is nothing to learn (give at "
+                f"least two {what}s)"
+            )
     encoded = {
         name: encode_split(split, spec, labels, per_step=per_step)
         for name, split in (("train", train), ("val", val), ("test", splits.get("test")))
