@@ -374,3 +374,34 @@ def test_progress_bar_runs_without_a_tty(capsys):
     )
     trainer.fit()
     assert "train" in capsys.readouterr().err
+
+
+def test_a_resume_mid_log_window_logs_the_same_means_as_a_run_never_stopped():
+    def make(**config) -> Trainer:
+        torch.manual_seed(0)
+        model = nn.Linear(3, 1)
+        x = torch.randn(8, 3)
+        cfg = TrainerConfig(
+            max_steps=10, log_every=4, lr=0.1, progress=False, device="cpu", **config
+        )
+        return Trainer(cfg, model, lambda m, b: m(b).pow(2).mean(), train_batches=[x])
+
+    whole = make()
+    whole.fit()
+    # A checkpoint at step 6 falls inside the log window of steps 5-8; the run dies there.
+    cut, saved = make(checkpoint_every=6), {}
+
+    def checkpoint_then_die(t: Trainer) -> None:
+        saved.update(model=dict(t.model.state_dict()), train=t.state_dict())
+        t.stop()
+
+    cut.add_callback("on_checkpoint", checkpoint_then_die)
+    cut.fit()
+    assert saved["train"]["window"]["steps"] == 2  # steps 5 and 6, not yet logged
+    resumed = make()
+    resumed.model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["train"])
+    resumed.fit()
+    assert [r["loss"] for r in resumed.history if "loss" in r] == [
+        r["loss"] for r in whole.history if "loss" in r
+    ]

@@ -273,6 +273,8 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.budget_steps: int | None = None  # max_steps fixed by the time budget, once known
         self.skipped_batches = 0  # batches skipped for a non-finite loss (nonfinite="skip")
+        self._window: _Window | None = None  # the log window of the fit() in progress
+        self._resumed_window: _Window | None = None  # one restored by load_state_dict
         self.epoch = 0  # completed passes over an iterable train_batches
         self.elapsed_s = 0.0  # wall time spent in fit(), over all runs
         self.history: list[dict[str, Any]] = []  # log records and eval records
@@ -363,7 +365,8 @@ class Trainer:
         self.model.train()
         start_step, fit_start = self.step, time.perf_counter()
         elapsed_before = self.elapsed_s
-        window = _Window()
+        window = self._window = self._resumed_window or _Window()
+        self._resumed_window = None
         budget_start: dict[str, float] = {}  # the first log record of this fit()
         last_eval_step = last_checkpoint_step = -1
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train")
@@ -388,12 +391,12 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 bar.update(1)
-                window.add(loss, grad_norm, clipped, stats)
+                window.add(loss, grad_norm, clipped, stats, lr)
 
                 if self.step % cfg.log_every == 0:
                     self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
-                    self._log(window.record(self.step, lr, self.elapsed_s), bar)
-                    window = _Window()
+                    self._log(window.record(self.step, self.elapsed_s), bar)
+                    window = self._window = _Window()
                     if cfg.max_minutes is not None and self.budget_steps is None:
                         self._fit_time_budget(budget_start)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
@@ -405,7 +408,8 @@ class Trainer:
 
             if window.steps:  # a partial window at max_steps or after stop()
                 self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
-                self._log(window.record(self.step, lr, self.elapsed_s), bar)
+                self._log(window.record(self.step, self.elapsed_s), bar)
+                window = self._window = _Window()
             if self.step > start_step:  # the end, unless there was nothing left to do
                 if last_eval_step != self.step:
                     self.evaluate()
@@ -507,6 +511,8 @@ class Trainer:
             "rng": rng_state(),
             "extra": {name: get() for name, (get, _) in self._extra_state.items()},
             "budget_steps": self.budget_steps,
+            # the log window in progress, so a resumed run logs the means it would have
+            "window": self._window.state_dict() if self._window is not None else None,
             "config": asdict(self.config),  # for reference; the live config is used
         }
 
@@ -529,6 +535,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.elapsed_s = float(state["elapsed_s"])
         self.history = [dict(r) for r in state["history"]]
+        window = state.get("window")
+        self._resumed_window = _Window.from_state(window, self.device) if window else None
         self.budget_steps = state.get("budget_steps")
         if self.budget_steps is not None and self.config.max_minutes is not None:
             self.set_max_steps(max(self.budget_steps, self.step))  # decided before: keep it
@@ -568,11 +576,15 @@ class _Window:
         self.clipped: Any = 0.0
         self.items: Any = 0.0
         self.stats: dict[str, Any] = {}
+        self.lr = 0.0
         self.start = time.perf_counter()
         self.paused_s = 0.0  # eval and checkpoint time, left out of the throughput
 
-    def add(self, loss: Tensor, grad_norm: Tensor, clipped: Tensor, stats: Mapping) -> None:
+    def add(
+        self, loss: Tensor, grad_norm: Tensor, clipped: Tensor, stats: Mapping, lr: float
+    ) -> None:
         self.steps += 1
+        self.lr = lr  # the rate of the window's last step
         self.loss = self.loss + loss.detach()
         self.grad_norm = self.grad_norm + grad_norm
         self.clipped = self.clipped + clipped.float()
@@ -585,18 +597,43 @@ class _Window:
         if "items" not in stats:
             self.items = self.items + 1
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums so far (not the timing): a resumed run logs the same window means."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "loss": float(self.loss),
+            "grad_norm": float(self.grad_norm),
+            "clipped": float(self.clipped),
+            "stats": {k: float(v) for k, v in self.stats.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> _Window:
+        window = cls()
+        if state["steps"]:  # the sums were float32 tensors: continue them as such
+
+            def tensor(v: float) -> Tensor:
+                return torch.tensor(v, dtype=torch.float32, device=device)
+
+            window.steps, window.lr = int(state["steps"]), float(state["lr"])
+            window.loss, window.grad_norm = tensor(state["loss"]), tensor(state["grad_norm"])
+            window.clipped = tensor(state["clipped"])
+            window.stats = {k: tensor(v) for k, v in state["stats"].items()}
+        return window
+
     def pause(self, fn: Callable[[], Any]) -> None:
         start = time.perf_counter()
         fn()
         self.paused_s += time.perf_counter() - start
 
-    def record(self, step: int, lr: float, elapsed_s: float) -> dict[str, Any]:
+    def record(self, step: int, elapsed_s: float) -> dict[str, Any]:
         n = self.steps
         seconds = max(time.perf_counter() - self.start - self.paused_s, 1e-9)
         return {
             "step": step,
             "loss": float(self.loss) / n,  # mean over the window
-            "lr": lr,  # of the window's last step
+            "lr": self.lr,  # of the window's last step
             "grad_norm": float(self.grad_norm) / n,  # mean pre-clip global norm
             "clipped": float(self.clipped) / n,  # fraction of steps that were clipped
             "items_per_s": float(self.items) / seconds,
