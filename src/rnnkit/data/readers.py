@@ -34,6 +34,7 @@ import numpy as np
 from .corpora import load_text
 
 PathLike = str | os.PathLike
+OBJECT_ARRAYS = "it holds object arrays (pickled Python objects), which rnnkit never loads"
 
 PAD, UNK = "<pad>", "<unk>"
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]+")
@@ -225,8 +226,10 @@ def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
         raise FileNotFoundError(f"no such file: {path}")
     try:
         f = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path}: not a NumPy .npz file of arrays: {err}") from None
+    except (ValueError, OSError):  # NumPy's message would suggest allow_pickle: never
+        raise ValueError(
+            f"{path}: not a NumPy .npz file of arrays (rnnkit never loads pickled objects)"
+        ) from None
     with f:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
@@ -236,8 +239,8 @@ def read_npz(path: PathLike, *, per_step: bool) -> RawSplit:
             )
         try:  # an object array would need unpickling: refused by NumPy, named here
             arrays = {k: f[k] for k in ("x", "y", "lengths") if k in f.files}
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        except ValueError:
+            raise ValueError(f"{path}: {OBJECT_ARRAYS}") from None
         x, lengths = check_numeric(arrays["x"], arrays.get("lengths"), path)
         y = arrays["y"]
     N, T = x.shape[:2]
@@ -289,8 +292,8 @@ def read_arrays(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
             raise ValueError(f"{path}: missing array 'x' (N, T[, C])")
         try:
             return f["x"], f["lengths"] if "lengths" in f.files else None
-        except ValueError as err:  # e.g. an object array, which would need unpickling
-            raise ValueError(f"{path}: {err}") from None
+        except ValueError:  # an object array, which would need unpickling
+            raise ValueError(f"{path}: {OBJECT_ARRAYS}") from None
 
 
 def read_tsv_split(path: PathLike) -> RawSplit:

@@ -525,6 +525,8 @@ def load_data(
         source = {"corpus": corpus}
     else:
         path = Path(text)
+        if path.is_dir():
+            raise ValueError(f"Argument `text`: {path} is a folder, not a text file")
         if not path.is_file():
             raise FileNotFoundError(f"Argument `text`: no such file: {path}")
         source = {"text": str(path.resolve())}
