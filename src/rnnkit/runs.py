@@ -25,7 +25,6 @@ uninterrupted run would have had.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -35,6 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl  # POSIX; elsewhere runs are not locked
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from .checkpoint import (
     Checkpoint,
@@ -58,7 +62,7 @@ def lock(out: PathLike) -> None:
     however it ends, so a killed run leaves no lock behind."""
     out = Path(out)
     key = out.resolve()
-    if key in _held:
+    if key in _held or fcntl is None:
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
