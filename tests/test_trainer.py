@@ -405,3 +405,34 @@ def test_a_resume_mid_log_window_logs_the_same_means_as_a_run_never_stopped():
     assert [r["loss"] for r in resumed.history if "loss" in r] == [
         r["loss"] for r in whole.history if "loss" in r
     ]
+
+
+def test_a_time_budget_ends_on_time_when_the_machine_slows_down(monkeypatch):
+    """A fake clock: steps take 10 ms, then from step 150 on 30 ms (other programs
+    started). The run must end within 5% of its 6-second budget, not at the step
+    count planned from the fast start."""
+    import rnnkit.trainer as trainer_module
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock["t"])
+    model = nn.Linear(2, 1)
+    batch = torch.randn(4, 2)
+    calls = {"n": 0}
+
+    def step_fn(m, x):
+        calls["n"] += 1
+        clock["t"] += 0.010 if calls["n"] < 150 else 0.030
+        return m(x).pow(2).mean()
+
+    cfg = TrainerConfig(
+        max_steps=100_000, max_minutes=0.1, log_every=5, warmup_steps=10, lr=1e-3,
+        schedule="linear", progress=False, device="cpu",
+    )  # fmt: skip
+    trainer = Trainer(cfg, model, step_fn, train_batches=[batch])
+    trainer.fit()
+    assert abs(trainer.train_s - 6.0) <= 0.05 * 6.0
+    assert trainer.step == trainer.config.max_steps == trainer.budget_steps
+    fast_plan = int(6.0 / 0.010)  # what planning from the first steps alone would run
+    assert trainer.step < 0.8 * fast_plan
+    state = trainer.state_dict()
+    assert state["budget_steps"] == trainer.step and state["train_s"] == trainer.train_s

@@ -64,8 +64,9 @@ EvalFn = Callable[[nn.Module], Mapping[str, float]]
 @dataclass
 class TrainerConfig:
     max_steps: int = 1000
-    # a time budget instead: after warm-up the measured step time fixes max_steps so that
-    # training ends after this many minutes (evaluation and checkpoints not counted)
+    # a time budget instead: max_steps follows the measured step time so that training
+    # ends after this many minutes (evaluation and checkpoints not counted), also when the
+    # machine slows down part way
     max_minutes: float | None = None
     lr: float = 1e-3  # peak learning rate, reached after warmup
     optimizer: str = "adamw"  # "adam" | "adamw" | "sgd"
@@ -271,7 +272,9 @@ class Trainer:
             self.optimizer, lambda step: lr_multiplier(step, config)
         )
         self.step = 0  # optimizer steps taken
-        self.budget_steps: int | None = None  # max_steps fixed by the time budget, once known
+        self.budget_steps: int | None = None  # max_steps planned by the time budget, once known
+        self.train_s = 0.0  # training time over all fit()s, evaluation and checkpoints not
+        self.step_s: float | None = None  # the time budget's moving average time per step
         self.skipped_batches = 0  # batches skipped for a non-finite loss (nonfinite="skip")
         self._window: _Window | None = None  # the log window of the fit() in progress
         self._resumed_window: _Window | None = None  # one restored by load_state_dict
@@ -367,7 +370,7 @@ class Trainer:
         elapsed_before = self.elapsed_s
         window = self._window = self._resumed_window or _Window()
         self._resumed_window = None
-        budget_start: dict[str, float] = {}  # the first log record of this fit()
+        budget: dict[str, float] = {}  # the time budget's view of this fit()
         last_eval_step = last_checkpoint_step = -1
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train")
         self._bar = bar
@@ -396,9 +399,10 @@ class Trainer:
                 if self.step % cfg.log_every == 0:
                     self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
                     self._log(window.record(self.step, self.elapsed_s), bar)
+                    self.train_s += window.seconds
                     window = self._window = _Window()
-                    if cfg.max_minutes is not None and self.budget_steps is None:
-                        self._fit_time_budget(budget_start)
+                    if cfg.max_minutes is not None:
+                        self._spend_time_budget(budget)
                 if cfg.eval_every and self.step % cfg.eval_every == 0:
                     window.pause(self.evaluate)
                     last_eval_step = self.step
@@ -409,6 +413,7 @@ class Trainer:
             if window.steps:  # a partial window at max_steps or after stop()
                 self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
                 self._log(window.record(self.step, self.elapsed_s), bar)
+                self.train_s += window.seconds
                 window = self._window = _Window()
             if self.step > start_step:  # the end, unless there was nothing left to do
                 if last_eval_step != self.step:
@@ -421,28 +426,37 @@ class Trainer:
             self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
         return self.history
 
-    def _fit_time_budget(self, start: dict[str, float]) -> None:
-        """Fix ``max_steps`` from the measured step time so training ends after
-        ``max_minutes`` (evaluation and checkpoints not counted).
+    def _spend_time_budget(self, seen: dict[str, float]) -> None:
+        """Keep ``max_steps`` where training ends after ``max_minutes`` of training time
+        (evaluation and checkpoints not counted), even when the machine slows down.
 
-        The first log record is skipped (start-up costs); from the first record after
-        warm-up (and at least 20 steps) on, the speed since then sets ``max_steps``,
-        refined at every record over the first tenth of the budget (a few early steps
-        mislead: these machines drift by 20%), then fixed in :attr:`budget_steps`, which
-        the checkpoint keeps, so a resumed run trains to the same step. The schedule
-        decays over exactly that many steps.
+        At every log record the recent time per step (a moving average over the log
+        windows; the first window of a fit() is skipped: start-up costs) plans the step
+        at which the budget runs out; ``max_steps`` follows the plan when it moves by
+        more than 2% (the schedule decays over it), and training ends at the first log
+        record past the budget whatever the plan said. The plan, the time spent and the
+        step time travel in the checkpoint (:attr:`budget_steps`, ``train_s``), so a
+        resumed run continues the same budget.
         """
-        if not start:
-            start.update(step=self.step, time=self.elapsed_s)
-            return
-        if self.step < max(20, self.config.warmup_steps):
-            return
         budget_s = self.config.max_minutes * 60
-        measured = self.elapsed_s - start["time"]
-        steps = max(self.step + 1, int(budget_s * (self.step - start["step"]) / measured))
-        self.set_max_steps(steps)
-        if measured >= 0.1 * budget_s:
-            self.budget_steps = steps  # decided
+        if "step" not in seen:
+            seen.update(step=self.step, time=self.train_s)
+            return
+        steps, seconds = self.step - seen["step"], self.train_s - seen["time"]
+        seen.update(step=self.step, time=self.train_s)
+        if steps > 0:
+            rate = seconds / steps
+            self.step_s = rate if self.step_s is None else 0.7 * self.step_s + 0.3 * rate
+        if self.train_s >= budget_s:  # spent: this is the end
+            self.budget_steps = self.step
+            self.set_max_steps(self.step)
+            return
+        if self.step_s is None or self.step < max(20, self.config.warmup_steps):
+            return
+        plan = self.step + int((budget_s - self.train_s) / self.step_s)
+        if self.budget_steps is None or abs(plan - self.config.max_steps) > 0.02 * plan:
+            self.budget_steps = max(self.step + 1, plan)
+            self.set_max_steps(self.budget_steps)
 
     def _nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
         """A NaN or infinite loss or gradient: stop before the update, or skip it."""
@@ -511,6 +525,8 @@ class Trainer:
             "rng": rng_state(),
             "extra": {name: get() for name, (get, _) in self._extra_state.items()},
             "budget_steps": self.budget_steps,
+            "train_s": self.train_s,
+            "step_s": self.step_s,
             # the log window in progress, so a resumed run logs the means it would have
             "window": self._window.state_dict() if self._window is not None else None,
             "config": asdict(self.config),  # for reference; the live config is used
@@ -538,6 +554,8 @@ class Trainer:
         window = state.get("window")
         self._resumed_window = _Window.from_state(window, self.device) if window else None
         self.budget_steps = state.get("budget_steps")
+        self.train_s = float(state.get("train_s", state["elapsed_s"]))
+        self.step_s = state.get("step_s")
         if self.budget_steps is not None and self.config.max_minutes is not None:
             self.set_max_steps(max(self.budget_steps, self.step))  # decided before: keep it
         for name, (_, set_fn) in self._extra_state.items():
@@ -630,6 +648,7 @@ class _Window:
     def record(self, step: int, elapsed_s: float) -> dict[str, Any]:
         n = self.steps
         seconds = max(time.perf_counter() - self.start - self.paused_s, 1e-9)
+        self.seconds = seconds  # training time of the window: what a time budget spends
         return {
             "step": step,
             "loss": float(self.loss) / n,  # mean over the window

@@ -106,7 +106,7 @@ class TrainConfig:
     batch_size: int = 64  # parallel streams through the text
     seq_len: int = 64  # characters per truncated-BPTT window
     steps: int = 4000  # optimizer steps (ignored when minutes is set)
-    minutes: float | None = None  # train for this long instead: steps set after warm-up
+    minutes: float | None = None  # train this long instead (eval not counted); steps follow
     lr: float = 1.5e-2  # peak Adam learning rate
     schedule: Literal["constant", "cosine", "linear"] = "linear"  # decay after warm-up
     warmup_steps: int = 50  # linear warm-up of the learning rate
