@@ -10,6 +10,8 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rnnkit
 from rnnkit import decoding
@@ -504,9 +506,6 @@ def test_sample_with_a_partial_pick_equals_sample():
 
 
 # -- property-based: any scores and settings give valid tokens or one clear error ----------
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=80, deadline=None)

@@ -276,6 +276,7 @@ class Trainer:
         self.train_s = 0.0  # training time over all fit()s, evaluation and checkpoints not
         self.step_s: float | None = None  # the time budget's moving average time per step
         self.skipped_batches = 0  # batches skipped for a non-finite loss (nonfinite="skip")
+        self._skipped = 0  # of them, in a row
         self._window: _Window | None = None  # the log window of the fit() in progress
         self._resumed_window: _Window | None = None  # one restored by load_state_dict
         self.epoch = 0  # completed passes over an iterable train_batches
@@ -466,7 +467,7 @@ class Trainer:
             else f"the gradient norm is {float(grad_norm)}"
         )
         self.optimizer.zero_grad(set_to_none=True)
-        self._skipped = getattr(self, "_skipped", 0) + 1
+        self._skipped += 1
         if self.config.nonfinite == "skip" and self._skipped <= MAX_SKIPS:
             self.skipped_batches += 1
             return
