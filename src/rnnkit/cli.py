@@ -20,17 +20,20 @@ its help is the comment beside the field (:func:`add_config_flags`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
+import os
 import re
+import subprocess
 import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, tasks
+from . import __version__, distributed, tasks
 from . import data as datasets
 from ._malloc import tune_glibc_malloc
 from .trainer import NonFiniteLossError
@@ -137,6 +140,46 @@ def _refuse_on_resume(args: argparse.Namespace, classes: Sequence[type], data: S
         )
 
 
+def _data_parallel(command: Callable[[argparse.Namespace], int]):
+    """A training command that also runs data-parallel: under torchrun (``torchrun
+    --nproc-per-node N [--nnodes M ...] -m rnnkit train ...``) this process joins the
+    group, and only rank 0 prints; ``--nproc N`` starts torchrun's launcher for N
+    processes on this machine with the same command line."""
+
+    def run(args: argparse.Namespace) -> int:
+        if args.nproc is not None and args.nproc < 1:
+            raise ValueError(f"Argument `--nproc` must be a positive integer, got {args.nproc}")
+        if args.nproc and args.nproc > 1 and not distributed.launched():
+            return _launch(args)
+        distributed.setup(getattr(args, "device", None) or "auto")
+        try:
+            if distributed.is_main():
+                return command(args)
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return command(args)
+        finally:
+            distributed.teardown()
+
+    return run
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """Run this command line again as ``torchrun --standalone --nproc-per-node N -m rnnkit
+    ...`` (gloo on CPUs, nccl on GPUs) and return its exit status."""
+    argv, skip = [], False
+    for a in args.argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*launcher, f"--nproc-per-node={args.nproc}", "-m", "rnnkit", *argv]
+    _stderr(f"rnnkit: {args.nproc} processes: {' '.join(cmd[1:])}")
+    return subprocess.call(cmd)
+
+
 def _device(name: str):
     from .trainer import resolve_device
 
@@ -185,6 +228,7 @@ def _cmd_data_get(args: argparse.Namespace) -> int:
     return 0
 
 
+@_data_parallel
 def _cmd_train_charlm(args: argparse.Namespace) -> int:
     from .tasks import charlm
 
@@ -200,13 +244,14 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
         train_config = config_from_args(charlm.TrainConfig, args)
         model, _ = charlm.train(out, config, train_config, text=args.text, corpus=corpus)
     print(f"run directory: {out} (best/, latest/, metrics.csv, loss.png)")
-    if args.sample:
+    if args.sample and distributed.is_main():
         seed = args.seed if args.seed is not None else charlm.TrainConfig.seed
         text = model.sample(length=args.sample, temperature=0.8, seed=seed)
         print(f"\n--- a sample at temperature 0.8 ---\n{text}")
     return 0
 
 
+@_data_parallel
 def _cmd_train_seq(args: argparse.Namespace) -> int:
     from .tasks.sequences import RunConfig
 
@@ -391,6 +436,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 # -- the parser -----------------------------------------------------------------------------
 
 
+def _add_nproc(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (torchrun; --batch-size "
+        "is the global batch); for several machines run `torchrun --nnodes M "
+        "--nproc-per-node N --rdzv-endpoint HOST:PORT -m rnnkit train ...` on each",
+    )
+
+
 def _add_train_charlm(train_sub) -> None:
     from .tasks.charlm import CharLMConfig, TrainConfig
 
@@ -410,6 +466,7 @@ def _add_train_charlm(train_sub) -> None:
     )
     q.add_argument("--out", help="run directory (default runs/charlm-NAME)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
     q.add_argument(
         "--sample", type=int, default=300, help="characters to sample at the end (default: 300)"
     )
@@ -447,6 +504,7 @@ def _add_train_seq(train_sub, task: str, what: str) -> None:
     q.add_argument("--test", help="test file, scored with the best weights at the end")
     q.add_argument("--out", help=f"run directory (default runs/{task}-NAME)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
     g = q.add_argument_group(f"model (rnnkit.{task}.{module.CONFIG.__name__})")
     add_config_flags(g, module.CONFIG)
     g.add_argument(  # the spelling of older versions
@@ -610,14 +668,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what --nproc hands torchrun
     tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
     except (ValueError, OSError, NonFiniteLossError) as err:
         # bad input, a file that cannot be read or written (missing, no permission, a full
         # disk), or a run that went NaN: one line, not a traceback
-        print(f"rnnkit {args.command}: error: {err}", file=sys.stderr)
+        where = f" (rank {os.environ['RANK']})" if distributed.launched() else ""
+        print(f"rnnkit {args.command}{where}: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -40,6 +40,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
+from . import distributed
 from .checkpoint import (
     Checkpoint,
     atomic_write_bytes,
@@ -62,7 +63,7 @@ def lock(out: PathLike) -> None:
     however it ends, so a killed run leaves no lock behind."""
     out = Path(out)
     key = out.resolve()
-    if key in _held or fcntl is None:
+    if key in _held or fcntl is None or not distributed.is_main():  # rank 0 writes
         return
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,10 @@ def start_run(
     a run another process began meanwhile).
     """
     out = Path(out)
-    recover(out / "latest")  # a save killed mid-swap left the last good one aside
-    recover(out / "best")
+    if distributed.is_main():  # the one writer; the other ranks wait for it
+        recover(out / "latest")  # a save killed mid-swap left the last good one aside
+        recover(out / "best")
+    distributed.barrier()
     if resume:
         try:
             return out, load_checkpoint(out / "latest", expected_kind=kind)
@@ -123,12 +126,16 @@ def seed_everything(seed: int) -> None:
 
 def save_latest(trainer: Trainer, out: PathLike, meta: Mapping[str, Any]) -> None:
     """``out/latest`` with everything to resume exactly (weights, trainer state, ``meta``
-    plus the step), and ``out/metrics.csv``: a run's ``on_checkpoint``."""
+    plus the step), and ``out/metrics.csv``: a run's ``on_checkpoint``. Under torchrun
+    every rank calls it (the trainer's state gathers every rank's) and rank 0 writes."""
     out = Path(out)
+    train_state = trainer.state_dict()
+    if not distributed.is_main():
+        return
     save_checkpoint(
         out / "latest",
         model_state=trainer.model.state_dict(),
-        train_state=trainer.state_dict(),
+        train_state=train_state,
         meta={**meta, "step": trainer.step},
         keep_previous=True,  # the last two: a damaged newest one has a good one beside it
     )
@@ -161,6 +168,8 @@ class KeepBest:
         score = self.sign * metrics[self.metric]
         if (score, -metrics["loss"]) > (self.best["score"], -self.best["loss"]):
             self.best.update(score=score, loss=metrics["loss"], step=trainer.step)
+            if not distributed.is_main():  # every rank keeps the score, rank 0 the weights
+                return
             save_checkpoint(
                 self.out / "best",
                 model_state=trainer.model.state_dict(),
@@ -201,7 +210,7 @@ def fit(
     better evaluation; resume first from `resume_from` when given. Writes metrics.csv."""
     out = Path(out)
     lock(out)  # from here on this process is the run's one writer
-    if resume_from is None and (out / "latest").exists():
+    if resume_from is None and distributed.is_main() and (out / "latest").exists():
         unlock(out)
         raise FileExistsError(f"{out} already holds a run (another process began it)")
     if best is not None:
@@ -224,12 +233,15 @@ def fit(
         raise NonFiniteLossError(f"{err}; {kept}") from None
     finally:
         unlock(out)
-    trainer.write_history(out / "metrics.csv")
+    if distributed.is_main():
+        trainer.write_history(out / "metrics.csv")
+    distributed.barrier()  # what rank 0 wrote (best/) is there for every rank to read
     return trainer
 
 
 def write_results(out: PathLike, results: Mapping[str, Any]) -> Path:
-    """``out/results.json``, written atomically."""
+    """``out/results.json``, written atomically (by rank 0 under torchrun)."""
     path = Path(out) / "results.json"
-    atomic_write_bytes(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+    if distributed.is_main():
+        atomic_write_bytes(path, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
     return path

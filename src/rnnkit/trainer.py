@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import atomic_write_bytes, rng_state, set_rng_state
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -215,9 +216,11 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if isinstance(name, torch.device):
         return name
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("Argument `device` is 'cuda', but CUDA is not available on this machine")
+    if name == "cuda" and distributed.launched():  # one GPU per process of a group
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
@@ -264,6 +267,12 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
+        # what step_fn is given: the model itself, or in DDP under torchrun (where each
+        # rank draws its own random numbers from here on: dropout, augmentation)
+        self.world = distributed.world_size()
+        self.ddp = distributed.wrap(self.model, self.device)
+        if self.world > 1:
+            distributed.offset_rng()
         self.step_fn = step_fn
         self.train_batches = train_batches
         self.eval_fn = eval_fn
@@ -373,19 +382,28 @@ class Trainer:
         self._resumed_window = None
         budget: dict[str, float] = {}  # the time budget's view of this fit()
         last_eval_step = last_checkpoint_step = -1
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train")
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not (cfg.progress and distributed.is_main()),
+            desc="train",
+        )
         self._bar = bar
         try:
             while self.step < cfg.max_steps and not self._stop:
                 lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
                 self.optimizer.zero_grad(set_to_none=True)
-                out = self.step_fn(self.model, to_device(self._next_batch(), self.device))
+                out = self.step_fn(self.ddp, to_device(self._next_batch(), self.device))
                 loss, stats = (out, {}) if isinstance(out, Tensor) else out
                 if loss.dim() != 0:
                     raise ValueError(
                         f"step_fn must return a scalar loss, got shape {tuple(loss.shape)}."
                     )
-                loss.backward()
+                if self.world > 1:  # the global batch's loss, and this rank's share of it
+                    own, loss, stats = self._share(loss, stats)
+                    own.backward()
+                else:
+                    loss.backward()
                 grad_norm, clipped = self._clip_gradients()
                 if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                     self._nonfinite(loss, grad_norm)  # raises, or skips this batch
@@ -401,6 +419,8 @@ class Trainer:
                     self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
                     self._log(window.record(self.step, self.elapsed_s), bar)
                     self.train_s += window.seconds
+                    if self.world > 1:  # the slowest rank's time: every rank decides alike
+                        self.train_s = distributed.max_float(self.train_s)
                     window = self._window = _Window()
                     if cfg.max_minutes is not None:
                         self._spend_time_budget(budget)
@@ -458,6 +478,27 @@ class Trainer:
         if self.budget_steps is None or abs(plan - self.config.max_steps) > 0.02 * plan:
             self.budget_steps = max(self.step + 1, plan)
             self.set_max_steps(self.budget_steps)
+
+    def _share(
+        self, loss: Tensor, stats: Mapping[str, Any]
+    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """(what this rank backpropagates, the global batch's loss, its stats).
+
+        Each rank's loss is a mean over its ``stats["items"]`` (one item without it);
+        DDP averages the ranks' gradients, so scaling a rank's loss by ``world * items /
+        total items`` makes that average the gradient of the global batch's mean loss
+        -- exactly one process's, also when the shares differ (or are empty: 0 items).
+        Stats are averaged the same way; ``items`` is summed.
+        """
+        weight = stats.get("items", 1)
+        keys = [k for k in stats if k != "items"]
+        values = [loss] + [torch.as_tensor(stats[k], device=loss.device) for k in keys]
+        total, means = distributed.weighted_means(weight, values)
+        scale = torch.as_tensor(weight, dtype=loss.dtype, device=loss.device) * self.world / total
+        shared: dict[str, Any] = dict(zip(keys, means[1:]))
+        if "items" in stats:
+            shared["items"] = total
+        return loss * scale, means[0], shared
 
     def _nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
         """A NaN or infinite loss or gradient: stop before the update, or skip it."""
@@ -531,6 +572,9 @@ class Trainer:
             # the log window in progress, so a resumed run logs the means it would have
             "window": self._window.state_dict() if self._window is not None else None,
             "config": asdict(self.config),  # for reference; the live config is used
+            # under torchrun: every rank's generators (dropout, augmentation), in rank order
+            "world_size": self.world,
+            "rng_ranks": distributed.all_gather_objects(rng_state()) if self.world > 1 else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -562,7 +606,13 @@ class Trainer:
         for name, (_, set_fn) in self._extra_state.items():
             set_fn(state["extra"][name])
         self._batch_iter = None  # an iterable restarts; its position is the task's business
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if ranks and len(ranks) == self.world:
+            set_rng_state(ranks[distributed.rank()])
+        else:  # saved on another number of processes: rank 0's, and new ones for the rest
+            set_rng_state(state["rng"])
+            if self.world > 1:
+                distributed.offset_rng()
 
     def write_history(self, path: str | Path) -> None:
         """Write :attr:`history` as ``.csv`` (one column per key seen) or ``.jsonl``."""

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as datasets
-from .. import decoding, runs
+from .. import decoding, distributed, runs
 from .._stepper import LMStepper
 from ..backends import native_bf16
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
@@ -392,13 +392,14 @@ def evaluate(
     device = model.head.weight.device
     L, B = stream_starts(len(ids), batch_size)
     total, count, state = 0.0, 0, None
+    streams = distributed.shard(range(B))  # under torchrun each rank reads its share
     try:
-        for k, start in enumerate(range(0, L, window)):
+        for k, start in enumerate(range(0, L, window) if streams else ()):
             if k % RELEASE_EVERY == RELEASE_EVERY - 1:
                 release_pages(ids)  # keep memory flat over a long memory-mapped text
             end = min(start + window, L)
             # one window of every stream, read from `ids` (a memmap stays on disk)
-            rows = np.stack([ids[b * L + start : b * L + end + 1] for b in range(B)])
+            rows = np.stack([ids[b * L + start : b * L + end + 1] for b in streams])
             chunk = torch.from_numpy(rows.astype(np.int64)).to(device)  # (B, w+1)
             x, y = chunk[:, :-1], chunk[:, 1:]
             logits, state = model(x, state)
@@ -406,6 +407,7 @@ def evaluate(
             count += y.numel()
     finally:
         model.train(was_training)
+    total, count = distributed.sum_floats(total, count)
     nats = total / count
     return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "chars": float(count)}
 
@@ -458,6 +460,9 @@ class StreamBatches:
     windows wrap around, :attr:`epoch` increases and :attr:`wrapped` is True for that
     call (the carried state must be reset). The cursor is resumable through
     :meth:`state_dict`.
+
+    Under torchrun each rank reads its own block of the B streams (:attr:`streams`; the
+    processes must divide B) and never another's; the cursor is the same on every rank.
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int) -> None:
@@ -474,12 +479,13 @@ class StreamBatches:
         self.seq_len = seq_len
         self.stream_len = (n - 1) // batch_size
         self.windows = self.stream_len // seq_len
+        self.streams = distributed.split_evenly(batch_size, "batch_size")  # this rank's
         self.cursor = 0  # the next window
         self.epoch = 0
         self.wrapped = False
 
     def __call__(self) -> tuple[Tensor, Tensor]:
-        B, T, L = self.batch_size, self.seq_len, self.stream_len
+        T, L = self.seq_len, self.stream_len
         k = self.cursor % self.windows
         self.wrapped = k == 0 and self.cursor > 0
         if self.wrapped:
@@ -487,8 +493,8 @@ class StreamBatches:
         self.cursor += 1
         if self.cursor % RELEASE_EVERY == 0:
             release_pages(self.ids)  # else an epoch leaves the whole text resident
-        starts = np.arange(B) * L + k * T
-        rows = np.stack([self.ids[s : s + T + 1] for s in starts]).astype(np.int64)  # (B, T+1)
+        starts = np.asarray(self.streams) * L + k * T
+        rows = np.stack([self.ids[s : s + T + 1] for s in starts]).astype(np.int64)  # (b, T+1)
         chunk = torch.from_numpy(rows)
         return chunk[:, :-1], chunk[:, 1:]
 
@@ -635,7 +641,8 @@ def train(
     if progress is not None:
         train_config.progress = progress
 
-    data = load_data(text=text, corpus=corpus, val_fraction=train_config.val_fraction)
+    with distributed.main_first():  # under torchrun: rank 0 fetches and encodes once
+        data = load_data(text=text, corpus=corpus, val_fraction=train_config.val_fraction)
     if ckpt is not None and Vocab.from_dict(ckpt.meta["vocab"]) != data.vocab:
         raise ValueError(
             f"the text at {text or corpus} changed since the run began (its vocabulary "
@@ -662,9 +669,7 @@ def train(
     )
     trainer.items_name, trainer.progress_keys = "chars", ["bpc"]
     trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
-    trainer.add_extra_state(
-        "carried_state", carried.state_dict, lambda d: carried.load_state_dict(d, trainer.device)
-    )
+    trainer.add_extra_state(*carried_state(carried, batches.streams, trainer))
     meta = run_meta(config, data.vocab, train_config, data.source)
     meta["precision"] = precision  # what "auto" chose on this machine
 
@@ -687,10 +692,33 @@ def train(
     best = runs.KeepBest(out, meta, metric="loss")  # the lowest validation loss
     runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
     try:
-        plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)
+        if distributed.is_main():
+            plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)
     except Exception as err:  # a plot must never cost the run
         log(f"could not write the loss plot: {err}")
     return model, trainer
+
+
+def carried_state(carried: CarriedState, streams: range, trainer: Trainer) -> tuple:
+    """(name, get, set) of the trainer's extra state for the carried hidden state.
+
+    Saved whole: under torchrun the ranks' (layers, b, H) blocks are gathered into
+    (layers, B, H), and each rank takes back its own streams' rows, so a run resumes
+    on any number of processes that divides B.
+    """
+
+    def get() -> dict:
+        d = carried.state_dict()
+        if distributed.world_size() > 1 and d["kind"] != "none":
+            d["tensors"] = [distributed.gather_rows(t, 1) for t in d["tensors"]]
+        return d
+
+    def set_(d: dict) -> None:
+        if d["kind"] != "none":
+            d = {**d, "tensors": [t[:, streams.start : streams.stop] for t in d["tensors"]]}
+        carried.load_state_dict(d, trainer.device)
+
+    return "carried_state", get, set_
 
 
 def plot_history(history: Sequence[dict], path: PathLike, chars_per_step: int) -> Path:

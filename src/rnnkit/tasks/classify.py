@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data as datasets
+from .. import distributed
 from ..data.readers import LabelVocab, RawSplit, read_npz, read_tsv_split
 from ..metrics import classification_metrics
 from ..structures import POOLS, ManyToOne
@@ -136,11 +137,13 @@ def read_split(path: PathLike) -> RawSplit:
 @torch.no_grad()
 def evaluate(model: SequenceClassifier, examples: Examples) -> dict[str, Any]:
     """Loss, accuracy and macro-F1 on labelled `examples`, with the predictions."""
-    y_pred = np.zeros(len(examples), dtype=np.int64)
+    pred: list[tuple[int, int]] = []  # (example, label): this rank's share under torchrun
     loss = 0.0
-    for idx, batch, logits in run_model(model, examples):
+    for idx, batch, logits in run_model(model, examples, sharded=True):
         loss += float(F.cross_entropy(logits.float(), batch["y"], reduction="sum"))
-        y_pred[idx] = logits.argmax(-1).cpu().numpy()
+        pred += zip(idx, logits.argmax(-1).tolist())
+    (loss,) = distributed.sum_floats(loss)
+    y_pred = np.asarray(distributed.gather_by_index(len(examples), pred), dtype=np.int64)
     y_true = np.asarray(examples.targets, dtype=np.int64)
     metrics = {"loss": loss / len(examples)}
     metrics.update(classification_metrics(y_true, y_pred, len(model.labels)))

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data as datasets
-from .. import runs
+from .. import distributed, runs
 from ..batching import BucketBatchSampler
 from ..checkpoint import config_from_dict, load_checkpoint, resolve_checkpoint
 from ..data.readers import (
@@ -387,7 +387,11 @@ class BucketBatches:
     """Training batches as a callable with a cursor, so a resumed run continues exactly.
 
     Each epoch's order is :class:`BucketBatchSampler`'s for (seed, epoch): shuffled,
-    grouped by length, then shuffled as batches.
+    grouped by length, then shuffled as batches. Under torchrun every rank walks the same
+    global batches and takes its share of each (every world_size-th example of the
+    length-sorted batch), so each example is seen once per epoch on any number of
+    processes. A rank whose share is empty (a batch smaller than the group) gets a
+    stand-in example marked ``stand_in``, which :func:`own_share` weighs 0.
     """
 
     def __init__(self, examples: Examples, batch_size: int, seed: int) -> None:
@@ -406,7 +410,10 @@ class BucketBatches:
             self._order = list(self.sampler)
         idx = self._order[self.position]
         self.position += 1
-        return collate(self.examples, idx)
+        mine = distributed.shard(idx)
+        if not mine:  # nothing for this rank: it still takes part in the step, weighing 0
+            return {**collate(self.examples, idx[:1]), "stand_in": torch.ones(1)}
+        return collate(self.examples, mine)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
@@ -417,9 +424,26 @@ class BucketBatches:
         self._order = list(self.sampler)
 
 
-def eval_batches(examples: Examples, batch_size: int = 256):
-    """(indices, batch) in length order: little padding, same results as any order."""
+def own_share(step_fn: Callable) -> Callable:
+    """`step_fn` counting no items for a rank's stand-in batch (see :class:`BucketBatches`):
+    the trainer weighs each rank's loss by its items, so the stand-in adds nothing."""
+
+    def step(model: nn.Module, batch: dict[str, Tensor]):
+        if "stand_in" not in batch:
+            return step_fn(model, batch)
+        batch = {k: v for k, v in batch.items() if k != "stand_in"}
+        loss, stats = step_fn(model, batch)
+        return loss, {**stats, "items": 0}
+
+    return step
+
+
+def eval_batches(examples: Examples, batch_size: int = 256, *, sharded: bool = False):
+    """(indices, batch) in length order: little padding, same results as any order.
+    `sharded`: under torchrun, only this rank's share (every world_size-th example)."""
     order = sorted(range(len(examples)), key=lambda i: examples.lengths[i])
+    if sharded:
+        order = list(distributed.shard(order))
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
         yield idx, collate(examples, idx)
@@ -497,13 +521,16 @@ def hold_out(train: RawSplit, val: RawSplit | None, fraction: float) -> tuple:
 
 
 @torch.no_grad()
-def run_model(model: nn.Module, examples: Examples, batch_size: int = 256):
-    """Yield (indices, batch, output) over `examples` in length order, in eval mode."""
+def run_model(
+    model: nn.Module, examples: Examples, batch_size: int = 256, *, sharded: bool = False
+):
+    """Yield (indices, batch, output) over `examples` in length order, in eval mode
+    (`sharded`: this rank's share only, under torchrun; the caller reduces)."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
-        for idx, batch in eval_batches(examples, batch_size):
+        for idx, batch in eval_batches(examples, batch_size, sharded=sharded):
             batch = {k: v.to(device) for k, v in batch.items()}
             yield idx, batch, model(batch)
     finally:
@@ -593,13 +620,14 @@ def prepare(
     config, run = config or config_cls(), run or RunConfig()
     if (data is None) == (files.get("train") is None):
         raise ValueError("give either a built-in data set (`data`) or a training file (`train`)")
-    if data is not None:
-        splits, source = datasets.get(data, kind).splits(log), {"data": data}
-    else:
-        splits, source = {}, {}
-        for key, path in files.items():
-            if path is not None:
-                splits[key], source[key] = read(path), str(path)
+    with distributed.main_first():  # under torchrun: rank 0 fetches once
+        if data is not None:
+            splits, source = datasets.get(data, kind).splits(log), {"data": data}
+        else:
+            splits, source = {}, {}
+            for key, path in files.items():
+                if path is not None:
+                    splits[key], source[key] = read(path), str(path)
     train, val = hold_out(splits["train"], splits.get("val"), run.val_fraction)
     if ckpt is not None:
         spec = InputSpec.from_dict(ckpt.meta["input"])
@@ -674,7 +702,7 @@ def fit(
     trainer = Trainer(
         trainer_config(run, len(batches)),
         model,
-        augmented(step_fn, run.augment),
+        own_share(augmented(step_fn, run.augment)),
         train_batches=batches,
         eval_fn=lambda m: evaluate(m, val)["metrics"],
     )
@@ -709,13 +737,14 @@ def report(
     name, final = ("val", val_ex) if test_ex is None else ("test", test_ex)
     r = evaluate(model, final)
     results[name] = r["metrics"]
-    plot_confusion(
-        r["y_true"],
-        r["y_pred"],
-        model.labels.labels,
-        p.out / "confusion.png",
-        f"{name}: {format_metrics(r['metrics'])}",
-    )
+    if distributed.is_main():
+        plot_confusion(
+            r["y_true"],
+            r["y_pred"],
+            model.labels.labels,
+            p.out / "confusion.png",
+            f"{name}: {format_metrics(r['metrics'])}",
+        )
     results["config"] = {"model": asdict(model.config), "train": model.meta.get("train")}
     write_results(p.out, results)
     for split in ("val", "test"):

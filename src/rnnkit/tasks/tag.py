@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data as datasets
+from .. import distributed
 from ..batching import lengths_to_mask
 from ..crf import LinearChainCRF
 from ..data.readers import LabelVocab, RawSplit, read_conll_split, read_npz
@@ -142,14 +143,15 @@ def evaluate(model: SequenceTagger, examples: Examples) -> dict[str, Any]:
     """Loss, token accuracy, macro-F1 over tags and, for BIO tags, entity P/R/F1; with
     the flat tag ids (``y_true``, ``y_pred``) and the tag names per sentence (``tags``:
     gold, predicted)."""
-    pred: list[Any] = [None] * len(examples)
+    paths: list[tuple[int, list[int]]] = []  # this rank's share under torchrun
     loss = steps = 0.0
-    for idx, batch, emissions in run_model(model, examples):
+    for idx, batch, emissions in run_model(model, examples, sharded=True):
         n = float(batch["lengths"].sum())
         loss += float(model.loss(emissions, batch["y"], batch["lengths"])) * n
         steps += n
-        for i, path in zip(idx, model.decode(emissions, batch["lengths"])):
-            pred[i] = path
+        paths += zip(idx, model.decode(emissions, batch["lengths"]))
+    loss, steps = distributed.sum_floats(loss, steps)
+    pred = distributed.gather_by_index(len(examples), paths)
     y_true = np.concatenate(examples.targets)
     y_pred = np.concatenate([np.asarray(p, dtype=np.int64) for p in pred])
     metrics = {"loss": loss / steps}
