@@ -5,7 +5,7 @@ Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
 ``torch.nn`` does and run its fused kernels where the configuration allows.
 """
 
-from . import init, reference
+from . import distributed, init, reference
 from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
 from .conv import ConvGRUCell, ConvLSTMCell
@@ -83,6 +83,7 @@ __all__ = [
     "RunConfig",
     "load_any",
     # modules
+    "distributed",
     "init",
     "reference",
     "charlm",

@@ -19,6 +19,12 @@ logging, evaluation cadence and exact resumption. A minimal task::
 A task that keeps a run directory (``latest/`` to resume, ``best/``, metrics.csv)
 hands its trainer to :func:`rnnkit.runs.fit` instead of calling ``fit`` itself.
 
+Data-parallel: under torchrun (:mod:`rnnkit.distributed`) the trainer wraps the model
+in DDP, gives it to ``step_fn`` (its attributes still reach the model), weighs each
+rank's loss by its ``stats["items"]`` so the averaged gradient is the global batch's,
+and reports the global loss and stats; every rank runs the same steps, evaluations and
+callbacks, and :meth:`state_dict` gathers every rank's RNG states.
+
 Resuming: build the same model and Trainer, ``model.load_state_dict(ckpt.model_state)``,
 ``trainer.load_state_dict(ckpt.train_state)`` (restores optimizer, schedule, step,
 epoch, history and RNG states), then ``trainer.fit()`` continues to ``max_steps`` with
