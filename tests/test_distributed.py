@@ -134,7 +134,8 @@ def test_a_classifier_on_two_nodes_trains_as_one_process(tmp_path):
     batches of a bucket pool leave a rank with a stand-in that weighs nothing."""
     data = tmp_path / "train.tsv"
     words = ["good film", "bad plot", "great fine movie", "awful dull film", "lovely", "poor"]
-    lines = [f"{'pos' if i % 2 == 0 else 'neg'}\t{words[i % 6]} {'x ' * (i % 7)}" for i in range(70)]
+    label = ["pos", "neg"]
+    lines = [f"{label[i % 2]}\t{words[i % 6]} {'x ' * (i % 7)}" for i in range(70)]
     data.write_text("\n".join(lines) + "\n")
     common = [
         "train", "classify", "--train", str(data), "--hidden-size", "16",
@@ -143,14 +144,13 @@ def test_a_classifier_on_two_nodes_trains_as_one_process(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     ok(rnnkit(*common, "--out", str(one)))
     port = _free_port()
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "test",
+    ]  # fmt: skip
     launchers = [
         subprocess.Popen(
-            [
-                sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-                "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "rnnkit-test",
-                "-m", "rnnkit", *common, "--out", str(two),
-            ],  # fmt: skip
+            [*torchrun, "-m", "rnnkit", *common, "--out", str(two)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
