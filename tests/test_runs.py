@@ -99,6 +99,17 @@ def test_a_nan_loss_stops_the_run_before_the_update_and_names_the_last_checkpoin
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+@pytest.mark.parametrize("huge", [1e6, 1e30])
+def test_a_diverged_finite_loss_stops_the_run_like_a_nan(tmp_path, huge):
+    from rnnkit.trainer import NonFiniteLossError
+
+    trainer = _toy_trainer({3: huge}, checkpoint_every=2, max_loss=runs.MAX_LOSS)
+    with pytest.raises(NonFiniteLossError, match=r"step 3: the loss is 1e\+\d+, above max_loss"):
+        runs.fit(trainer, tmp_path / "run", {"kind": "toy"}, log=lambda m: None)
+    assert trainer.step == 2 and load_checkpoint(tmp_path / "run" / "latest").meta["step"] == 2
+    assert _toy_trainer({3: runs.MAX_LOSS}, max_loss=runs.MAX_LOSS).fit()  # at the limit: on
+
+
 def test_skip_leaves_the_weights_of_a_nan_batch_alone_and_stops_after_too_many():
     from rnnkit.trainer import MAX_SKIPS, NonFiniteLossError
 

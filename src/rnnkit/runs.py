@@ -53,6 +53,10 @@ from .trainer import NonFiniteLossError, Trainer
 
 PathLike = str | os.PathLike
 LOCK_FILE = ".lock"
+# a mean cross-entropy above this many nats puts probability e^-1000 on the truth: only
+# a diverged run gets there (a uniform guess over 10,000 classes is 9.2 nats); the tasks'
+# Trainer stops there as at a NaN (TrainerConfig.max_loss)
+MAX_LOSS = 1e3
 _held: dict[Path, int] = {}  # run directory -> the open lock file this process holds
 
 

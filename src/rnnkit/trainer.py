@@ -91,6 +91,9 @@ class TrainerConfig:
     # a loss or gradient norm that is NaN or infinite: "stop" the run at that step (no
     # update, nothing saved), or "skip" the batch (at most MAX_SKIPS in a row)
     nonfinite: str = "stop"
+    # a loss above this is treated as non-finite: the run diverged (e.g. 1e3 for a mean
+    # cross-entropy, which puts probability e^-1000 on the truth); None: no limit
+    max_loss: float | None = None
     device: str = "auto"  # "auto": cuda if available, else cpu
 
     def __post_init__(self) -> None:
@@ -141,6 +144,8 @@ class TrainerConfig:
             fail("log_every", "a positive integer")
         if not isinstance(self.progress, bool):
             fail("progress", "a bool")
+        if self.max_loss is not None and (not is_real(self.max_loss) or self.max_loss <= 0):
+            fail("max_loss", "None or a positive finite float")
         if self.nonfinite not in NONFINITE:
             fail("nonfinite", f"one of {NONFINITE}")
         if self.device not in DEVICES:
@@ -411,7 +416,7 @@ class Trainer:
                 else:
                     loss.backward()
                 grad_norm, clipped = self._clip_gradients()
-                if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
+                if not self._sane(loss, grad_norm):
                     self._nonfinite(loss, grad_norm)  # raises, or skips this batch
                     continue
                 self._skipped = 0
@@ -506,13 +511,23 @@ class Trainer:
             shared["items"] = total
         return loss * scale, means[0], shared
 
+    def _sane(self, loss: Tensor, grad_norm: Tensor) -> bool:
+        """A finite loss (at most ``max_loss``) and a finite gradient norm."""
+        loss = loss.detach()
+        ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        if self.config.max_loss is not None:
+            ok &= loss <= self.config.max_loss
+        return bool(ok)
+
     def _nonfinite(self, loss: Tensor, grad_norm: Tensor) -> None:
-        """A NaN or infinite loss or gradient: stop before the update, or skip it."""
-        what = (
-            f"the loss is {float(loss.detach())}"
-            if not torch.isfinite(loss.detach())
-            else f"the gradient norm is {float(grad_norm)}"
-        )
+        """A NaN, infinite or diverged loss or gradient: stop before the update, or skip it."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            what = f"the loss is {value}"
+        elif not torch.isfinite(grad_norm):
+            what = f"the gradient norm is {float(grad_norm)}"
+        else:
+            what = f"the loss is {value:.4g}, above max_loss={self.config.max_loss:g} (diverged)"
         self.optimizer.zero_grad(set_to_none=True)
         self._skipped += 1
         if self.config.nonfinite == "skip" and self._skipped <= MAX_SKIPS:

@@ -64,6 +64,9 @@ KIND = "charlm"
 PathLike = str | os.PathLike
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_HELD_CHARS = 100_000_000  # what sample() collects in memory at most
+# a batch's mean loss above this many times a uniform guess's ln(V) nats per character
+# (the mean over B x T characters) only comes from a diverged run: it stops there
+MAX_LOSS_UNIFORMS = 20
 RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
 
 
@@ -660,8 +663,10 @@ def train(
 
     device = resolve_device(train_config.device)
     precision = resolve_precision(train_config.precision, model, device)
+    trainer_config = train_config.trainer_config()
+    trainer_config.max_loss = MAX_LOSS_UNIFORMS * math.log(len(data.vocab))
     trainer = Trainer(
-        train_config.trainer_config(),
+        trainer_config,
         model,
         make_step_fn(batches, carried, precision),
         train_batches=batches,

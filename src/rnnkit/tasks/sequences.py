@@ -470,6 +470,7 @@ def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
         progress=run.progress,
         device=run.device,
         nonfinite=run.nonfinite,
+        max_loss=runs.MAX_LOSS,
     )
 
 
