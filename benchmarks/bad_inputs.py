@@ -83,6 +83,13 @@ def build(d: Path) -> dict[str, Path]:
     f["unseen"].write_text("mixed\tso so\n")
     f["conll_no_tag"] = d / "notag.conll"
     f["conll_no_tag"].write_text("The\tDET\njury\n\n")
+    sentence = "".join(f"{w}\t{t}\n" for w, t in [("The", "DET"), ("jury", "NOUN"), (".", ".")])
+    f["conll"] = d / "pos.conll"
+    f["conll"].write_text("\n".join([sentence] * 20))
+    f["extra_column"] = d / "scores.tsv"
+    f["extra_column"].write_text("".join(f"{r}\t0.{i % 10}\n" for i, r in enumerate(rows)))
+    f["two_tabs"] = d / "tabbed.tsv"
+    f["two_tabs"].write_text("\n".join(rows[:3] + ["neg\tdull\tand long"] + rows[3:]) + "\n")
     for name, arrays in {
         "npz_no_y": {"x": np.zeros((4, 5, 2), np.float32)},
         "npz_bad_y": {"x": np.zeros((4, 5, 2), np.float32), "y": np.zeros((3,))},
@@ -158,6 +165,14 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, str, list]]:
             "file",
             "validation label unseen in training",
             [*tc, "--train", f["tsv"], "--val", f["unseen"]],
+        ),  # fmt: skip
+        ("file", "CoNLL file given to train classify", [*tc, "--train", f["conll"]]),
+        ("file", "TSV with an extra column", [*tc, "--train", f["extra_column"]]),
+        ("file", "TSV line with two tabs (a tab in the text)", [*tc, "--train", f["two_tabs"]]),
+        (
+            "file",
+            "classification TSV given to train tag",
+            ["train", "tag", "--train", f["tsv"], "--out", d / "newt", "--no-progress"],
         ),  # fmt: skip
         (
             "file",

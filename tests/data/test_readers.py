@@ -13,10 +13,72 @@ from rnnkit.data.corpora import ChecksumError
 from rnnkit.data.readers import LabelVocab, WordVocab, read_conll, read_tsv
 
 
-def test_tsv_reads_label_and_text_and_keeps_tabs_inside_the_text(tmp_path):
+def test_tsv_reads_label_and_text(tmp_path):
     f = tmp_path / "train.tsv"
-    f.write_text("pos\ta fine, moving film\n\nneg\tdull\tand long\n", encoding="utf-8")
-    assert read_tsv(f) == [("pos", "a fine, moving film"), ("neg", "dull\tand long")]
+    f.write_text("pos\ta fine, moving film\n\nneg\t dull and long \n", encoding="utf-8")
+    assert read_tsv(f) == [("pos", "a fine, moving film"), ("neg", "dull and long")]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [  # exactly two fields: a tab in the text or a third column is not folded in
+        ("pos\tgood\nneg\tdull\tand long\n", r"bad\.tsv:2: 3 tab-separated fields, expected 2"),
+        ("pos\tgood\tnews\t0.9\n", r"bad\.tsv:1: 4 tab-separated fields, expected 2"),
+        ("pos\tgood\t\n", r"bad\.tsv:1: 3 tab-separated fields.*'pos\\tgood\\t'"),
+        ("pos\t\tgood\n", r"bad\.tsv:1: 3 tab-separated fields"),
+    ],
+)
+def test_tsv_refuses_a_third_field_by_line(tmp_path, content, message):
+    f = tmp_path / "bad.tsv"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as err:
+        read_tsv(f)
+    assert "\n" not in str(err.value)
+
+
+CONLL = "Teddy\tB-PER\nRoosevelt\tI-PER\nspoke\tO\n\t\nParis\tB-LOC\nslept\tO\n"
+
+
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        (CONLL, 1),  # token<TAB>tag, blank (here: a lone tab) lines between sentences
+        ("\n" + CONLL.replace("\t", " "), 2),  # columns split by spaces
+        ("EU\tNNP\tB-ORG\nrejects\tVBZ\tO\n\nPeter\tNNP\tB-PER\n", 1),  # 3 columns
+        ("-DOCSTART- -X- O\n\nEU NNP B-ORG\n", 1),
+        ("Paris\tB-LOC\n-DOCSTART-\tO\n", 2),
+    ],
+)
+def test_a_conll_file_is_refused_as_tsv_by_name(tmp_path, content, line):
+    f = tmp_path / "ner.conll"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"ner\.conll:{line}: looks like a CoNLL file.*train tag"):
+        read_tsv(f)
+    assert read_conll(f)  # and it is one
+
+
+@pytest.mark.parametrize(
+    "content",
+    [  # one-word texts that are not CoNLL: labels vary less than texts, or one block
+        "pos\tgood\nneg\tbad\n\npos\tfine\nneg\tawful\n",
+        "Teddy\tB-PER\nRoosevelt\tI-PER\n",
+        "pos\tgood film\n\nneg\tbad\n",
+    ],
+)
+def test_tsv_files_of_short_texts_still_read(tmp_path, content):
+    f = tmp_path / "short.tsv"
+    f.write_text(content, encoding="utf-8")
+    assert len(read_tsv(f)) == content.count("\t")
+
+
+def test_a_tsv_file_is_refused_as_conll_by_name(tmp_path):
+    f = tmp_path / "train.tsv"
+    f.write_text("pos\tgood\nneg\ta dull, long film\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"train\.tsv:2: the tag 'a dull, long film' holds spaces: looks like"
+    ):
+        read_conll(f)
+    assert read_tsv(f) == [("pos", "good"), ("neg", "a dull, long film")]
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,7 @@ def test_tsv_conll_and_text_readers_answer_or_refuse_by_name(tmp_path, data):
     for label, text, n in rows:  # what a TSV yields is always a real label and text
         assert label.strip() == label and label and text and n >= 1
         assert "\t" not in label and not label.startswith("\ufeff")
+        assert "\t" not in text  # exactly two fields: nothing folded into the text
 
 
 @SETTINGS
@@ -125,3 +126,55 @@ def test_missing_files_are_named(tmp_path, name):
     for read in (read_tsv, read_conll):
         with pytest.raises(FileNotFoundError, match=name):
             read(tmp_path / f"{name}.txt")
+
+
+WORD = st.text(alphabet=string.ascii_letters + "'.,-", min_size=1, max_size=6)
+TAG = st.sampled_from(["O", "B-PER", "I-PER", "B-LOC", "NOUN", "VERB"])
+SENTENCE = st.lists(st.tuples(WORD, TAG), min_size=1, max_size=6)
+
+
+@SETTINGS
+@given(
+    sentences=st.lists(SENTENCE, min_size=2, max_size=5),
+    gap=st.sampled_from(["\n", "\n\n", "\t\n", " \n"]),
+    extra=st.integers(0, 2),  # columns between the token and the tag
+)
+def test_conll_reads_back_and_is_refused_as_tsv(tmp_path, sentences, gap, extra):
+    tokens = {w for s in sentences for w, _ in s}
+    tags = {t for s in sentences for _, t in s}
+    between = "X\t" * extra
+    text = gap.join("".join(f"{w}\t{between}{t}\n" for w, t in s) for s in sentences)
+    path = write(tmp_path, "d.conll", text.encode())
+    assert read_conll(path) == [([w for w, _ in s], [t for _, t in s]) for s in sentences]
+    if len(tokens) >= len(tags):  # tokens vary at least as much as tags: clearly CoNLL
+        with pytest.raises(ValueError, match=r"d\.conll:1: looks like a CoNLL file"):
+            read_tsv(path)
+
+
+@SETTINGS
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(["pos", "neg", "mixed"]), st.lists(WORD, min_size=1, max_size=5)),
+        min_size=1,
+        max_size=8,
+    ),
+    bad=st.integers(0, 7),
+    fields=st.integers(3, 5),
+    at=st.integers(0, 6),
+)
+def test_tsv_reads_back_and_a_third_field_is_refused_by_line(tmp_path, rows, bad, fields, at):
+    lines = [f"{label}\t{' '.join(words)}" for label, words in rows]
+    path = write(tmp_path, "d.tsv", "\n".join(lines).encode())
+    assert read_tsv(path) == [(label, " ".join(words)) for label, words in rows]
+    several = [n for n, (_, words) in enumerate(rows, 1) if len(words) > 1]
+    if several:  # a text of several words, read as CoNLL, would be a tag with spaces
+        with pytest.raises(ValueError, match=rf"d\.tsv:{several[0]}: the tag .* holds spaces"):
+            read_conll(path)
+    bad %= len(lines)
+    words = rows[bad][1]
+    k = at % (len(words) + 1)  # the tabs go between two words, or at either end
+    tabs = "\t" * (fields - 2)
+    lines[bad] = f"{rows[bad][0]}\t{' '.join(words[:k])}{tabs}{' '.join(words[k:])}"
+    path = write(tmp_path, "d.tsv", "\n".join(lines).encode())
+    with pytest.raises(ValueError, match=rf"d\.tsv:{bad + 1}: {fields} tab-separated fields"):
+        read_tsv(path)

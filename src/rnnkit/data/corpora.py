@@ -45,6 +45,7 @@ import numpy as np
 
 from ..checkpoint import atomic_path, atomic_write_bytes
 from .fetch import (
+    ArchiveError,
     ChecksumError,
     FetchError,
     Package,
@@ -135,6 +136,18 @@ def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str
         raise FetchError(f"dpkg-deb --fsys-tarfile {deb} failed (exit {proc.returncode})")
 
 
+def _deb_files(deb: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """The regular files `names` of a .deb's file system (exact paths, no ``./``), in
+    memory; ArchiveError naming the .deb and what is missing (a member that is a link
+    or has another name, ``../x`` or ``/x``, is not the file asked for)."""
+    wanted = set(names)
+    files = dict(_deb_members(deb, wanted.__contains__))
+    missing = sorted(wanted - files.keys())
+    if missing:
+        raise ArchiveError(f"{deb}: no regular file {', '.join(map(repr, missing))} in it")
+    return files
+
+
 def _r_lazyload(deb: Path, package: str) -> dict[str, object]:
     """The datasets of an R package's ``data/Rdata.rdx/.rdb`` lazy-load database.
 
@@ -150,7 +163,7 @@ def _r_lazyload(deb: Path, package: str) -> dict[str, object]:
             "`pip install rdata` (or `pip install rnnkit[data]`)"
         ) from err
     prefix = f"usr/lib/R/site-library/{package}/data/Rdata."
-    files = dict(_deb_members(deb, lambda n: n in (prefix + "rdx", prefix + "rdb")))
+    files = _deb_files(deb, [prefix + "rdx", prefix + "rdb"])
     rdb = files[prefix + "rdb"]
     out = {}
     with warnings.catch_warnings():
@@ -196,12 +209,14 @@ def _prepare_linux(deb: Path) -> str:
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as p:
         with tarfile.open(fileobj=p.stdout, mode="r|") as outer:
             for member in outer:
-                if member.name.removeprefix("./") != wanted_tar:
+                if member.name.removeprefix("./") != wanted_tar or not member.isfile():
                     continue
                 with tarfile.open(fileobj=outer.extractfile(member), mode="r|xz") as inner:
                     for m in inner:
+                        if not m.isfile() or not _plain_name(m.name):
+                            continue  # a link, or a crafted name: ../x, /x
                         rel = m.name.split("/", 1)[-1]  # drop "linux-source-6.1/"
-                        if m.isfile() and rel.endswith(".c") and rel.startswith(LINUX_DIRS):
+                        if rel.endswith(".c") and rel.startswith(LINUX_DIRS):
                             sources[rel] = inner.extractfile(m).read().decode("utf-8")
                 break
         p.stdout.read()
@@ -210,10 +225,14 @@ def _prepare_linux(deb: Path) -> str:
     return "\n".join(sources[name] for name in sorted(sources))
 
 
+def _plain_name(name: str) -> bool:
+    """A relative member name without ``..`` parts (only ever a key in memory)."""
+    return not name.startswith("/") and ".." not in name.split("/")
+
+
 def _prepare_latex(deb: Path) -> str:
     member = "usr/share/doc/c++-annotations/cplusplus.latex.gz"
-    ((_, data),) = _deb_members(deb, lambda n: n == member)
-    return gzip.decompress(data).decode("utf-8")
+    return gzip.decompress(_deb_files(deb, [member])[member]).decode("utf-8")
 
 
 CORPORA: dict[str, Corpus] = {

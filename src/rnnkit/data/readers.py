@@ -2,17 +2,22 @@
 
 The formats of sequence classification and tagging:
 
-* TSV, one example per line: ``label<TAB>text`` (the text may hold further tabs);
+* TSV, one example per line: ``label<TAB>text``, exactly two tab-separated fields (a
+  tab inside the text, or a third column, is refused by line: it is not clear what it
+  would mean);
 * CoNLL-style columns, one token per line: ``token<TAB>tag`` (extra columns between
-  are allowed; the first is the token, the last the tag), a blank line between
-  sentences, ``-DOCSTART-`` lines ignored;
+  are allowed; the first is the token, the last the tag, which holds no spaces), a
+  blank line between sentences, ``-DOCSTART-`` lines ignored;
 * ``.npz`` numeric sequences: ``x`` (N, T) or (N, T, C), ``y`` (N,) labels or (N, T)
   tags, optional ``lengths`` (N,).
 
 (The ``.ts`` time-series format of the UEA archive is read in :mod:`.signals`.)
 
 Every problem is a ValueError that names the file and the line: an empty or
-non-UTF-8 file, a line without a label or a tag, a label the model never saw.
+non-UTF-8 file, a line without a label or a tag, a label the model never saw -- and
+a file of the other format: a CoNLL file given as TSV (every line one token and its
+tag, blank lines between sentences) or a TSV given as CoNLL (a "tag" with spaces in it)
+is refused as such, not read as something else.
 A :class:`RawSplit` holds one split before encoding, with ``file:line`` of every
 example. :class:`WordVocab` maps tokens to ids with a minimum frequency and an
 unknown token; :class:`LabelVocab` maps labels or tags to ids and refuses unknown
@@ -55,18 +60,75 @@ def _lines(path: PathLike) -> list[str]:
     return text.removeprefix("\ufeff").splitlines()  # a byte-order mark is not a label
 
 
+LOOKS_CONLL = (
+    "looks like a CoNLL file (one token and its tag per line, blank lines between "
+    "sentences): that is `rnnkit train tag` input; classify reads 'label<TAB>text' lines"
+)
+LOOKS_TSV = (
+    "looks like a 'label<TAB>text' file (`rnnkit train classify` input); tag reads "
+    "'token<TAB>tag' lines, one token per line, blank lines between sentences"
+)
+
+
+def _columns(line: str) -> list[str]:
+    """The columns of a CoNLL line: split at tabs, else at whitespace."""
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _conll_line(lines: Sequence[str]) -> int | None:
+    """The first line of `lines` (1-based) if, read as TSV, they are clearly CoNLL
+    columns; else None. Clearly: a ``-DOCSTART-`` line; or every line holds the same
+    number (2 or more) of one-word columns, blank lines split them into two sentences
+    or more, and the first column varies at least as much as the last (tokens vary
+    more than tags; a TSV's labels vary less than its texts)."""
+    width, first, last, sentences, in_sentence, start = None, set(), set(), 0, False, None
+    for n, line in enumerate(lines, 1):
+        if line.startswith("-DOCSTART-"):
+            return n
+        if not line.strip():
+            in_sentence = False
+            continue
+        cols = _columns(line)
+        if len(cols) < 2 or any(len(c.split()) != 1 for c in cols):
+            return None  # a column of several words (or none): a text, not a token
+        if width is None:
+            width, start = len(cols), n
+        elif len(cols) != width:
+            return None
+        first.add(cols[0].strip())
+        last.add(cols[-1].strip())
+        sentences += not in_sentence
+        in_sentence = True
+    return start if sentences >= 2 and len(first) >= len(last) else None
+
+
 def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
     """(label, text) pairs of a ``label<TAB>text`` file; blank lines are skipped.
-    With ``with_lines=True``: (label, text, line number) triples."""
+    With ``with_lines=True``: (label, text, line number) triples.
+
+    Each line holds exactly two tab-separated fields; a third (an extra column, a tab
+    in the text) is a ValueError naming the line, and so is a CoNLL file
+    (:func:`_conll_line`), which would otherwise read as one-word examples labelled
+    by their tokens."""
+    lines = _lines(path)
+    conll = _conll_line(lines)
+    if conll is not None:
+        raise ValueError(f"{path}:{conll}: {LOOKS_CONLL}")
     examples = []
-    for n, line in enumerate(_lines(path), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        label, tab, text = line.partition("\t")
-        if not tab or not label.strip() or not text.strip():
+        fields = line.split("\t")
+        if len(fields) > 2:
+            raise ValueError(
+                f"{path}:{n}: {len(fields)} tab-separated fields, expected 2 "
+                f"('label<TAB>text'; a tab inside the text must be a space): {line[:80]!r}"
+            )
+        label, text = fields if len(fields) == 2 else (fields[0], "")
+        if len(fields) < 2 or not label.strip() or not text.strip():
             raise ValueError(
                 f"{path}:{n}: expected 'label<TAB>text', got {line[:80]!r}"
-                + (" (no tab)" if not tab else "")
+                + (" (no tab)" if len(fields) < 2 else "")
             )
         examples.append(
             (label.strip(), text.strip(), n) if with_lines else (label.strip(), text.strip())
@@ -95,11 +157,13 @@ def read_conll(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
                 close()
                 tokens, tags, numbers = [], [], []
             continue
-        cols = line.split("\t") if "\t" in line else line.split()
+        cols = _columns(line)
         if len(cols) < 2 or not cols[0] or not cols[-1].strip():
             raise ValueError(
                 f"{path}:{n}: expected 'token<TAB>tag', got {line[:80]!r} (missing tag column)"
             )
+        if len(cols[-1].split()) > 1:  # a tag of several words: a TSV's text
+            raise ValueError(f"{path}:{n}: the tag {cols[-1][:60]!r} holds spaces: {LOOKS_TSV}")
         tokens.append(cols[0])
         tags.append(cols[-1].strip())
         numbers.append(n)

