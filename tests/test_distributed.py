@@ -181,4 +181,8 @@ def test_a_plain_process_is_a_group_of_one():
     assert distributed.sum_floats(1.5, 2) == [1.5, 2.0]
     assert distributed.gather_by_index(3, [(2, "c"), (0, "a")]) == ["a", None, "c"]
     model = torch.nn.Linear(2, 2)
-    assert distributed.wrap(model, torch.device("cpu")) is model
+    model(torch.ones(3, 2)).pow(2).mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    total, (mean,) = distributed.average_gradients(list(model.parameters()), 3, [torch.tensor(2.0)])
+    assert total == 3 and float(mean) == 2.0
+    assert all(torch.allclose(p.grad, g) for p, g in zip(model.parameters(), grads))

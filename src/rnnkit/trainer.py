@@ -19,11 +19,11 @@ logging, evaluation cadence and exact resumption. A minimal task::
 A task that keeps a run directory (``latest/`` to resume, ``best/``, metrics.csv)
 hands its trainer to :func:`rnnkit.runs.fit` instead of calling ``fit`` itself.
 
-Data-parallel: under torchrun (:mod:`rnnkit.distributed`) the trainer wraps the model
-in DDP, gives it to ``step_fn`` (its attributes still reach the model), weighs each
-rank's loss by its ``stats["items"]`` so the averaged gradient is the global batch's,
-and reports the global loss and stats; every rank runs the same steps, evaluations and
-callbacks, and :meth:`state_dict` gathers every rank's RNG states.
+Data-parallel: under torchrun (:mod:`rnnkit.distributed`) every rank starts from rank
+0's weights; after backward one allreduce weighs each rank's gradients, loss and stats
+by its ``stats["items"]``, so every rank steps with the global batch's gradient and
+logs the global loss; every rank runs the same steps, evaluations and callbacks, and
+:meth:`state_dict` gathers every rank's RNG states.
 
 Resuming: build the same model and Trainer, ``model.load_state_dict(ckpt.model_state)``,
 ``trainer.load_state_dict(ckpt.train_state)`` (restores optimizer, schedule, step,
@@ -278,11 +278,11 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        # what step_fn is given: the model itself, or in DDP under torchrun (where each
-        # rank draws its own random numbers from here on: dropout, augmentation)
+        # under torchrun: rank 0's weights everywhere, and from here on each rank draws
+        # random numbers of its own (dropout, augmentation)
         self.world = distributed.world_size()
-        self.ddp = distributed.wrap(self.model, self.device)
         if self.world > 1:
+            distributed.broadcast_module(self.model)
             distributed.offset_rng()
         self.step_fn = step_fn
         self.train_batches = train_batches
@@ -404,17 +404,15 @@ class Trainer:
             while self.step < cfg.max_steps and not self._stop:
                 lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
                 self.optimizer.zero_grad(set_to_none=True)
-                out = self.step_fn(self.ddp, to_device(self._next_batch(), self.device))
+                out = self.step_fn(self.model, to_device(self._next_batch(), self.device))
                 loss, stats = (out, {}) if isinstance(out, Tensor) else out
                 if loss.dim() != 0:
                     raise ValueError(
                         f"step_fn must return a scalar loss, got shape {tuple(loss.shape)}."
                     )
-                if self.world > 1:  # the global batch's loss, and this rank's share of it
-                    own, loss, stats = self._share(loss, stats)
-                    own.backward()
-                else:
-                    loss.backward()
+                loss.backward()
+                if self.world > 1:  # the global batch's gradient, loss and stats
+                    loss, stats = self._share(loss, stats)
                 grad_norm, clipped = self._clip_gradients()
                 if not self._sane(loss, grad_norm):
                     self._nonfinite(loss, grad_norm)  # raises, or skips this batch
@@ -490,26 +488,24 @@ class Trainer:
             self.budget_steps = max(self.step + 1, plan)
             self.set_max_steps(self.budget_steps)
 
-    def _share(
-        self, loss: Tensor, stats: Mapping[str, Any]
-    ) -> tuple[Tensor, Tensor, dict[str, Any]]:
-        """(what this rank backpropagates, the global batch's loss, its stats).
+    def _share(self, loss: Tensor, stats: Mapping[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """(the global batch's loss, its stats), the gradients made the global batch's.
 
-        Each rank's loss is a mean over its ``stats["items"]`` (one item without it);
-        DDP averages the ranks' gradients, so scaling a rank's loss by ``world * items /
-        total items`` makes that average the gradient of the global batch's mean loss
-        -- exactly one process's, also when the shares differ (or are empty: 0 items).
-        Stats are averaged the same way; ``items`` is summed.
+        Each rank's loss is a mean over its ``stats["items"]`` (one item without it); one
+        allreduce weighs every rank's gradients, loss and stats by its items
+        (:func:`rnnkit.distributed.average_gradients`), so the gradient is exactly one
+        process's on the whole batch, also when the shares differ (or are empty: 0
+        items). ``items`` is summed.
         """
         weight = stats.get("items", 1)
         keys = [k for k in stats if k != "items"]
         values = [loss] + [torch.as_tensor(stats[k], device=loss.device) for k in keys]
-        total, means = distributed.weighted_means(weight, values)
-        scale = torch.as_tensor(weight, dtype=loss.dtype, device=loss.device) * self.world / total
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        total, means = distributed.average_gradients(params, weight, values)
         shared: dict[str, Any] = dict(zip(keys, means[1:]))
         if "items" in stats:
             shared["items"] = total
-        return loss * scale, means[0], shared
+        return means[0], shared
 
     def _sane(self, loss: Tensor, grad_norm: Tensor) -> bool:
         """A finite loss (at most ``max_loss``) and a finite gradient norm."""
