@@ -228,6 +228,27 @@ def cases(f: dict[str, Path], d: Path) -> list[tuple[str, str, list]]:
                 "30",
             ],
         ),  # fmt: skip
+        (
+            "option",
+            "--lr 30 (diverges: finite losses of hundreds of nats)",
+            [
+                *tr,
+                "--text",
+                f["text"],
+                "--lr",
+                "30",
+                "--warmup",
+                "1",
+                "--hidden-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--seq-len",
+                "16",
+                "--steps",
+                "30",
+            ],
+        ),  # fmt: skip
         ("option", "sample --temperature -1", ["sample", lm, "--temperature", "-1"]),
         ("option", "sample --top-k 0", ["sample", lm, "--top-k", "0"]),
         ("option", "sample --top-p 1.5", ["sample", lm, "--top-p", "1.5"]),
