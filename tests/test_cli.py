@@ -276,3 +276,17 @@ def test_unwritable_outputs_and_missing_devices_get_one_line(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["sample", str(tmp_path), "--device", "cuda"]) == 2
         assert "`device` is 'cuda', but CUDA is not available" in capsys.readouterr().err
+
+
+def test_a_data_set_that_cannot_be_fetched_is_one_error_line(tmp_path, capsys, monkeypatch):
+    from rnnkit.data import DataSet
+    from rnnkit.data.fetch import FetchError
+
+    def offline(self, log=None):
+        raise FetchError("could not download vaderSentiment==3.3.2 from PyPI: offline")
+
+    monkeypatch.setattr(DataSet, "splits", offline)
+    code = main(["train", "classify", "--data", "movie-reviews", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("rnnkit train: error: could not download vaderSentiment")

@@ -36,6 +36,7 @@ from typing import Any
 from . import __version__, distributed, tasks
 from . import data as datasets
 from ._malloc import tune_glibc_malloc
+from .data.fetch import FetchError
 from .trainer import NonFiniteLossError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -217,8 +218,6 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_get(args: argparse.Namespace) -> int:
-    from .data.fetch import FetchError
-
     try:
         path = datasets.get(args.name).fetch(log=_stderr)
     except FetchError as err:
@@ -674,9 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_glibc_malloc()  # keep freed buffers in the process: steadier, faster steps
     try:
         return args.func(args)
-    except (ValueError, OSError, NonFiniteLossError) as err:
+    except (ValueError, OSError, NonFiniteLossError, FetchError) as err:
         # bad input, a file that cannot be read or written (missing, no permission, a full
-        # disk), or a run that went NaN: one line, not a traceback
+        # disk), a data set that could not be fetched, or a run that went NaN: one line,
+        # not a traceback
         where = f" (rank {os.environ['RANK']})" if distributed.launched() else ""
         print(f"rnnkit {args.command}{where}: error: {err}", file=sys.stderr)
         return 2
