@@ -395,6 +395,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .tasks.wordlm import load
+
+    model = load(args.checkpoint, device=_device(args.device))
+    sentences = model.generate(
+        args.prime, args.num, max_words=args.max_words, label=args.label,
+        temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    )  # fmt: skip
+    print("\n".join(sentences))
+    return 0
+
+
 def _cmd_complete(args: argparse.Namespace) -> int:
     from .tasks.charlm import load
 
@@ -518,7 +531,11 @@ def _add_train_wordlm(train_sub) -> None:
     )
     src = q.add_mutually_exclusive_group()
     src.add_argument("--data", choices=BUILTIN, help="a built-in data set")
-    src.add_argument("--text", help="a UTF-8 text file, one sentence a line")
+    src.add_argument(
+        "--text",
+        help="a UTF-8 text file, one sentence a line; or FILE.tsv of label<TAB>text lines "
+        "(the model then writes sentences of a label: rnnkit generate RUN --label L)",
+    )
     q.add_argument("--out", help="run directory (default runs/wordlm-NAME)")
     q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     _add_nproc(q)
@@ -618,6 +635,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser(
+        "generate",
+        help="sentences from a word model, word by word until <eos>",
+        description="Sample NUM sentences from a word-level language model: each starts "
+        "where a sentence begins (after <eos>, then --prime) and the model, fed its own "
+        "samples, writes words until it writes <eos> (or --max-words; then it ends in ...).",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("--prime", default="", help="the first words of every sentence")
+    p.add_argument("--num", type=int, default=5, help="sentences, sampled as one batch")
+    p.add_argument("--max-words", type=int, default=60, help="a sentence's words at most")
+    p.add_argument("--label", help="the label of the sentences (a model trained on labels)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
         "complete",

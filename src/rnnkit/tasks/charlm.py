@@ -383,12 +383,19 @@ def stream_starts(n: int, batch_size: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def evaluate(
-    model: CharLM, ids: np.ndarray, *, batch_size: int = 16, window: int = 256
+    model: CharLM,
+    ids: np.ndarray,
+    *,
+    batch_size: int = 16,
+    window: int = 256,
+    target: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Mean cross-entropy of `model` over the id array `ids` (any integer dtype).
 
     `batch_size` streams, each read left to right in windows of `window` steps with the
     state carried over; the few characters left over after cutting are skipped.
+    `target` maps the ids that follow to the ids to predict, for streams whose ids carry
+    more than the token (a word model's label, :mod:`.wordlm`); default: the ids.
     """
     was_training = model.training
     model.eval()
@@ -405,6 +412,7 @@ def evaluate(
             rows = np.stack([ids[b * L + start : b * L + end + 1] for b in streams])
             chunk = torch.from_numpy(rows.astype(np.int64)).to(device)  # (B, w+1)
             x, y = chunk[:, :-1], chunk[:, 1:]
+            y = y if target is None else target(y)
             logits, state = model(x, state)
             total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
             count += y.numel()

@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +39,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as datasets
-from .. import distributed, runs
+from .. import decoding, distributed, runs
+from .._stepper import LMStepper
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
-from ..data.readers import WordVocab
+from ..data.readers import LabelVocab, WordVocab, read_tsv_split, split_indices
 from ..data.treebank import EOS, load_ptb
 from ..layers import STACKS, State
 from ..tbptt import CarriedState
@@ -49,7 +51,7 @@ from . import charlm
 
 KIND = "wordlm"
 PathLike = str | os.PathLike
-BUILTIN = ("ptb",)
+BUILTIN = ("ptb", "movie-reviews")  # movie-reviews: sentences of a label (pos, neg)
 
 
 @dataclass
@@ -63,6 +65,7 @@ class WordLMConfig:
     dropout: float = 0.0  # on the embeddings, between layers and before the output
     tie_weights: bool = False  # the output layer uses the embedding's matrix (E == H)
     init: str | None = None  # a scheme of rnnkit.init, e.g. orthogonal (unset: torch's)
+    label_embedding_size: int = 16  # labelled data only: the label vector v in every step
 
     def __post_init__(self) -> None:
         if self.cell not in STACKS:
@@ -96,23 +99,44 @@ class TrainConfig(charlm.TrainConfig):
 
 
 class WordLM(nn.Module):
-    """Embedding -> dropout -> stacked recurrent layers -> dropout -> linear."""
+    """Embedding -> dropout -> stacked recurrent layers -> dropout -> linear.
 
-    def __init__(self, config: WordLMConfig, vocab: WordVocab) -> None:
+    With `labels` (a sentence's label: positive or negative, ...) the model writes
+    sentences of a given label: the label's vector v joins every step's input, the
+    lectures' captioning equation with a label in place of the image,
+    h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v) (one to many, conditioned at every
+    step). Its input ids then carry the label of the word to predict: id + V x label
+    (:func:`to_ids`), so the streams, their cursor and the carried state stay the
+    character model's.
+    """
+
+    def __init__(
+        self, config: WordLMConfig, vocab: WordVocab, labels: LabelVocab | None = None
+    ) -> None:
         super().__init__()
-        self.config, self.vocab = config, vocab
+        self.config, self.vocab, self.labels = config, vocab, labels
         V, E, H = len(vocab), config.embedding_size, config.hidden_size
         self.embedding = nn.Embedding(V, E)
+        L = config.label_embedding_size if labels is not None else 0
+        self.label_embedding = nn.Embedding(len(labels), L) if labels is not None else None
         self.rnn = STACKS[config.cell](
-            E, H, config.num_layers, dropout=config.dropout, batch_first=True, init=config.init
-        )
+            E + L, H, config.num_layers, dropout=config.dropout, batch_first=True,
+            init=config.init,
+        )  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, V)  # y_t = W_hy h_t + b_y
         if config.tie_weights:
             self.head.weight = self.embedding.weight  # (V, E) == (V, H)
 
-    def embed(self, ids: Tensor) -> Tensor:
-        return self.drop(self.embedding(ids))
+    def embed(self, ids: Tensor, labels: Tensor | None = None) -> Tensor:
+        """ids (...,) -> inputs (..., E [+ L]); a labelled model reads the label from
+        ids >= V (id + V x label) unless `labels` are given."""
+        if self.label_embedding is None:
+            return self.drop(self.embedding(ids))
+        if labels is None:
+            ids, labels = ids % len(self.vocab), ids // len(self.vocab)
+        x = self.drop(self.embedding(ids))
+        return torch.cat([x, self.label_embedding(labels).to(x.dtype)], dim=-1)
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """ids (B, T) int64 -> logits (B, T, V), final state."""
@@ -121,14 +145,78 @@ class WordLM(nn.Module):
         out, state = self.rnn(self.embed(ids), state)
         return self.head(self.drop(out)), state
 
+    def target(self, ids: Tensor) -> Tensor:
+        """The word ids to predict in a stream's ids (a labelled model's carry labels)."""
+        return ids % len(self.vocab)
+
     def encode(self, words: Sequence[str]) -> Tensor:
         """(len(words),) int64 ids; words outside the vocabulary become ``<unk>``."""
         return torch.tensor(self.vocab.encode(list(words)), dtype=torch.int64)
 
+    @torch.inference_mode()
+    def generate(
+        self,
+        prime: str = "",
+        num: int = 1,
+        *,
+        max_words: int = 60,
+        label: str | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`num` sentences, each sampled word by word after `prime` until the model writes
+        ``<eos>`` (or `max_words`), through :func:`rnnkit.decoding.decode`: the lecture's
+        loop at test time, the model fed its own samples. Every stream starts after an
+        ``<eos>``: where a sentence begins. A sentence cut at `max_words` ends in "...".
+        A labelled model writes sentences of `label`.
+        """
+        decoding.check_count("num", num, 1)
+        decoding.check_count("max_words", max_words, 1)
+        decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+        embed = self.embedding
+        if self.labels is not None:
+            if label is None:
+                raise ValueError(
+                    f"Argument `label`: this model writes sentences of a label; give one of "
+                    f"{', '.join(self.labels.labels)}"
+                )
+            (k,) = self.labels.encode([label], "--label")
+            v = torch.tensor(k, device=self.head.weight.device)
+            embed = lambda ids: self.embed(ids, v.expand_as(ids))  # noqa: E731
+        elif label is not None:
+            raise ValueError(f"Argument `label`: this model was trained without labels ({label!r})")
+        eos = self.vocab.index[EOS]
+        start = self.encode([EOS, *prime.split()])
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.head.weight.device
+            ids = start.to(device).expand(num, -1)  # (N, P)
+            stepper = LMStepper(embed, len(self.vocab), self.rnn, self.head)
+            states = stepper.read(ids[:, :-1])
+            step, last, states = stepper.prepare(ids[:, -1].contiguous(), states)
+            pick = partial(
+                decoding.next_token, temperature=temperature, top_k=top_k, top_p=top_p,
+                generator=decoding.make_generator(seed, device),
+            )  # fmt: skip
+            words: list[list[str]] = [prime.split() for _ in range(num)]
+            done = [False] * num
+            for nxt in decoding.decode(step, last, states, max_words, pick, end=eos):
+                for i, k in enumerate(nxt.tolist()):
+                    if not done[i]:
+                        done[i] = k == eos
+                        if not done[i]:
+                            words[i].append(self.vocab.tokens[k])
+        finally:
+            self.train(was_training)
+        return [" ".join(w) + ("" if d else " ...") for w, d in zip(words, done)]
+
     @torch.no_grad()
     def perplexity(self, ids: np.ndarray, *, batch_size: int = 16, window: int = 128) -> float:
         """exp(mean cross-entropy) over the word ids `ids`, read as `batch_size` streams."""
-        r = charlm.evaluate(self, ids, batch_size=batch_size, window=window)
+        r = charlm.evaluate(self, ids, batch_size=batch_size, window=window, target=self.target)
         return math.exp(r["nats_per_char"])
 
 
@@ -142,6 +230,7 @@ class WordData:
     vocab: WordVocab
     splits: dict[str, np.ndarray]  # "train", "val" and, when there is one, "test"
     source: dict[str, Any]
+    labels: LabelVocab | None = None  # labelled sentences: the ids carry the labels
 
 
 def read_sentences(path: PathLike) -> list[list[str]]:
@@ -165,33 +254,73 @@ def read_sentences(path: PathLike) -> list[list[str]]:
     return sentences
 
 
-def to_ids(vocab: WordVocab, sentences: Sequence[Sequence[str]]) -> np.ndarray:
-    """One stream of ids: every sentence's words, then ``<eos>``."""
-    return np.asarray(vocab.encode([w for s in sentences for w in (*s, EOS)]), dtype=np.int64)
+def to_ids(
+    vocab: WordVocab,
+    sentences: Sequence[Sequence[str]],
+    labels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """One stream of ids: every sentence's words, then ``<eos>``. With `labels` (one per
+    sentence) each id is ``id + V x label of the next word``: what the model reads
+    alongside a word is the label of the sentence it is to continue."""
+    words = [w for s in sentences for w in (*s, EOS)]
+    ids = np.asarray(vocab.encode(words), dtype=np.int64)
+    if labels is None:
+        return ids
+    per_word = np.repeat(np.asarray(labels, dtype=np.int64), [len(s) + 1 for s in sentences])
+    following = np.append(per_word[1:], per_word[-1:])  # the label of the word after
+    return ids + len(vocab) * following
 
 
 def load_data(
     *, data: str | None = None, text: PathLike | None = None, val_fraction: float = 0.1,
-    vocab: WordVocab | None = None, log: Callable[[str], None] = print,
+    vocab: WordVocab | None = None, labels: LabelVocab | None = None,
+    log: Callable[[str], None] = print,
 ) -> WordData:  # fmt: skip
     """The splits of built-in set `data` or of the file `text` (its last `val_fraction`
-    of sentences for validation), encoded with `vocab` (default: built from training)."""
+    of sentences for validation), encoded with `vocab` (default: built from training).
+
+    A labelled built-in set of the classifier (``movie-reviews``), or a ``.tsv`` file of
+    ``label<TAB>text`` lines, gives labelled sentences: lower-cased (a built-in set's
+    words with a training count below 2 as ``<unk>``, its own test split), a fixed
+    `val_fraction` of the training sentences for validation.
+    """
     if (data is None) == (text is None):
         raise ValueError("give exactly one of `data` (a built-in set) and `text` (a file)")
-    if data is not None:
+    tags: dict[str, list[str]] | None = None
+    min_freq = 1
+    labelled = data is not None and data in datasets.names("classify")
+    if labelled or (text is not None and str(text).endswith(".tsv")):
+        raw = datasets.get(data, "classify").splits(log) if labelled else {
+            "train": read_tsv_split(text)
+        }  # fmt: skip
+        if raw["train"].tokens is None:
+            raise ValueError(f"Argument `data`: {data} is not text")
+        keep, held = split_indices(len(raw["train"]), val_fraction, seed=0)
+        parts = {"train": raw["train"].subset(keep), "val": raw["train"].subset(held)}
+        if "test" in raw:
+            parts["test"] = raw["test"]
+        sentences = {k: [[w.lower() for w in t] for t in v.tokens] for k, v in parts.items()}
+        tags = {k: v.labels for k, v in parts.items()}
+        labels = labels or LabelVocab.build(tags["train"])
+        source: dict[str, Any] = {"data": data} if labelled else {"text": str(text)}
+        min_freq = 2 if labelled else 1
+    elif data is not None:
         datasets.get(data, KIND).fetch(log=log)
         ptb = load_ptb()
         sentences = {"train": ptb["train"], "val": ptb["valid"], "test": ptb["test"]}
-        source: dict[str, Any] = {"data": data}
+        source = {"data": data}
     else:
         whole = read_sentences(text)
         cut = len(whole) - max(1, int(len(whole) * val_fraction))
         sentences = {"train": whole[:cut], "val": whole[cut:]}
         source = {"text": str(Path(text).resolve())}
-    vocab = vocab or WordVocab.build([[*s, EOS] for s in sentences["train"]])
-    splits = {k: to_ids(vocab, v) for k, v in sentences.items()}
+    vocab = vocab or WordVocab.build([[*s, EOS] for s in sentences["train"]], min_freq=min_freq)
+    splits = {
+        k: to_ids(vocab, v, None if tags is None else labels.encode(tags[k], k))
+        for k, v in sentences.items()
+    }
     source["words"] = {k: int(len(v)) for k, v in splits.items()}
-    return WordData(vocab, splits, source)
+    return WordData(vocab, splits, source, labels if tags is not None else None)
 
 
 # -- training --------------------------------------------------------------------------------
@@ -207,7 +336,7 @@ def make_step_fn(batches: charlm.StreamBatches, carried: CarriedState, precision
             carried.reset()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = carried(model, x)  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss = F.cross_entropy(logits.float().flatten(0, 1), model.target(y).flatten())
         return loss, {"items": y.numel()}
 
     return step_fn
@@ -228,23 +357,26 @@ def train(
     results (validation and test perplexity), also in ``out/results.json``. With
     ``resume=True`` the run continues from ``out/latest`` with its own settings."""
     out, ckpt = runs.start_run(out, resume, KIND, log=log)
-    vocab = None
+    vocab = labels = None
     if ckpt is not None:
         config = config_from_dict(WordLMConfig, ckpt.meta["model"])
         train_config = config_from_dict(TrainConfig, ckpt.meta["train"])
         data, text = ckpt.meta["data"].get("data"), ckpt.meta["data"].get("text")
         vocab = WordVocab.from_dict(ckpt.meta["vocab"])
+        if ckpt.meta.get("labels"):
+            labels = LabelVocab.from_dict(ckpt.meta["labels"])
     config, train_config = config or WordLMConfig(), train_config or TrainConfig()
     if progress is not None:
         train_config.progress = progress
     with distributed.main_first():  # under torchrun: rank 0 fetches once
         words = load_data(
-            data=data, text=text, val_fraction=train_config.val_fraction, vocab=vocab, log=log
-        )
+            data=data, text=text, val_fraction=train_config.val_fraction, vocab=vocab,
+            labels=labels, log=log,
+        )  # fmt: skip
     B, T = train_config.batch_size, train_config.seq_len
     batches = charlm.StreamBatches(words.splits["train"], B, T)
     runs.seed_everything(train_config.seed)
-    model = WordLM(config, words.vocab)
+    model = WordLM(config, words.vocab, words.labels)
     device = resolve_device(train_config.device)
     precision = charlm.resolve_precision(train_config.precision, model, device)
     carried = CarriedState()
@@ -252,7 +384,7 @@ def train(
     val = val[: train_config.eval_chars] if train_config.eval_chars else val
 
     def eval_fn(m: WordLM) -> dict[str, float]:
-        nats = charlm.evaluate(m, val)["nats_per_char"]
+        nats = charlm.evaluate(m, val, target=m.target)["nats_per_char"]
         return {"loss": nats, "ppl": math.exp(nats)}
 
     trainer_config = train_config.trainer_config()
@@ -272,6 +404,7 @@ def train(
         "kind": KIND,
         "model": asdict(config),
         "vocab": words.vocab.to_dict(),
+        "labels": words.labels.to_dict() if words.labels is not None else None,
         "train": asdict(train_config),
         "data": words.source,
         "precision": precision,
@@ -304,8 +437,11 @@ def train(
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> WordLM:
     """The :class:`WordLM` saved at `path` (a run directory or checkpoint), in eval mode."""
     ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
+    labels = ckpt.meta.get("labels")
     model = WordLM(
-        config_from_dict(WordLMConfig, ckpt.meta["model"]), WordVocab.from_dict(ckpt.meta["vocab"])
+        config_from_dict(WordLMConfig, ckpt.meta["model"]),
+        WordVocab.from_dict(ckpt.meta["vocab"]),
+        LabelVocab.from_dict(labels) if labels else None,
     )
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
