@@ -81,11 +81,13 @@ def test_a_model_learns_the_toy_language_far_below_a_uniform_guess(tmp_path, sen
 
 
 def test_generation_runs_until_eos_and_is_seeded(tmp_path, sentences_file):
-    model, _ = wordlm.train(tmp_path / "run", SMALL, small(), text=sentences_file, log=quiet)
-    a = model.generate(num=6, seed=3)
-    assert a == model.generate(num=6, seed=3)
+    model, _ = wordlm.train(
+        tmp_path / "run", SMALL, small(steps=300), text=sentences_file, log=quiet
+    )
+    a = model.generate(num=10, seed=3, temperature=0.5)
+    assert a == model.generate(num=10, seed=3, temperature=0.5)
     # the toy language: every sentence is subject verb object, ended by <eos>
-    assert sum(len(s.split()) in (3, 4) for s in a) >= 5
+    assert sum(len(s.split()) in (4, 5) for s in a) >= 8, a
     assert all(s.split()[:1] == ["a"] for s in model.generate("a", num=3, seed=1))
     greedy = model.generate("dogs", num=2, temperature=0)
     assert greedy[0] == greedy[1] and greedy[0].split()[1] in ("see", "like")
