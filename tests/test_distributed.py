@@ -101,7 +101,29 @@ def _kill_when_saved(cmd: list[str], out: Path, step: int) -> int:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # torchrun starts its workers in sessions of their own: they die with their launcher
+    # (not trained on as orphans, writing into `out` while the test copies it)
+    deadline = time.monotonic() + 10
+    while _processes_naming(out) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_naming(out), "workers outlived their killed launcher"
     return load_checkpoint(out / "latest").meta["step"]
+
+
+def _processes_naming(path: Path) -> list[int]:
+    """The live processes whose command line names `path`."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(path) in cmdline and state != "Z":
+            found.append(int(d.name))
+    return found
 
 
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_one(tmp_path):

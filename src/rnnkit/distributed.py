@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -63,6 +64,7 @@ def setup(device: str = "auto") -> bool:
     if not launched():
         return False
     if not dist.is_initialized():
+        _die_with_launcher()
         cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         if cuda:
             if not torch.cuda.is_available():
@@ -72,6 +74,28 @@ def setup(device: str = "auto") -> bool:
             torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl" if cuda else "gloo")
     return True
+
+
+def _die_with_launcher() -> None:
+    """Let the kernel kill this worker when its launcher dies (Linux ``PR_SET_PDEATHSIG``).
+
+    torchrun starts every worker in a session of its own, so a launcher killed outright
+    (``kill -9``, the machine's OOM killer) would leave its workers training on as
+    orphans and still writing into the run directory. The launcher forwards SIGINT and
+    SIGTERM itself; this covers the signal it cannot forward. Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before the call took effect
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def teardown() -> None:
