@@ -1,15 +1,19 @@
 """Where a word model's training step spends its time: the recurrence or the softmax.
 
-The Penn Treebank model of the README (2x200 LSTM, tied 200-wide embeddings, 10,001
-words, 32 streams x 35 words) is timed in parts, forward and backward, in one process:
+The Penn Treebank models of the README (2x200 LSTM, 200-wide embeddings, 10,001 words,
+32 streams x 35 words of the real training text) are timed in parts, forward and
+backward, in one process: with the full softmax (output tied to the embedding) and with
+the adaptive softmax (cutoffs 2,000 and 6,000, ``--softmax adaptive``).
 
 * the recurrent part: embedding -> 2-layer LSTM, with a stand-in loss (the sum of the
   outputs) so its backward runs;
-* the output part: linear 200 -> 10,001 and cross-entropy over the 1,120 words of the
+* the output part: the output layer and cross-entropy over the 1,120 words of the
   window, from fixed LSTM outputs;
 * the whole step (as training runs it, Adam update included).
 
-Each figure is the median over the timed repeats, after warm-up.
+Each part runs in float32 and under bfloat16 autocast (``--precision bf16``: weights,
+optimizer and loss in float32), where the CPU has native bfloat16 arithmetic. Each
+figure is the median over the timed repeats, after warm-up.
 
     python benchmarks/bench_wordlm.py [--repeats 30]
 """
@@ -21,10 +25,9 @@ import statistics
 import time
 
 import torch
-from torch.nn import functional as F
 
-from rnnkit.data.readers import WordVocab
-from rnnkit.tasks.wordlm import WordLM, WordLMConfig
+from rnnkit.backends import native_bf16
+from rnnkit.tasks.wordlm import WordLM, WordLMConfig, load_data
 
 
 def timed(fn, repeats: int) -> float:
@@ -42,38 +45,67 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
-    V, B, T = 10_001, 32, 35
-    vocab = WordVocab(["<pad>", "<unk>", *[f"w{i}" for i in range(V - 2)]])
-    torch.manual_seed(0)
-    model = WordLM(WordLMConfig(dropout=0.3, tie_weights=True), vocab)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randint(0, V, (B, T))
-    y = torch.randint(0, V, (B, T))
+    words = load_data(data="ptb", log=lambda m: None)
+    V, B, T = len(words.vocab), 32, 35
+    # a real window of the training text: the adaptive softmax's cost depends on how
+    # often the targets fall outside its head
+    ids = torch.from_numpy(words.splits["train"][: B * (T + 1)].reshape(B, T + 1))
+    x, y = ids[:, :-1], ids[:, 1:]
     hidden = torch.randn(B, T, 200, requires_grad=True)
-
-    def recurrent() -> None:
-        out, _ = model.rnn(model.embed(x))
-        out.sum().backward()
-
-    def output() -> None:
-        logits = model.head(model.drop(hidden))
-        F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        logits, _ = model(x)
-        F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        opt.step()
-
-    r, o, s = (timed(f, args.repeats) for f in (recurrent, output, step))
+    torch.manual_seed(0)
+    models = {
+        "full softmax (tied)": WordLM(WordLMConfig(dropout=0.3, tie_weights=True), words.vocab),
+        "adaptive softmax": WordLM(WordLMConfig(dropout=0.3, softmax="adaptive"), words.vocab),
+    }
+    precisions = ["fp32"] + (["bf16"] if native_bf16(torch.device("cpu")) else [])
     print(f"threads {torch.get_num_threads()}; {B} x {T} words a step, vocabulary {V:,}")
-    print("| part | forward + backward | share of the step |")
-    print("|---|---|---|")
-    print(f"| embedding + 2x200 LSTM | {r * 1e3:.1f} ms | {r / s:.0%} |")
-    print(f"| linear 200 -> {V:,} + softmax cross-entropy | {o * 1e3:.1f} ms | {o / s:.0%} |")
-    print(f"| whole step (Adam update included) | {s * 1e3:.1f} ms | 100% |")
-    print(f"words per second: {B * T / s:,.0f}")
+    print(
+        "| model | part | "
+        + " | ".join(f"{p}: forward + backward | share" for p in precisions)
+        + " |"
+    )
+    print("|---|---|" + "---|---|" * len(precisions))
+    for label, model in models.items():
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def recurrent(model=model) -> None:
+            out, _ = model.rnn(model.embed(x))
+            out.sum().backward()
+
+        def output(model=model) -> None:
+            model.loss(model.drop(hidden).flatten(0, 1), y.flatten()).backward()
+
+        def step(model=model, opt=opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            out, _ = model.features(x)
+            model.loss(out.flatten(0, 1), y.flatten()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+
+        rows: dict[str, list[float]] = {}
+        for p in precisions:
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=p == "bf16")
+
+            def under(f, ctx=ctx):
+                def run() -> None:
+                    with ctx:
+                        f()
+
+                return run
+
+            rows[p] = [timed(under(f), args.repeats) for f in (recurrent, output, step)]
+        names = [
+            "embedding + 2x200 LSTM",
+            f"output layer ({V:,} words) + cross-entropy",
+            "whole step (Adam update included)",
+        ]
+        for i, name in enumerate(names):
+            cells = [
+                f"{rows[p][i] * 1e3:.1f} ms | {rows[p][i] / rows[p][2]:.0%}" for p in precisions
+            ]
+            print(f"| {label} | {name} | " + " | ".join(cells) + " |")
+        speed = " | ".join(f"{B * T / rows[p][2]:,.0f} words/s | " for p in precisions)
+        print(f"| {label} | training speed | {speed}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,35 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
         WordLMConfig(hidden_size=8, embedding_size=4, tie_weights=True)
 
 
+def test_the_adaptive_softmax_is_a_normalised_distribution_and_learns(tmp_path, sentences_file):
+    vocab = WordVocab.build([[f"w{i}" for i in range(40)] + ["<eos>"]])
+    torch.manual_seed(0)
+    model = WordLM(WordLMConfig(hidden_size=8, embedding_size=8, softmax="adaptive",
+                                cutoffs=[5, 20], div_value=2.0), vocab)  # fmt: skip
+    h, y = torch.randn(30, 8), torch.randint(0, len(vocab), (30,))
+    logp = model.head(h)  # (30, V): every word's log-probability, clusters included
+    torch.testing.assert_close(logp.logsumexp(-1), torch.zeros(30), atol=1e-5, rtol=0)
+    # the training loss (head and the targets' clusters only) is the full distribution's
+    torch.testing.assert_close(model.loss(h, y), F.cross_entropy(logp, y))
+    torch.testing.assert_close(model.loss(h, y), -logp[torch.arange(30), y].mean())
+    V = len(vocab)  # 40 words, <eos>, <unk>, <pad>
+    with pytest.raises(ValueError, match=rf"`cutoffs` must lie below the vocabulary's {V}"):
+        WordLM(WordLMConfig(softmax="adaptive", cutoffs=[10, V]), vocab)
+    with pytest.raises(ValueError, match=r"`cutoffs` must be increasing"):
+        WordLMConfig(softmax="adaptive", cutoffs=[20, 5])
+    with pytest.raises(ValueError, match=r"`tie_weights`.*adaptive"):
+        WordLMConfig(softmax="adaptive", tie_weights=True)
+    # the toy language through it: perplexity, then sentences sampled through decoding
+    cfg = WordLMConfig(num_layers=1, hidden_size=24, embedding_size=24, softmax="adaptive",
+                       cutoffs=[6, 11], div_value=2.0)  # fmt: skip
+    model, results = wordlm.train(tmp_path / "run", cfg, small(steps=300), text=sentences_file,
+                                  log=quiet)  # fmt: skip
+    assert results["val"]["ppl"] < 3.0
+    a = model.generate(num=10, seed=3, temperature=0.5)
+    assert a == wordlm.load(tmp_path / "run").generate(num=10, seed=3, temperature=0.5)
+    assert sum(len(s.split()) in (4, 5) for s in a) >= 8, a
+
+
 class CrashError(RuntimeError):
     pass
 
