@@ -10,8 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import rnnkit
+from rnnkit.backends import native_bf16
 from rnnkit.tasks import charlm
 
 OLD = Path(__file__).resolve().parent / "fixtures" / "runs-0.1.0"
@@ -48,7 +50,12 @@ def test_a_character_run_resumes_with_the_losses_the_old_version_had(tmp_path):
     _, trainer = charlm.train(run, resume=True, steps=9, progress=False, log=lambda m: None)
     assert trainer.step == 9
     losses = [r["loss"] for r in trainer.history if "loss" in r]
-    assert losses == pytest.approx(EXPECTED["charlm_resumed_losses"], abs=0, rel=0)
+    assert doc["meta"]["precision"] == "bf16"  # what "auto" chose where the run was made
+    if native_bf16(torch.device("cpu")):  # the same bfloat16 kernels: the same numbers
+        assert losses == pytest.approx(EXPECTED["charlm_resumed_losses"], abs=0, rel=0)
+    else:  # a CPU without bfloat16 runs the recurrence in float32: close, not equal
+        assert losses == pytest.approx(EXPECTED["charlm_resumed_losses"], rel=1e-2)
+        assert losses != EXPECTED["charlm_resumed_losses"]
 
 
 def test_a_finished_classifier_run_resumes_to_its_end_and_reports(tmp_path):

@@ -25,6 +25,7 @@ class: a *layer* is a ``Recurrent`` (``.cell``) or a ``Bidirectional``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import torch
@@ -172,6 +173,13 @@ def fused_forward(
     cells = layer_cells(layer)
     # The kernels do not check the input's feature size.
     check_input_size(type(cells[0]).__name__, x, cells[0].input_size)
+    if _cpu_bf16_without_hardware(x):
+        # oneDNN's LSTM/GRU primitive has no bfloat16 path on a CPU without AVX512-BF16 or
+        # AMX ("could not create a primitive descriptor"): there the recurrence runs in
+        # float32 and the rest of the model stays under bfloat16 autocast.
+        with torch.autocast("cpu", enabled=False):
+            hx = tuple(h.float() for h in hx) if isinstance(hx, tuple) else hx.float()
+            return fused_forward(layer, x.float(), lengths, hx, dropout=dropout)
     mode = layer.fused_mode
     kernel = _KERNELS[mode]
     weights = [w for c in cells for w in cell_weights(c)]
@@ -306,5 +314,21 @@ def to_torch(stack: nn.Module) -> nn.RNNBase:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bfloat16 natively (not emulated in float32)."""
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return _cpu_has_bf16()
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def _cpu_bf16_without_hardware(x: Tensor) -> bool:
+    """Whether `x` is about to enter a CPU kernel under bfloat16 autocast on a CPU that
+    has no bfloat16 instructions."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not _cpu_has_bf16()
+    )

@@ -670,7 +670,10 @@ def train(
         return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
 
     device = resolve_device(train_config.device)
-    precision = resolve_precision(train_config.precision, model, device)
+    # A resumed run keeps the precision it began with (what "auto" chose then), so that
+    # its carried state and its numbers go on as they were.
+    asked_precision = ckpt.meta.get("precision") if ckpt is not None else None
+    precision = resolve_precision(asked_precision or train_config.precision, model, device)
     trainer_config = train_config.trainer_config()
     trainer_config.max_loss = MAX_LOSS_UNIFORMS * math.log(len(data.vocab))
     trainer = Trainer(
