@@ -263,6 +263,23 @@ def test_a_full_width_beam_ranks_every_sequence_as_brute_force_does(alpha):
     assert [h.tokens for h in top3] == [e[0] for e in brute_force(table, 0, 1, end, T, alpha)[:3]]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_beam_of_one_is_greedy_decoding_ends_included(seed):
+    """An end finishes a hypothesis only where it wins the beam's place, so width 1
+    writes what greedy writes: where greedy ends, and unfinished where it never does."""
+    table = trigram_table(V=5, seed=seed)
+    starts, before = torch.tensor([0, 1, 2, 4]), torch.tensor([4, 0, 2, 1])
+    step = trigram_step(table)
+    g = greedy(step, starts, before, 6, end=3)
+    found = beam_search(step, starts, before, 6, k=1, end=3)
+    for n, (best,) in enumerate(found):
+        tokens = g.tokens[n, : int(g.lengths[n])].tolist()
+        assert best.tokens + [3] * best.finished == tokens
+    # every end extension kept instead: unlikely early ends are finished hypotheses too
+    every = beam_search(step, starts, before, 6, k=1, end=3, every_end=True)
+    assert all(e[0].log_prob >= f[0].log_prob - 1e-12 for e, f in zip(every, found))
+
+
 def test_the_length_penalty_reorders_as_the_formula_says():
     assert length_penalty(7, 0.0) == 1.0
     assert length_penalty(7, 0.6) == pytest.approx(2.0**0.6)  # ((5 + 7) / 6) ** alpha

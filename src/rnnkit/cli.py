@@ -295,6 +295,49 @@ def _cmd_train_seq(args: argparse.Namespace) -> int:
     return 0
 
 
+@_data_parallel
+def _cmd_train_seq2seq(args: argparse.Namespace) -> int:
+    from .tasks import seq2seq
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(
+            args, [seq2seq.Seq2SeqConfig, seq2seq.TrainConfig], ["data", "train", "val", "test"]
+        )
+        seq2seq.train(args.out, resume=True, progress=args.progress)
+        print(f"run directory: {args.out}")
+        return 0
+    if args.data is not None and (args.val or args.test):
+        raise ValueError("--val and --test go with --train; a built-in set has its own splits")
+    if args.data is None and args.train is None:
+        args.data = "numbers"
+    files = {"train": args.train, "val": args.val, "test": args.test}
+    out = args.out or f"runs/seq2seq-{args.data or Path(args.train).stem}"
+    config = config_from_args(seq2seq.Seq2SeqConfig, args)
+    train_config = config_from_args(seq2seq.TrainConfig, args)
+    seq2seq.train(out, config, train_config, data=args.data, files=files)
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json)")
+    return 0
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from .tasks import seq2seq
+
+    model = seq2seq.load(args.checkpoint, device=_device(args.device))
+    if args.text:
+        sources, names = list(args.text), None
+    else:
+        sources, names = seq2seq.read_sources(args.file)
+    outputs = model.translate(
+        sources, beam=args.beam, length_penalty=args.length_penalty,
+        max_length=args.max_length, temperature=args.temperature, seed=args.seed,
+        names=names, log=_stderr,
+    )  # fmt: skip
+    print("\n".join(outputs))
+    return 0
+
+
 def _read_examples(args: argparse.Namespace) -> list[str]:
     """Examples for `predict`: the arguments, else the lines of --file, else stdin."""
     from .data.corpora import load_text
@@ -357,6 +400,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     model = tasks.load(args.checkpoint, device=_device(args.device))
     kind = getattr(model, "meta", {}).get("kind")
+    if kind == "seq2seq":
+        if args.text is not None or args.corpus is not None:
+            raise ValueError("--text and --corpus are for character models; use --test or --data")
+        print(
+            tasks.module(kind).eval_report(
+                model,
+                test=args.test,
+                data=args.data,
+                beam=args.beam,
+                length_penalty=args.length_penalty,
+                attention=args.attention or 1,
+                plot=args.plot,
+                log=_stderr,
+            )  # fmt: skip
+        )
+        return 0
+    if args.beam != 1 or args.attention is not None:
+        raise ValueError("--beam and --attention are for encoder-decoder (seq2seq) runs")
     if kind in ("classify", "tag"):
         if args.text is not None or args.corpus is not None:
             raise ValueError("--text and --corpus are for character models; use --test or --data")
@@ -548,6 +609,40 @@ def _add_train_wordlm(train_sub) -> None:
     q.set_defaults(func=_cmd_train_wordlm)
 
 
+def _add_train_seq2seq(train_sub) -> None:
+    from .tasks.seq2seq import Seq2SeqConfig, TrainConfig
+
+    q = train_sub.add_parser(
+        "seq2seq",
+        help="an encoder-decoder: translation, spelling to pronunciation",
+        description="Train an encoder-decoder: an encoder stack reads the source, a decoder "
+        "stack writes the target token by token (teacher forcing), with Bahdanau or Luong "
+        "attention or none, and the lecture's four tips as switches. Data: --data NAME or "
+        "--train FILE of source<TAB>target lines (--val, --test: held-out files). At the "
+        "end the best weights are scored (BLEU, chrF, exact matches, token error). "
+        "--resume continues the run in --out with its own settings.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument(
+        "--data",
+        choices=datasets.names("seq2seq"),
+        help="a built-in set of pairs (default: numbers)",
+    )
+    src.add_argument("--train", help="training file: source<TAB>target lines")
+    q.add_argument("--val", help="validation file (default: --val-fraction of --train)")
+    q.add_argument("--test", help="test file, scored with the best weights at the end")
+    q.add_argument("--out", help="run directory (default runs/seq2seq-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
+    add_config_flags(q.add_argument_group("model (rnnkit.seq2seq.Seq2SeqConfig)"), Seq2SeqConfig)
+    add_config_flags(
+        q.add_argument_group("training (rnnkit.seq2seq.TrainConfig)"),
+        TrainConfig,
+        aliases={"warmup_steps": ["--warmup"], "clip_norm": ["--clip"]},
+    )
+    q.set_defaults(func=_cmd_train_seq2seq)
+
+
 def _add_train_seq(train_sub, task: str, what: str) -> None:
     from .tasks.sequences import RunConfig
 
@@ -613,11 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_data_get)
 
     p = sub.add_parser(
-        "train", help="train a model: `rnnkit train charlm|wordlm|classify|tag --help`"
+        "train", help="train a model: `rnnkit train charlm|wordlm|seq2seq|classify|tag --help`"
     )
     train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     _add_train_charlm(train_sub)
     _add_train_wordlm(train_sub)
+    _add_train_seq2seq(train_sub)
     for task, what in (
         ("classify", "one label per sequence (many to one): sentiment, digits, signals"),
         ("tag", "one tag per step (many to many): parts of speech, named entities"),
@@ -656,6 +752,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
+        "translate",
+        help="an encoder-decoder's outputs: translations, pronunciations (seq2seq)",
+        description="Translate each source with a trained encoder-decoder: the TEXT "
+        "arguments, else the lines of --file, else standard input (one source a line). "
+        "Greedy by default; --beam K searches K prefixes (ranked with the length penalty); "
+        "--temperature samples. Tokens never seen in training read as <unk> (one note on "
+        "stderr).",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("text", nargs="*", help="sources to translate")
+    p.add_argument("--file", help="a UTF-8 file of sources, one a line")
+    p.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
+    p.add_argument(
+        "--length-penalty", type=float, default=0.6, help="beam search's alpha (default 0.6)"
+    )
+    p.add_argument("--max-length", type=int, help="tokens at most (default: the model's)")
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0: sample (default 0)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser(
         "complete",
         help="the most likely ends of a word after a prefix (character model)",
         description="Spelling completion: the k most likely continuations of PREFIX up to "
@@ -671,18 +789,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="score a model: bits per character (charlm), or metrics and a confusion "
-        "matrix (classify, tag)",
+        help="score a model: bits per character (charlm), metrics and a confusion "
+        "matrix (classify, tag), BLEU, chrF and error rates with an attention map (seq2seq)",
     )
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", help="charlm: a UTF-8 text file")
     src.add_argument("--corpus", help="charlm: a named corpus")
-    src.add_argument("--test", help="classify/tag: a labelled TSV, CoNLL or .npz file")
     src.add_argument(
-        "--data", help="classify/tag: a built-in set's test split (default: the run's own)"
+        "--test",
+        help="classify/tag: a labelled TSV, CoNLL or .npz file; seq2seq: source<TAB>target lines",
     )
-    p.add_argument("--plot", help="classify/tag: confusion-matrix PNG (default ./confusion.png)")
+    src.add_argument(
+        "--data",
+        help="classify/tag/seq2seq: a built-in set's test split (default: the run's own)",
+    )
+    p.add_argument(
+        "--plot",
+        help="classify/tag: confusion-matrix PNG (default ./confusion.png); seq2seq: the "
+        "attention heat map (default ./attention.png)",
+    )
+    p.add_argument("--beam", type=int, default=1, help="seq2seq: beam width (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="seq2seq: beam search's alpha")
+    p.add_argument(
+        "--attention", type=int, metavar="N",
+        help="seq2seq: draw the attention of the N-th scored source (default 1)",
+    )  # fmt: skip
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.set_defaults(func=_cmd_eval)
 

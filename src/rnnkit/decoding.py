@@ -319,12 +319,13 @@ def length_penalty(length: int, alpha: float) -> float:
 
 
 def select_state(state: State, index: Tensor) -> State:
-    """The rows `index` of every tensor in `state` (a tensor, array, nested tuple or
-    list of them, or None): how beam search follows each surviving beam."""
+    """The rows `index` of every tensor in `state` (a tensor, array, nested tuple,
+    NamedTuple or list of them, or None): how beam search follows each surviving beam."""
     if state is None:
         return None
     if isinstance(state, (tuple, list)):
-        return type(state)(select_state(s, index) for s in state)
+        parts = [select_state(s, index) for s in state]
+        return type(state)(*parts) if hasattr(state, "_fields") else type(state)(parts)
     if isinstance(state, np.ndarray):
         return state[index.cpu().numpy()]
     return state[index.to(state.device)]
@@ -341,15 +342,19 @@ def beam_search(
     alpha: float = 0.0,
     beam_size: int | None = None,
     keep_unfinished: bool = True,
+    every_end: bool = False,
 ) -> list[list[Hypothesis]]:
     """The k most likely continuations of each of N streams, by beam search.
 
     At every step each of the `beam_size` most likely prefixes is extended by every
-    token; the extensions by an end id finish (their log-probability includes the
-    end's: log of the summed probability of the end ids), the `beam_size` most
-    likely other extensions go on. The search stops after `max_length` tokens (end
-    included), or once no live prefix can beat the k-th finished hypothesis. A beam
-    as wide as the number of possible prefixes searches exhaustively.
+    token; the `beam_size` most likely extensions by other than an end id go on. An
+    extension by an end id finishes a hypothesis (its log-probability includes the
+    end's: log of the summed probability of the end ids) if it is at least as likely
+    as the least likely prefix that goes on, as when ends compete for the beam's
+    places (OpenNMT, fairseq): a beam of 1 is then greedy decoding. The search stops
+    after `max_length` tokens (end included), or once no live prefix can beat the
+    k-th finished hypothesis. A beam as wide as the number of possible prefixes
+    searches exhaustively.
 
     Args:
         step, ids, state, end: as for :func:`decode`; `state`'s tensors batch-first.
@@ -360,6 +365,8 @@ def beam_search(
         keep_unfinished: count the prefixes still live after `max_length` tokens as
             (unfinished) hypotheses; False returns finished ones only (possibly
             fewer than k).
+        every_end: finish every live prefix's end extension, however unlikely
+            (:func:`complete` lists the likeliest stops this way).
 
     Returns:
         For each stream a list of at most k :class:`Hypothesis`, best score first.
@@ -388,11 +395,15 @@ def beam_search(
         log_probs = scores.log_softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))
         cand = log_p.to(log_probs.dtype).view(-1, 1) + log_probs  # (N*B, V)
         V = cand.shape[1]
+        ending = None
         if ends is not None:
             ending = cand[:, ends].logsumexp(-1).view(N, beam)  # (N, B): finish here
             cand[:, ends] = -math.inf
-            _record(found, done, ending, prefixes, t, alpha, k, finished=True)
         top, flat = cand.view(N, beam * V).topk(beam, -1)  # (N, B) live prefixes
+        if ending is not None:
+            if not every_end:  # only ends that win a place against the live prefixes
+                ending = ending.masked_fill(ending < top[:, -1:], -math.inf)
+            _record(found, done, ending, prefixes, t, alpha, k, finished=True)
         src = (torch.arange(N, device=device)[:, None] * beam + flat // V).view(-1)  # (N*B,)
         ids = (flat % V).view(-1)
         prefixes = torch.cat([prefixes[src], ids[:, None]], 1)
@@ -461,6 +472,7 @@ def complete(
         alpha=0.0,
         beam_size=beam_size,
         keep_unfinished=False,
+        every_end=True,
     )
 
 

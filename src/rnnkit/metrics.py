@@ -1,5 +1,7 @@
 """Metrics and their pictures, shared by the tasks: accuracy and macro-F1
-(scikit-learn), the confusion matrix, the entropy of a distribution."""
+(scikit-learn), the confusion matrix, the entropy of a distribution; for generated
+sequences BLEU and chrF (sacrebleu), exact matches and token error rates (jiwer's edit
+distance) against one or several references, and the attention heat map."""
 
 from __future__ import annotations
 
@@ -62,3 +64,100 @@ def entropy(counts: np.ndarray) -> float:
     counts = np.asarray(counts)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def sequence_scores(
+    hypotheses: Sequence[Sequence[str]],
+    references: Sequence[Sequence[Sequence[str]]],
+    *,
+    joiner: str = " ",
+) -> dict[str, float]:
+    """Scores of generated token sequences, each against one or more references.
+
+    Args:
+        hypotheses: N token lists.
+        references: for each hypothesis its references (one or more token lists), e.g.
+            a word's alternative pronunciations.
+        joiner: how tokens join into the text BLEU and chrF read ("" for characters).
+
+    Returns (all in percent):
+        ``exact``: hypotheses equal to one of their references (for pronunciations:
+        100 minus the word error rate);
+        ``token_error``: edits (substitutions, deletions, insertions of tokens) to the
+        closest reference over that reference's tokens, summed over the corpus (for
+        pronunciations: the phoneme error rate; for sentences: the word error rate);
+        ``bleu`` and ``chrf``: sacrebleu's corpus BLEU (13a tokenisation) and chrF over
+        the joined texts, every reference counted.
+    """
+    import jiwer
+    import sacrebleu
+
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError(
+            f"Argument `references`: {len(references)} reference lists for "
+            f"{len(hypotheses)} hypotheses (need as many, at least one)"
+        )
+    exact, edits, ref_tokens = 0, 0, 0
+    for hyp, refs in zip(hypotheses, references):
+        hyp = list(hyp)
+        if any(list(r) == hyp for r in refs):
+            exact += 1
+            ref_tokens += len(min(refs, key=len))
+            continue
+        best = None
+        for ref in refs:
+            if not ref:
+                cost = (len(hyp), 0)
+            elif not hyp:
+                cost = (len(ref), len(ref))
+            else:
+                o = jiwer.process_words(" ".join(ref), " ".join(hyp))
+                cost = (o.substitutions + o.deletions + o.insertions, len(ref))
+            if best is None or cost[0] * max(best[1], 1) < best[0] * max(cost[1], 1):
+                best = cost
+        edits, ref_tokens = edits + best[0], ref_tokens + best[1]
+    texts = [joiner.join(h) for h in hypotheses]
+    width = max(len(r) for r in references)
+    streams = [  # sacrebleu wants equal streams: a repeated reference changes nothing
+        [joiner.join(refs[min(i, len(refs) - 1)]) for refs in references] for i in range(width)
+    ]
+    return {
+        "exact": 100.0 * exact / len(hypotheses),
+        "token_error": 100.0 * edits / max(ref_tokens, 1),
+        "bleu": float(sacrebleu.corpus_bleu(texts, streams).score),
+        "chrf": float(sacrebleu.corpus_chrf(texts, streams).score),
+    }
+
+
+def plot_attention(
+    weights: np.ndarray,
+    source: Sequence[str],
+    target: Sequence[str],
+    path: PathLike,
+    title: str = "",
+) -> Path:
+    """The attention heat map: one row per generated token (down), one column per source
+    token (across); a cell is how much the token attended to that source position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (len(target), len(source)):
+        raise ValueError(
+            f"Argument `weights`: shape {weights.shape}, expected (target, source) = "
+            f"({len(target)}, {len(source)})"
+        )
+    w, h = 2.5 + 0.32 * len(source), 1.8 + 0.32 * len(target)
+    fig, ax = plt.subplots(figsize=(min(w, 24.0), min(h, 24.0)), dpi=110)
+    im = ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(source)), source, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(target)), target, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("generated")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="attention weight")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -23,15 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import corpora, digits, signals, textsets, treebank
+from . import corpora, digits, pairs, signals, textsets, treebank
 from .fetch import cache_dir
 from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
 
 Log = Callable[[str], None]
-TASKS = ("charlm", "wordlm", "classify", "tag")
+TASKS = ("charlm", "wordlm", "classify", "tag", "seq2seq")
 
 
 def _quiet(msg: str) -> None:
@@ -43,23 +44,25 @@ class DataSet:
     """One registry entry."""
 
     name: str
-    task: str  # "charlm" | "wordlm" | "classify" | "tag": the task that reads it
+    task: str  # "charlm" | "wordlm" | "classify" | "tag" | "seq2seq": the task that reads it
     description: str
     source: str  # the registry package it is made from, or "bundled with rnnkit"
     size: str  # for the table, e.g. "5.06 M chars", "10,568 sentences"
     path: Callable[[], Path]  # where it lives once cached
     fetch: Callable[..., Path]  # fetch(log=...) -> path, downloading on first use
-    # classify/tag: read(log) -> {"train", "test"[, "val"]} splits; None: a file only,
-    # fetched for another entry (e.g. the held-out Brown files)
-    read: Callable[[Log], dict[str, RawSplit]] | None = None
+    # classify/tag: read(log) -> {"train", "test"[, "val"]} splits; seq2seq: the same keys
+    # -> (source, target) pairs; None: a file only, fetched for another entry (e.g. the
+    # held-out Brown files)
+    read: Callable[[Log], dict[str, Any]] | None = None
     licence: str = ""
     bundled: bool = False
 
     def is_cached(self) -> bool:
         return self.path().is_file()  # written atomically: present means complete
 
-    def splits(self, log: Log = _quiet) -> dict[str, RawSplit]:
-        """The labelled splits of a classify/tag set, fetched on first use."""
+    def splits(self, log: Log = _quiet) -> dict[str, Any]:
+        """The splits of a classify/tag set (:class:`RawSplit`) or a seq2seq set
+        ((source, target) pairs), fetched on first use."""
         if self.read is None:
             raise ValueError(f"data set {self.name!r} has no splits of its own")
         return self.read(log)
@@ -196,6 +199,19 @@ def _entries() -> list[DataSet]:
                 digits.mnist_path,
                 digits.fetch_mnist,
                 partial(_mnist, read),
+            )
+        )
+    for name, ps in pairs.PAIR_SETS.items():
+        entries.append(
+            DataSet(
+                name,
+                "seq2seq",
+                ps.description,
+                ps.source,
+                ps.size,
+                lambda ps=ps: ps.path,
+                partial(pairs.fetch_pairs, name),
+                lambda log, name=name: pairs.load_pairs(name, log),
             )
         )
     for name in signals.SIGNAL_SETS:

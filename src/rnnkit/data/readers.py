@@ -138,6 +138,32 @@ def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
     return examples
 
 
+def read_pairs(path: PathLike) -> list[tuple[str, str, int]]:
+    """(source, target, line number) triples of a ``source<TAB>target`` file (the
+    encoder-decoder's input); blank lines are skipped. A line without a tab, with a third
+    field, or with an empty side is a ValueError naming the file and line."""
+    lines = _lines(path)
+    pairs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            why = "no tab" if len(fields) == 1 else f"{len(fields)} tab-separated fields"
+            raise ValueError(
+                f"{path}:{n}: expected 'source<TAB>target' ({why}; a tab inside a text must "
+                f"be a space): {line[:80]!r}"
+            )
+        source, target = (f.strip() for f in fields)
+        for side, text in (("source", source), ("target", target)):
+            if not text:
+                raise ValueError(f"{path}:{n}: the {side} is empty: {line[:80]!r}")
+        pairs.append((source, target, n))
+    if not pairs:
+        raise ValueError(f"{path} holds no pairs (only blank lines)")
+    return pairs
+
+
 def read_conll(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
     """(tokens, tags) per sentence of a ``token<TAB>tag`` column file. With
     ``with_lines=True``: (tokens, tags, line number of each token) triples."""

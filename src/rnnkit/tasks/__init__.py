@@ -5,6 +5,7 @@ train, evaluate, load.
     wordlm.py     word-level language models (Penn Treebank perplexity, generation)
     classify.py   many to one: a label per sequence (sentiment, digits, signals)
     tag.py        many to many, aligned: a tag per step (parts of speech, entities)
+    seq2seq.py    encoder-decoder: one sequence into another (translation, pronunciation)
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
     sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
 
@@ -30,6 +31,7 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "classify": "rnnkit.tasks.classify",
     "tag": "rnnkit.tasks.tag",
     "wordlm": "rnnkit.tasks.wordlm",
+    "seq2seq": "rnnkit.tasks.seq2seq",
 }
 
 

@@ -392,10 +392,16 @@ class BucketBatches:
     length-sorted batch), so each example is seen once per epoch on any number of
     processes. A rank whose share is empty (a batch smaller than the group) gets a
     stand-in example marked ``stand_in``, which :func:`own_share` weighs 0.
+
+    `examples` is anything with ``len()`` and per-example ``lengths`` that `collate`
+    (examples, indices) -> batch reads: :class:`Examples` and :func:`collate` by default,
+    the encoder-decoder's pairs and their collate too.
     """
 
-    def __init__(self, examples: Examples, batch_size: int, seed: int) -> None:
-        self.examples = examples
+    def __init__(
+        self, examples: Any, batch_size: int, seed: int, collate: Callable = collate
+    ) -> None:
+        self.examples, self.collate = examples, collate
         self.sampler = BucketBatchSampler(examples.lengths, batch_size, seed=seed)
         self.epoch, self.position = 0, 0
         self._order = list(self.sampler)
@@ -412,8 +418,8 @@ class BucketBatches:
         self.position += 1
         mine = distributed.shard(idx)
         if not mine:  # nothing for this rank: it still takes part in the step, weighing 0
-            return {**collate(self.examples, idx[:1]), "stand_in": torch.ones(1)}
-        return collate(self.examples, mine)
+            return {**self.collate(self.examples, idx[:1]), "stand_in": torch.ones(1)}
+        return self.collate(self.examples, mine)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}

@@ -1,0 +1,360 @@
+"""The encoder-decoder: the loss by hand, decoding, the tips and attention, padding,
+learning to copy and reverse, exact resume, bad input, the commands."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from rnnkit import decoding
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.cli import main
+from rnnkit.data.readers import read_pairs
+from rnnkit.tasks import seq2seq
+from rnnkit.tasks.seq2seq import (
+    END_ID,
+    START_ID,
+    Seq2Seq,
+    Seq2SeqConfig,
+    TrainConfig,
+    build_vocab,
+    collate,
+    encode_pairs,
+    join_tokens,
+)
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+SYMBOLS = ["a", "b", "c", "d", "e", "f", "g", "h"]
+
+
+def random_pairs(n: int, how: str, seed: int, lo: int = 2, hi: int = 6) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        s = [rng.choice(SYMBOLS) for _ in range(rng.randint(lo, hi))]
+        t = s[::-1] if how == "reverse" else s
+        out.append((" ".join(s), " ".join(t)))
+    return out
+
+
+def write_pairs(path: Path, pairs) -> Path:
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    return path
+
+
+def tiny_model(seed: int = 0, **kw) -> Seq2Seq:
+    base = dict(hidden_size=12, embedding_size=8, dropout=0.0)
+    config = Seq2SeqConfig(**{**base, **kw})
+    vocab = build_vocab([SYMBOLS], 1)
+    torch.manual_seed(seed)
+    return Seq2Seq(config, vocab, build_vocab([SYMBOLS[:5]], 1)).eval()
+
+
+def batch_of(model: Seq2Seq, pairs) -> dict:
+    enc = encode_pairs(pairs, model.config, model.source_vocab, model.target_vocab, "test")
+    return collate(enc, list(range(len(pairs))))
+
+
+VARIANTS = [
+    dict(attention="none"),
+    dict(attention="luong"),
+    dict(attention="bahdanau"),
+    dict(attention="none", bidirectional=False, separate_weights=False),
+    dict(attention="luong", bidirectional=False, separate_weights=False, cell="gru"),
+    dict(attention="bahdanau", context_every_step=True, cell="gru", num_layers=2),
+    dict(attention="none", feed_previous=False, context_every_step=True),
+    dict(attention="luong", reverse_source=True, cell="rnn", num_layers=2),
+]
+
+
+def ids(v: dict) -> str:
+    return ",".join(f"{k}={x}" for k, x in v.items())
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=ids)
+def test_the_teacher_forced_loss_is_the_mean_of_the_steps_losses_by_hand(variant):
+    model = tiny_model(**variant)
+    pairs = [("a b c", "a b"), ("d e f g h", "c d e a"), ("b", "e")]
+    batch = batch_of(model, pairs)
+    with torch.no_grad():
+        loss = model.loss(batch)
+        # by hand: each pair alone, one decoding step at a time, fed the right previous token
+        total, count = 0.0, 0
+        for k in range(len(pairs)):
+            n = int(batch["lengths"][k])
+            ids_, state = model.start(batch["source"][k : k + 1, :n], batch["lengths"][k : k + 1])
+            target = [t for t in batch["target"][k].tolist() if t != 0]
+            for y in target:
+                logits, state = model.step(ids_, state)
+                total += float(F.cross_entropy(logits, torch.tensor([y]), reduction="sum"))
+                count += 1
+                ids_ = torch.tensor([y])
+    assert float(loss) == pytest.approx(total / count, rel=1e-5)
+    assert batch["target"][0].tolist()[:3] == [*model.target_vocab.encode(["a", "b"]), END_ID]
+    assert batch["previous"][0].tolist()[0] == START_ID
+
+
+@pytest.mark.parametrize("variant", VARIANTS[:3], ids=ids)
+def test_padding_never_changes_a_translation(variant):
+    model = tiny_model(seed=3, **variant)
+    sources = ["a", "b c d e f g h a b c", "c d", "h g f e", "a a a a a a"]
+    alone = [model.translate([s], max_length=12)[0] for s in sources]
+    assert model.translate(sources, max_length=12) == alone
+    assert model.translate(sources, max_length=12, beam=3) == [
+        model.translate([s], max_length=12, beam=3)[0] for s in sources
+    ]
+    # the scores themselves: a padded row's logits are its logits alone
+    batch = batch_of(model, [(s, "a b") for s in sources])
+    with torch.no_grad():
+        together, _ = model(batch["source"], batch["lengths"], batch["previous"])
+        for k, s in enumerate(sources):
+            one = batch_of(model, [(s, "a b")])
+            logits, _ = model(one["source"], one["lengths"], one["previous"])
+            torch.testing.assert_close(together[k : k + 1], logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_beam_of_width_one_is_greedy_and_a_full_beam_finds_the_best_sequence():
+    model = tiny_model(seed=5, attention="luong")
+    batch = batch_of(model, [("a b c", "a"), ("h g", "b"), ("d", "c")])
+    first, state = model.start(batch["source"], batch["lengths"])
+    with torch.no_grad():
+        greedy = decoding.greedy(model.step, first, state, 8, end=END_ID)
+        beams = decoding.beam_search(model.step, first, state, 8, k=1, end=END_ID)
+    for n, hyps in enumerate(beams):
+        length = int(greedy.lengths[n])
+        tokens = greedy.tokens[n, :length].tolist()
+        assert hyps[0].tokens + ([END_ID] if hyps[0].finished else []) == tokens
+    # every sequence of up to 2 tokens (then <end>) over the 8 target ids, scored by the
+    # teacher-forced model: the exhaustive beam's best is the brute-force best
+    V = len(model.target_vocab)
+    src, lengths = batch["source"][:1], batch["lengths"][:1]
+    best = (-math.inf, None)
+    with torch.no_grad():
+        for T in (0, 1, 2):
+            for seq in itertools.product([t for t in range(V) if t != END_ID], repeat=T):
+                prev = torch.tensor([[START_ID, *seq]])
+                logp = model(src, lengths, prev)[0].log_softmax(-1)[0]
+                value = float(sum(logp[t, y] for t, y in enumerate([*seq, END_ID])))
+                best = max(best, (value, list(seq)), key=lambda b: b[0])
+        first, state = model.start(src, lengths)
+        found = decoding.beam_search(
+            model.step, first, state, 3, k=1, beam_size=V**2, end=END_ID, keep_unfinished=False
+        )
+    assert found[0][0].tokens == best[1]
+    assert found[0][0].log_prob == pytest.approx(best[0], rel=1e-5)
+
+
+def test_each_tip_changes_the_model_as_it_says():
+    pairs = [("a b c", "a b"), ("d e", "c")]
+    # tip 4: reading the source backwards is reading the reversed source forwards
+    fwd, rev = tiny_model(seed=1), tiny_model(seed=1, reverse_source=True)
+    rev.load_state_dict(fwd.state_dict())
+    b1, b2 = batch_of(rev, pairs), batch_of(fwd, [("c b a", "a b"), ("e d", "c")])
+    with torch.no_grad():
+        torch.testing.assert_close(rev(*_args(b1))[0], fwd(*_args(b2))[0])
+    # tip 3 off: what was written before does not change the next scores
+    blind = tiny_model(seed=2, feed_previous=False, context_every_step=True)
+    b = batch_of(blind, pairs)
+    with torch.no_grad():
+        a = blind(b["source"], b["lengths"], b["previous"])[0]
+        other = torch.randint(4, len(blind.target_vocab), b["previous"].shape)
+        torch.testing.assert_close(blind(b["source"], b["lengths"], other)[0], a)
+        seeing = tiny_model(seed=2, context_every_step=True)
+        assert not torch.allclose(seeing(b["source"], b["lengths"], other)[0],
+                                  seeing(*_args(b))[0])  # fmt: skip
+    # tip 2: the encoder's final state (M = 2 x 12) joins the 8-wide token vectors
+    assert blind.decoder.input_size == 8 + 24
+    assert tiny_model(attention="bahdanau").decoder.input_size == 8 + 24
+    assert tiny_model(attention="luong").decoder.input_size == 8
+    # tip 1 off: one stack reads and writes, fewer parameters
+    shared = tiny_model(bidirectional=False, separate_weights=False)
+    own = tiny_model(bidirectional=False)
+    assert shared.decoder is shared.encoder
+    n = sum(p.numel() for p in own.parameters()) - sum(p.numel() for p in shared.parameters())
+    assert n == sum(p.numel() for p in own.decoder.parameters())
+    with pytest.raises(ValueError, match=r"`separate_weights`.*bidirectional"):
+        Seq2SeqConfig(separate_weights=False)
+
+
+def _args(b: dict) -> tuple:
+    return b["source"], b["lengths"], b["previous"]
+
+
+def test_attention_weights_are_a_distribution_over_the_real_source_tokens():
+    for kind in ("luong", "bahdanau"):
+        model = tiny_model(seed=4, attention=kind)
+        w = model.attention("a b c d", ["a", "b"])
+        assert w.shape == (3, 4)
+        np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="no attention"):
+        tiny_model(attention="none").attention("a b", ["a"])
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(epochs=12, batch_size=32, lr=1e-2, warmup_steps=10, progress=False, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("how", ["copy", "reverse"])
+def test_a_model_learns_to_copy_and_to_reverse_short_sequences_perfectly(tmp_path, how):
+    files = {
+        "train": write_pairs(tmp_path / "train.tsv", random_pairs(4000, how, seed=1)),
+        "test": write_pairs(tmp_path / "test.tsv", random_pairs(200, how, seed=2)),
+    }
+    cfg = Seq2SeqConfig(hidden_size=64, embedding_size=32, dropout=0.0)
+    model, results = seq2seq.train(tmp_path / how, cfg, small(epochs=10), files=files, log=quiet)
+    assert results["test"]["greedy"]["exact"] == 100.0, results
+    assert results["test"]["greedy"]["bleu"] == pytest.approx(100.0)
+    assert (tmp_path / how / "attention.png").is_file()
+    assert model.translate(["a b c d"]) == (["a b c d"] if how == "copy" else ["d c b a"])
+
+
+class CrashError(RuntimeError):
+    pass
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    files = {"train": write_pairs(tmp_path / "t.tsv", random_pairs(300, "reverse", seed=3))}
+    cfg = Seq2SeqConfig(hidden_size=16, embedding_size=8, dropout=0.2, attention="bahdanau")
+    tc = dict(epochs=3, evals_per_epoch=2)
+
+    def losses(out: Path) -> list[float]:
+        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
+
+    seq2seq.train(tmp_path / "whole", cfg, small(**tc), files=files, log=quiet)
+    from rnnkit import runs
+
+    real_save = runs.save_checkpoint
+    saves = []
+
+    def crash_on_the_third_save(path, **kw):
+        real_save(path, **kw)
+        if Path(path).name == "latest":
+            saves.append(kw["meta"]["step"])
+            if len(saves) == 3:
+                raise CrashError("killed")
+
+    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
+    with pytest.raises(CrashError):
+        seq2seq.train(tmp_path / "cut", cfg, small(**tc), files=files, log=quiet)
+    monkeypatch.setattr(runs, "save_checkpoint", real_save)
+    seq2seq.train(tmp_path / "cut", resume=True, log=quiet)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
+    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
+    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pair_files_refuse_bad_lines_by_file_and_line(tmp_path):
+    cases = {
+        "a b\tc\nno tab here\n": ":2: expected 'source<TAB>target' (no tab",
+        "a\tb\tc\n": ":1: expected 'source<TAB>target' (3 tab-separated fields",
+        "x\ty\n \tb\n": ":2: the source is empty",
+        "x\t \n": ":1: the target is empty",
+        "\n\n": "holds no pairs",
+    }
+    for k, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"bad{k}.tsv"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=r".*".join(map(_re, message.split("(")))):
+            read_pairs(path)
+
+
+def _re(s: str) -> str:
+    import re
+
+    return re.escape(s)
+
+
+def test_translation_refuses_empty_and_overlong_sources_and_counts_unseen_tokens():
+    model = tiny_model(max_source_len=5)
+    with pytest.raises(ValueError, match=r"Argument `sources\[1\]`: the source is empty"):
+        model.translate(["a", "  "])
+    with pytest.raises(ValueError, match=r"`sources\[0\]`: the source has 6 tokens, more than.*5"):
+        model.translate(["a b c d e f"])
+    heard = []
+    model.translate(["a zz b zz", "yy"], log=heard.append)
+    assert len(heard) == 1 and "3 source tokens never seen" in heard[0]
+    assert "'zz' (2)" in heard[0] and "'yy' (1)" in heard[0]
+
+
+def test_words_join_back_into_text():
+    assert join_tokens(["Hello", ",", "world", "!"], "words") == "Hello, world!"
+    assert join_tokens(["¿", "Qué", "?"], "words") == "¿Qué?"
+    assert join_tokens(list("a b"), "chars") == "a b"
+
+
+def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
+    train = write_pairs(tmp_path / "train.tsv", random_pairs(400, "copy", seed=4))
+    test = write_pairs(tmp_path / "test.tsv", random_pairs(40, "copy", seed=5))
+    out = tmp_path / "run"
+    args = ["train", "seq2seq", "--train", str(train), "--test", str(test), "--out", str(out)]
+    args += ["--epochs", "2", "--hidden-size", "16", "--embedding-size", "8", "--no-progress"]
+    assert main(args) == 0
+    assert "test, greedy: exact" in capsys.readouterr().out
+    assert main(["translate", str(out), "a b c", "--beam", "3"]) == 0
+    got = capsys.readouterr().out.splitlines()
+    assert len(got) == 1 and set(got[0].split()) <= set(SYMBOLS) | {"<unk>"}
+    sources = tmp_path / "sources.txt"
+    sources.write_text("a b\n\nc d\n")
+    assert main(["translate", str(out), "--file", str(sources)]) == 2
+    assert f"{sources}:2: the source is empty" in capsys.readouterr().err
+    assert main(["eval", str(out), "--test", str(test), "--attention", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "BLEU" in printed and "attention" in printed
+    # a run of another kind
+    (tmp_path / "toy.txt").write_text("a b c\n" * 400)
+    lm = tmp_path / "lm"
+    code = main(
+        [
+            "train",
+            "wordlm",
+            "--text",
+            str(tmp_path / "toy.txt"),
+            "--out",
+            str(lm),
+            "--steps",
+            "2",
+            "--hidden-size",
+            "4",
+            "--embedding-size",
+            "4",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "8",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["translate", str(lm), "a b"]) == 2
+    err = capsys.readouterr().err
+    assert "wordlm" in err and "seq2seq" in err and err.count("\n") == 1
+
+
+def test_the_numbers_pairs_are_made_and_split_by_number():
+    from rnnkit.data.pairs import load_pairs
+
+    splits = load_pairs("numbers")
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [8000, 1000, 1000]
+    assert dict(splits["train"] + splits["val"] + splits["test"])["twenty-one"] == "vingt et un"
+    train = {s for s, _ in splits["train"]}
+    assert not train & {s for s, _ in splits["test"]}
