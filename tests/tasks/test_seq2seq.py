@@ -348,13 +348,3 @@ def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
     assert main(["translate", str(lm), "a b"]) == 2
     err = capsys.readouterr().err
     assert "wordlm" in err and "seq2seq" in err and err.count("\n") == 1
-
-
-def test_the_numbers_pairs_are_made_and_split_by_number():
-    from rnnkit.data.pairs import load_pairs
-
-    splits = load_pairs("numbers")
-    assert [len(splits[k]) for k in ("train", "val", "test")] == [8000, 1000, 1000]
-    assert dict(splits["train"] + splits["val"] + splits["test"])["twenty-one"] == "vingt et un"
-    train = {s for s, _ in splits["train"]}
-    assert not train & {s for s, _ in splits["test"]}

