@@ -52,3 +52,71 @@ def test_a_data_set_chooses_its_tokens_unless_the_user_does():
     assert (plain.source_tokens, plain.target_tokens) == ("words", "words")
     with pytest.raises(ValueError, match=r"`source_tokens`.*'bytes'"):
         seq2seq.Seq2SeqConfig(source_tokens="bytes")
+
+
+def test_osis_markup_goes_and_the_words_stay_apart():
+    raw = (
+        '<div type="x-milestone" sID="pv1"/><title canonical="true" type="psalm">A Psalm.'
+        '</title><title type="section">Heading</title><w lemma="strong:H1">In</w><w>the'
+        '</w> beginning, God<note placement="foot"><reference>1:1 </reference>Elohim.</note>'
+        "<w>created</w> <w>it</w> &amp; <w>¡</w><w>OH</w><w>!</w> (<w>a</w>) ."
+    )
+    assert pairs.osis_text(raw) == "A Psalm. In the beginning, God created it & ¡OH! (a)."
+
+
+def _ztext(texts: dict[int, bytes], size: int) -> dict[str, bytes]:
+    """A zText testament with `texts` at their verse indices, in two zlib blocks."""
+    import struct
+    import zlib
+
+    bzv, bzs, bzz = bytearray(10 * size), b"", b""
+    items = sorted(texts.items())
+    for b, chunk in enumerate((items[: len(items) // 2], items[len(items) // 2 :])):
+        block, pos = b"", {}
+        for i, t in chunk:
+            pos[i], block = (len(block), len(t)), block + t
+        packed = zlib.compress(block)
+        bzs += struct.pack("<III", len(bzz), len(packed), len(block))
+        bzz += packed
+        for i, (start, n) in pos.items():
+            struct.pack_into("<IIH", bzv, 10 * i, b, start, n)
+    return {"bzv": bytes(bzv), "bzs": bzs, "bzz": bzz}
+
+
+def test_a_ztext_module_is_read_by_its_kjv_verse_keys():
+    from pysword.books import BibleStructure
+
+    kjv = BibleStructure("kjv")
+    at = {
+        ref: kjv.ref_to_indicies(books=[ref[0]], chapters=[ref[1]], verses=[ref[2]])
+        for ref in [("Genesis", 1, 1), ("Genesis", 50, 26), ("Malachi", 4, 6),
+                    ("Mark", 16, 20), ("Revelation of John", 22, 21)]
+    }  # fmt: skip
+    ot = {v["ot"][0]: f"<w>{k[0]}</w> {k[1]}:{k[2]}".encode() for k, v in at.items() if "ot" in v}
+    nt = {v["nt"][0]: f"{k[0]} {k[1]}:{k[2]}".encode() for k, v in at.items() if "nt" in v}
+    files = {}
+    for name, texts in (("ot", ot), ("nt", nt)):
+        made = _ztext(texts, max(texts) + 3)
+        files.update({f"{name}.{x}": made[x] for x in ("bzv", "bzs", "bzz")})
+    verses = pairs.ztext_verses(files)
+    assert verses == {
+        ("Gen", 1, 1): "Genesis 1:1",
+        ("Gen", 50, 26): "Genesis 50:26",
+        ("Mal", 4, 6): "Malachi 4:6",
+        ("Mark", 16, 20): "Mark 16:20",
+        ("Rev", 22, 21): "Revelation of John 22:21",
+    }
+
+
+def test_the_bible_pairs_join_on_verse_keys_and_hold_out_whole_books(monkeypatch):
+    books = ["Gen", "Ruth", "Mark", "Joel", "John"]
+    en = {(b, 1, v): f"{b} one {v}" for b in books for v in (1, 2, 3)}
+    es = {k: t.replace("one", "uno") for k, t in en.items() if k != ("John", 1, 2)}
+    es[("John", 1, 4)] = "only in Spanish"
+    monkeypatch.setattr(pairs, "bible_verses", {"en": en, "es": es}.__getitem__)
+    rows = pairs._bible()
+    assert len(rows) == 14  # John 1:2 and 1:4 are in one Bible only
+    split = {s.split()[0]: k for k, s, _ in rows}
+    assert split == {"Gen": "train", "John": "train", "Ruth": "test", "Mark": "test",
+                     "Joel": "val"}  # fmt: skip
+    assert ("train", "Gen one 2", "Gen uno 2") in rows

@@ -45,11 +45,11 @@ import numpy as np
 
 from ..checkpoint import atomic_path, atomic_write_bytes
 from .fetch import (
-    ArchiveError,
     ChecksumError,
     FetchError,
     Package,
     cache_dir,
+    deb_files,
     download_package,
     verify_sha256,
 )
@@ -119,35 +119,6 @@ class Corpus:
         return self.path.is_file()  # written atomically: present means complete
 
 
-def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
-    """Stream (name, bytes) of the members of a .deb's file system that `wanted` picks.
-
-    ``dpkg-deb --fsys-tarfile`` writes the data tar to a pipe that is read in
-    streaming mode, so nothing but the chosen members is ever held or written.
-    """
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.removeprefix("./")
-                if member.isfile() and wanted(name):
-                    yield name, tar.extractfile(member).read()
-        proc.stdout.read()  # drain so dpkg-deb exits cleanly
-    if proc.returncode != 0:
-        raise FetchError(f"dpkg-deb --fsys-tarfile {deb} failed (exit {proc.returncode})")
-
-
-def _deb_files(deb: Path, names: Iterable[str]) -> dict[str, bytes]:
-    """The regular files `names` of a .deb's file system (exact paths, no ``./``), in
-    memory; ArchiveError naming the .deb and what is missing (a member that is a link
-    or has another name, ``../x`` or ``/x``, is not the file asked for)."""
-    wanted = set(names)
-    files = dict(_deb_members(deb, wanted.__contains__))
-    missing = sorted(wanted - files.keys())
-    if missing:
-        raise ArchiveError(f"{deb}: no regular file {', '.join(map(repr, missing))} in it")
-    return files
-
-
 def _r_lazyload(deb: Path, package: str) -> dict[str, object]:
     """The datasets of an R package's ``data/Rdata.rdx/.rdb`` lazy-load database.
 
@@ -163,7 +134,7 @@ def _r_lazyload(deb: Path, package: str) -> dict[str, object]:
             "`pip install rdata` (or `pip install rnnkit[data]`)"
         ) from err
     prefix = f"usr/lib/R/site-library/{package}/data/Rdata."
-    files = _deb_files(deb, [prefix + "rdx", prefix + "rdb"])
+    files = deb_files(deb, [prefix + "rdx", prefix + "rdb"])
     rdb = files[prefix + "rdb"]
     out = {}
     with warnings.catch_warnings():
@@ -232,7 +203,7 @@ def _plain_name(name: str) -> bool:
 
 def _prepare_latex(deb: Path) -> str:
     member = "usr/share/doc/c++-annotations/cplusplus.latex.gz"
-    return gzip.decompress(_deb_files(deb, [member])[member]).decode("utf-8")
+    return gzip.decompress(deb_files(deb, [member])[member]).decode("utf-8")
 
 
 CORPORA: dict[str, Corpus] = {

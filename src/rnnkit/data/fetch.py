@@ -29,7 +29,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +197,35 @@ def download_sdist(package: Package, workdir: Path, *, timeout: float = 60.0) ->
     except OSError as e:  # URLError, timeouts, refused connections
         raise FetchError(f"fetching {package} from {page_url} failed: {e}") from e
     return target
+
+
+def deb_members(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    """Stream (name, bytes) of the members of a .deb's file system that `wanted` picks.
+
+    ``dpkg-deb --fsys-tarfile`` writes the data tar to a pipe that is read in
+    streaming mode, so nothing but the chosen members is ever held or written.
+    """
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if member.isfile() and wanted(name):
+                    yield name, tar.extractfile(member).read()
+        proc.stdout.read()  # drain so dpkg-deb exits cleanly
+    if proc.returncode != 0:
+        raise FetchError(f"dpkg-deb --fsys-tarfile {deb} failed (exit {proc.returncode})")
+
+
+def deb_files(deb: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """The regular files `names` of a .deb's file system (exact paths, no ``./``), in
+    memory; ArchiveError naming the .deb and what is missing (a member that is a link
+    or has another name, ``../x`` or ``/x``, is not the file asked for)."""
+    wanted = set(names)
+    files = dict(deb_members(deb, wanted.__contains__))
+    missing = sorted(wanted - files.keys())
+    if missing:
+        raise ArchiveError(f"{deb}: no regular file {', '.join(map(repr, missing))} in it")
+    return files
 
 
 def cache_from_package(

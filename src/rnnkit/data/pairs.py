@@ -20,21 +20,44 @@ CMUdict split (Bisani and Ney's, 106,837 training and 12,000 test words; not thi
 are word and phoneme error rates, e.g. Yao and Zweig 2015: an encoder-decoder LSTM
 28.6% / 7.6%, a bidirectional LSTM 23.6% / 5.5%.
 
+``bible-en-es`` (and ``bible-es-en``, the same pairs the other way): verse-aligned
+English and Spanish, the World English Bible (2015 edition) and the Reina-Valera 1909,
+both public domain, from Debian's SWORD packages ``sword-text-web`` 426.0-1 and
+``sword-text-sparv`` 2.60-1 (zText modules, read in memory; `pysword` knows the verse
+numbering). Both modules use the KJV verse numbering, so a pair is one Book
+Chapter:Verse key present and non-empty in both: 31,053 pairs. The OSIS markup is
+removed (footnotes and section headings with their text, word tags without theirs; a
+psalm's title is part of the text in both). The split is by book, so the test verses
+come from books never seen in training: test Ruth, Esther, Jonah, Mark, Galatians and
+James (1,234 verses); validation Joel, Micah, Colossians, Titus, 1 Peter and Jude
+(448); training the other 54 books (29,371).
+
 Every set is cached as one ``split<TAB>source<TAB>target`` file in ``$RNNKIT_DATA``,
 written atomically.
 """
 
 from __future__ import annotations
 
+import html
 import random
+import re
+import struct
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import atomic_write_bytes
-from .fetch import ChecksumError, Package, cache_dir, download_package, tar_member
+from .fetch import (
+    ChecksumError,
+    Package,
+    cache_dir,
+    deb_files,
+    download_package,
+    tar_member,
+)
 
 Pair = tuple[str, str]
 SPLITS = ("train", "val", "test")
@@ -105,6 +128,104 @@ def cmudict_rows(text: str) -> list[tuple[str, str, str]]:
     return [(split.get(w, "train"), w, p) for w in words for p in prons[w]]
 
 
+BIBLES = {  # language: (package, SWORD module)
+    "en": (
+        Package(
+            "debian",
+            "sword-text-web",
+            "426.0-1",
+            "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1",
+        ),
+        "engWEB2015eb",
+    ),
+    "es": (
+        Package(
+            "debian",
+            "sword-text-sparv",
+            "2.60-1",
+            "5c87f9b2bc97457e8a872f5bae7ea7ce59cb3de1dcee73e4d4740451863694cf",
+        ),
+        "spaRV1909eb",
+    ),
+}
+BIBLE_HELD_OUT = {  # OSIS book names
+    "test": ("Ruth", "Esth", "Jonah", "Mark", "Gal", "Jas"),
+    "val": ("Joel", "Mic", "Col", "Titus", "1Pet", "Jude"),
+}
+_SWORD_FILES = ("ot.bzs", "ot.bzv", "ot.bzz", "nt.bzs", "nt.bzv", "nt.bzz")
+
+
+def osis_text(raw: str) -> str:
+    """The plain text of an OSIS verse: footnotes, cross references and headings go with
+    their text; other tags (``<w lemma=...>``, paragraph marks) go, their text stays."""
+    raw = re.sub(r"<note\b[^>]*>.*?</note>", " ", raw, flags=re.S)
+    # a section heading goes; a psalm's title is scripture (canonical) and stays
+    raw = re.sub(r'<title\b(?![^>]*canonical="true")[^>]*>.*?</title>', " ", raw, flags=re.S)
+    raw = re.sub(r"<[^>]*>", " ", raw)  # a space: "</w><w>" must not glue two words
+    text = " ".join(html.unescape(raw).split())
+    # the spaces that tags left inside punctuation: "word ," and "¡ Oh"
+    return re.sub(r"([¡¿(«“‘]) ", r"\1", re.sub(r" ([,.;:!?»)”’])", r"\1", text))
+
+
+def bible_verses(lang: str) -> dict[tuple[str, int, int], str]:
+    """{(OSIS book, chapter, verse): plain text} of one Bible of `BIBLES`, its empty
+    verses left out. The module's files are read in memory (:func:`ztext_verses`); the
+    KJV numbering (which verse is at which index) is `pysword`'s."""
+    package, module = BIBLES[lang]
+    folder = f"usr/share/sword/modules/texts/ztext/{module}/"
+    with tempfile.TemporaryDirectory(prefix="rnnkit-fetch-") as tmp:
+        files = deb_files(download_package(package, Path(tmp)), [folder + f for f in _SWORD_FILES])
+    return ztext_verses({name.rsplit("/", 1)[1]: data for name, data in files.items()})
+
+
+def ztext_verses(files: dict[str, bytes]) -> dict[tuple[str, int, int], str]:
+    """The verses of a SWORD zText module in the KJV numbering, from its six files
+    (``ot.bzs``, ``ot.bzv``, ``ot.bzz`` and the same for ``nt``).
+
+    ``.bzv`` holds one record per verse index, (block u32, start u32, size u16); ``.bzs``
+    one per block, (offset u32, size u32, uncompressed size u32) into ``.bzz``, whose
+    blocks are zlib streams (here one per book). Each block is inflated once.
+    """
+    from pysword.books import BibleStructure
+
+    structure = BibleStructure("kjv")
+    verses = {}
+    for testament, books in structure.get_books().items():
+        bzv, bzs, bzz = (files[f"{testament}.bz{x}"] for x in "vsz")
+        blocks: dict[int, bytes] = {}
+        for book in books:
+            keys = [
+                (book.osis_name, c + 1, v + 1)
+                for c, n in enumerate(book.chapter_lengths)
+                for v in range(n)
+            ]
+            indices = structure.ref_to_indicies(books=[book.name])[testament]
+            for key, i in zip(keys, indices, strict=True):
+                if 10 * (i + 1) > len(bzv):
+                    continue  # past the module's last verse
+                block, start, size = struct.unpack_from("<IIH", bzv, 10 * i)
+                if size == 0:
+                    continue
+                if block not in blocks:
+                    offset, length, _ = struct.unpack_from("<III", bzs, 12 * block)
+                    blocks[block] = zlib.decompress(bzz[offset : offset + length])
+                raw = blocks[block][start : start + size].decode("utf-8")
+                if text := osis_text(raw):
+                    verses[key] = text
+    return verses
+
+
+def _bible() -> list[tuple[str, str, str]]:
+    en, es = bible_verses("en"), bible_verses("es")
+    split = {b: s for s, books in BIBLE_HELD_OUT.items() for b in books}
+    return [(split.get(k[0], "train"), en[k], es[k]) for k in en if k in es]
+
+
+def _bible_reversed() -> list[tuple[str, str, str]]:
+    splits = load_pairs("bible-en-es")
+    return [(s, es, en) for s in SPLITS for en, es in splits[s]]
+
+
 PAIR_SETS = {
     "numbers": PairSet(
         "numbers",
@@ -121,6 +242,21 @@ PAIR_SETS = {
         "134,860 pairs",
         _cmudict,
         tokens=("chars", "words"),
+    ),
+    "bible-en-es": PairSet(
+        "bible-en-es",
+        "English -> Spanish Bible verses (World English Bible, Reina-Valera 1909); "
+        "split by book: test verses from unseen books",
+        "Debian: sword-text-web 426.0-1, sword-text-sparv 2.60-1",
+        "31,053 pairs",
+        _bible,
+    ),
+    "bible-es-en": PairSet(
+        "bible-es-en",
+        "Spanish -> English: bible-en-es the other way",
+        "bible-en-es",
+        "31,053 pairs",
+        _bible_reversed,
     ),
 }
 

@@ -41,7 +41,8 @@ or characters, chosen per side: a pronunciation is spelled in characters and wri
 phonemes (``--source-tokens chars --target-tokens words``). Vocabularies are built from
 the training pairs: ``<pad>``, ``<unk>`` (tokens never seen), ``<start>``, ``<end>``.
 
-Built-in pairs: ``numbers`` (:mod:`rnnkit.data.pairs`). Or ``--train FILE`` of
+Built-in pairs (:mod:`rnnkit.data.pairs`): ``numbers``, ``cmudict-g2p`` (spelling to
+phonemes), ``bible-en-es`` and ``bible-es-en`` (verses, split by book). Or ``--train FILE`` of
 ``source<TAB>target`` lines (``--val``, ``--test``: held-out files of the same kind;
 without ``--val`` a fixed ``val_fraction`` of the training pairs).
 """
