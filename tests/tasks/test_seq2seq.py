@@ -348,3 +348,36 @@ def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
     assert main(["translate", str(lm), "a b"]) == 2
     err = capsys.readouterr().err
     assert "wordlm" in err and "seq2seq" in err and err.count("\n") == 1
+
+
+def test_subword_sides_learn_pieces_round_trip_and_travel_in_the_checkpoint(tmp_path):
+    from num2words import num2words
+
+    rng = random.Random(0)
+    numbers = rng.sample(range(10_000), 1200)
+    pairs = [(num2words(n, lang="en"), num2words(n, lang="fr")) for n in numbers]
+    side = seq2seq.Side.train([t for _, t in pairs], "subwords", False, 120)
+    pieces = side.split("deux mille trois cent quarante-sept")
+    assert "▁" in "".join(pieces) and len(pieces) < len("deux mille trois cent quarante-sept")
+    assert side.join(pieces) == "deux mille trois cent quarante-sept"
+    assert all(side.join(side.split(t)) == t for _, t in pairs[:200])
+
+    files = {
+        "train": write_pairs(tmp_path / "train.tsv", pairs[:1000]),
+        "test": write_pairs(tmp_path / "test.tsv", pairs[1000:]),
+    }
+    cfg = Seq2SeqConfig(hidden_size=32, embedding_size=16, source_tokens="subwords",
+                        target_tokens="subwords", subword_vocab_size=120)  # fmt: skip
+    model, results = seq2seq.train(tmp_path / "sw", cfg, small(epochs=1), files=files, log=quiet)
+    assert len(model.source_vocab) <= 120 + 4 and len(model.target_vocab) <= 120 + 4
+    loaded = seq2seq.load(tmp_path / "sw")
+    text = pairs[1000][0]
+    assert loaded.sides["source"].split(text) == model.sides["source"].split(text)
+    (out,) = loaded.translate([text])
+    assert out == model.translate([text])[0] and "▁" not in out
+    # scored as words: the references' words, not pieces, are what the error counts
+    scored = seq2seq.score(loaded, pairs[1000:1010])
+    hyp_words = [h for h in scored["hypotheses"]]
+    assert all("▁" not in w for h in hyp_words for w in h)
+    with pytest.raises(ValueError, match="subword_vocab_size"):
+        Seq2SeqConfig(subword_vocab_size=0)

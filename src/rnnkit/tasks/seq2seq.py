@@ -36,9 +36,11 @@ context c_t = sum_j a_tj h_j:
 Either way the output reads h~_t = tanh(W_c [c_t; s_t]). :meth:`Seq2Seq.attention`
 returns the weights, drawn as a heat map by ``rnnkit eval`` (:func:`rnnkit.metrics.plot_attention`).
 
-Tokens are words (words and punctuation runs, :func:`rnnkit.data.readers.tokenize`)
-or characters, chosen per side: a pronunciation is spelled in characters and written in
-phonemes (``--source-tokens chars --target-tokens words``). Vocabularies are built from
+Tokens are words (words and punctuation runs, :func:`rnnkit.data.readers.tokenize`),
+characters, or subwords (the pieces of a SentencePiece unigram model trained on that
+side's training texts, ``--subword-vocab-size`` pieces, kept in the checkpoint), chosen
+per side: a pronunciation is spelled in characters and written in phonemes
+(``--source-tokens chars --target-tokens words``). Subword outputs are scored as words. Vocabularies are built from
 the training pairs: ``<pad>``, ``<unk>`` (tokens never seen), ``<start>``, ``<end>``.
 
 Built-in pairs (:mod:`rnnkit.data.pairs`): ``numbers``, ``cmudict-g2p`` (spelling to
@@ -49,6 +51,8 @@ without ``--val`` a fixed ``val_fraction`` of the training pairs).
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import os
 import sys
@@ -76,7 +80,7 @@ from .sequences import BucketBatches, own_share
 KIND = "seq2seq"
 PathLike = str | os.PathLike
 START, END = "<start>", "<end>"
-TOKENS = ("words", "chars")
+TOKENS = ("words", "chars", "subwords")
 ATTENTION = ("none", "bahdanau", "luong")
 
 
@@ -99,9 +103,10 @@ class Seq2SeqConfig:
     feed_previous: bool = True  # tip 3: the previous target token is the next input
     reverse_source: bool = False  # tip 4: read the source backwards
     # how each side splits into tokens; auto: the data set's choice (cmudict-g2p: chars ->
-    # words), otherwise words
-    source_tokens: Literal["auto", "words", "chars"] = "auto"
-    target_tokens: Literal["auto", "words", "chars"] = "auto"
+    # words), otherwise words; subwords: a SentencePiece model trained on that side
+    source_tokens: Literal["auto", "words", "chars", "subwords"] = "auto"
+    target_tokens: Literal["auto", "words", "chars", "subwords"] = "auto"
+    subword_vocab_size: int = 8000  # pieces of each subword model (unigram LM)
     lowercase: bool = False  # lower-case both sides before splitting
     min_freq: int = 1  # training tokens seen fewer times become <unk>
     max_source_len: int = 250  # tokens; a longer source is refused
@@ -111,7 +116,8 @@ class Seq2SeqConfig:
     def __post_init__(self) -> None:
         if self.cell not in STACKS:
             raise ValueError(f"Argument `cell` must be one of {sorted(STACKS)}, got {self.cell!r}")
-        for name in ("num_layers", "hidden_size", "embedding_size", "min_freq"):
+        for name in ("num_layers", "hidden_size", "embedding_size", "min_freq",
+                     "subword_vocab_size"):  # fmt: skip
             _positive(name, getattr(self, name))
         for name in ("max_source_len", "max_target_len"):
             _positive(name, getattr(self, name))
@@ -234,6 +240,77 @@ def join_tokens(tokens: Sequence[str], how: str) -> str:
     return out
 
 
+class Side:
+    """How one side's texts become tokens and back: words, characters, or the pieces of
+    a SentencePiece model (Kudo and Richardson 2018) trained on that side's training
+    texts (:meth:`train`) and kept, serialized, in the checkpoint."""
+
+    def __init__(self, how: str, lowercase: bool = False, model: bytes | None = None):
+        if (how == "subwords") != (model is not None):
+            raise ValueError(f"a {how} side takes {'a' if how == 'subwords' else 'no'} model")
+        self.how, self.lowercase, self.model = how, lowercase, model
+        self._sp = None
+        if model is not None:
+            import sentencepiece
+
+            self._sp = sentencepiece.SentencePieceProcessor(model_proto=model)
+
+    @classmethod
+    def train(cls, texts: Sequence[str], how: str, lowercase: bool, vocab_size: int) -> Side:
+        """A side of kind `how`; for subwords, a unigram model of at most `vocab_size`
+        pieces learnt from `texts` (fewer where the texts hold fewer)."""
+        if how != "subwords":
+            return cls(how, lowercase)
+        import sentencepiece
+
+        lines = [(t.lower() if lowercase else t) for t in texts]
+        buffer = io.BytesIO()
+        size = vocab_size
+        while True:
+            try:
+                sentencepiece.SentencePieceTrainer.train(
+                    sentence_iterator=iter(lines), model_writer=buffer, vocab_size=size,
+                    model_type="unigram", character_coverage=1.0, num_threads=1,
+                    hard_vocab_limit=False, minloglevel=2,
+                )  # fmt: skip
+                break
+            except RuntimeError as err:  # too few distinct pieces for `size`
+                if size <= 16 or "vocab_size" not in str(err):
+                    raise
+                size //= 2
+        return cls(how, lowercase, buffer.getvalue())
+
+    def split(self, text: str) -> list[str]:
+        """A text's tokens: words and punctuation runs, characters (spaces included), or
+        subword pieces (``▁`` marks a word's start)."""
+        text = text.lower() if self.lowercase else text
+        if self._sp is not None:
+            return self._sp.encode(text, out_type=str)
+        return split_text(text, self.how)
+
+    def join(self, tokens: Sequence[str]) -> str:
+        if self._sp is not None:
+            return self._sp.decode_pieces(list(tokens))
+        return join_tokens(tokens, self.how)
+
+    def to_meta(self) -> str | None:
+        return None if self.model is None else base64.b64encode(self.model).decode("ascii")
+
+
+def make_sides(config: Seq2SeqConfig, meta: dict[str, str | None] | None) -> dict[str, Side]:
+    """The source and target :class:`Side` of `config`, their subword models from a
+    checkpoint's `meta` (``{"source": base64, "target": base64}``)."""
+    meta = meta or {}
+    return {
+        side: Side(
+            getattr(config, f"{side}_tokens"),
+            config.lowercase,
+            base64.b64decode(meta[side]) if meta.get(side) else None,
+        )
+        for side in ("source", "target")
+    }
+
+
 def build_vocab(sequences: Sequence[Sequence[str]], min_freq: int) -> WordVocab:
     """``<pad>`` 0, ``<unk>`` 1, ``<start>`` 2, ``<end>`` 3, then the tokens seen at least
     `min_freq` times, most frequent first."""
@@ -268,10 +345,17 @@ class Seq2Seq(nn.Module):
     turns texts into texts.
     """
 
-    def __init__(self, config: Seq2SeqConfig, source_vocab: WordVocab, target_vocab: WordVocab):
+    def __init__(
+        self,
+        config: Seq2SeqConfig,
+        source_vocab: WordVocab,
+        target_vocab: WordVocab,
+        sides: dict[str, Side] | None = None,
+    ):
         super().__init__()
         config = resolve_tokens(config, None)
         self.config, self.source_vocab, self.target_vocab = config, source_vocab, target_vocab
+        self.sides = sides or make_sides(config, None)  # how texts become tokens
         c = config
         E, H, D = c.embedding_size, c.hidden_size, 2 if c.bidirectional else 1
         M = D * H
@@ -444,7 +528,7 @@ class Seq2Seq(nn.Module):
         ids, unseen = [], Counter()
         for i, text in enumerate(texts):
             where = names[i] if names is not None else f"Argument `sources[{i}]`"
-            tokens = split_text(text, c.source_tokens, c.lowercase) if text.strip() else []
+            tokens = self.sides["source"].split(text) if text.strip() else []
             if not tokens:
                 raise ValueError(f"{where}: the source is empty")
             if len(tokens) > c.max_source_len:
@@ -479,7 +563,7 @@ class Seq2Seq(nn.Module):
         ``<end>`` or `max_length` tokens (default the model's ``max_target_len``).
         Tokens never seen in training read as ``<unk>``; `log` hears of them once."""
         return [
-            join_tokens(t, self.config.target_tokens)
+            self.sides["target"].join(t)
             for t in self.translate_tokens(
                 sources,
                 beam=beam,
@@ -679,14 +763,15 @@ def encode_pairs(
     source_vocab: WordVocab,
     target_vocab: WordVocab,
     where: str,
+    sides: dict[str, Side] | None = None,
 ) -> Pairs:
     """Token ids of every pair; ValueError naming the pair when a side is empty or over
     its maximum length."""
     src, tgt = [], []
     c = config
+    sides = sides or make_sides(config, None)
     for n, (s, t) in enumerate(texts):
-        a = split_text(s, c.source_tokens, c.lowercase)
-        b = split_text(t, c.target_tokens, c.lowercase)
+        a, b = sides["source"].split(s), sides["target"].split(t)
         for side, tokens, most in (
             ("source", a, c.max_source_len),
             ("target", b, c.max_target_len),
@@ -745,13 +830,18 @@ def score(
     (a word's alternative pronunciations): :func:`rnnkit.metrics.sequence_scores`.
     Returns {"metrics", "sources", "hypotheses"}."""
     c = model.config
+    target = model.sides["target"]
+    # subword outputs are scored as words: the pieces are the model's business
+    scored = target if c.target_tokens != "subwords" else Side("words", c.lowercase)
     refs: dict[str, list[list[str]]] = {}
     for s, t in texts:
-        refs.setdefault(s, []).append(split_text(t, c.target_tokens, c.lowercase))
+        refs.setdefault(s, []).append(scored.split(t))
     sources = list(refs)
     hyps = model.translate_tokens(
         sources, beam=beam, length_penalty=length_penalty, batch_size=batch_size
     )
+    if scored is not target:
+        hyps = [scored.split(target.join(h)) for h in hyps]
     joiner = "" if c.target_tokens == "chars" else " "
     metrics = sequence_scores(hyps, [refs[s] for s in sources], joiner=joiner)
     metrics["sources"] = float(len(sources))
@@ -770,7 +860,7 @@ def draw_attention(model: Seq2Seq, source: str, path: PathLike, *, beam: int = 1
     (tokens,) = model.translate_tokens([source], beam=beam)
     weights = model.attention(source, tokens)
     c = model.config
-    src = split_text(source, c.source_tokens, c.lowercase)
+    src = model.sides["source"].split(source)
     shown = [t if t.strip() else "␣" for t in src]
     return plot_attention(weights, shown, [*tokens, END], path, title=f"{c.attention} attention")
 
@@ -813,6 +903,8 @@ def train(
         files = {k: ckpt.meta["data"].get(k) for k in ("train", "val", "test")}
         source_vocab = WordVocab.from_dict(ckpt.meta["source_vocab"])
         target_vocab = WordVocab.from_dict(ckpt.meta["target_vocab"])
+        sides = make_sides(config_from_dict(Seq2SeqConfig, ckpt.meta["model"]),
+                           ckpt.meta.get("subwords"))  # fmt: skip
     config, train_config = config or Seq2SeqConfig(), train_config or TrainConfig()
     config = resolve_tokens(config, data)
     if progress is not None:
@@ -823,19 +915,24 @@ def train(
         )
     c = config
     if source_vocab is None:
+        sides = {
+            side: Side.train([p[k] for p in texts["train"]], getattr(c, f"{side}_tokens"),
+                             c.lowercase, c.subword_vocab_size)
+            for k, side in enumerate(("source", "target"))
+        }  # fmt: skip
         source_vocab = build_vocab(
-            [split_text(s, c.source_tokens, c.lowercase) for s, _ in texts["train"]], c.min_freq
+            [sides["source"].split(s) for s, _ in texts["train"]], c.min_freq
         )
         target_vocab = build_vocab(
-            [split_text(t, c.target_tokens, c.lowercase) for _, t in texts["train"]], c.min_freq
+            [sides["target"].split(t) for _, t in texts["train"]], c.min_freq
         )
     where = {k: source.get("data") or source.get(k) or source.get("train") for k in texts}
     splits = {
-        k: encode_pairs(v, config, source_vocab, target_vocab, f"{where[k]} ({k})")
+        k: encode_pairs(v, config, source_vocab, target_vocab, f"{where[k]} ({k})", sides)
         for k, v in texts.items()
     }
     runs.seed_everything(train_config.seed)
-    model = Seq2Seq(config, source_vocab, target_vocab)
+    model = Seq2Seq(config, source_vocab, target_vocab, sides)
     device = resolve_device(train_config.device)
     batches = BucketBatches(splits["train"], train_config.batch_size, train_config.seed, collate)
     val = splits["val"]
@@ -857,6 +954,7 @@ def train(
         "model": asdict(config),
         "source_vocab": source_vocab.to_dict(),
         "target_vocab": target_vocab.to_dict(),
+        "subwords": {k: side.to_meta() for k, side in sides.items()},
         "train": asdict(train_config),
         "data": source,
     }
@@ -930,10 +1028,12 @@ def describe(model: Seq2Seq, device: torch.device) -> str:
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> Seq2Seq:
     """The :class:`Seq2Seq` saved at `path` (a run directory or checkpoint), in eval mode."""
     ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
+    config = config_from_dict(Seq2SeqConfig, ckpt.meta["model"])
     model = Seq2Seq(
-        config_from_dict(Seq2SeqConfig, ckpt.meta["model"]),
+        config,
         WordVocab.from_dict(ckpt.meta["source_vocab"]),
         WordVocab.from_dict(ckpt.meta["target_vocab"]),
+        make_sides(config, ckpt.meta.get("subwords")),
     )
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
