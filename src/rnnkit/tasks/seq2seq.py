@@ -40,8 +40,9 @@ Tokens are words (words and punctuation runs, :func:`rnnkit.data.readers.tokeniz
 characters, or subwords (the pieces of a SentencePiece unigram model trained on that
 side's training texts, ``--subword-vocab-size`` pieces, kept in the checkpoint), chosen
 per side: a pronunciation is spelled in characters and written in phonemes
-(``--source-tokens chars --target-tokens words``). Subword outputs are scored as words. Vocabularies are built from
-the training pairs: ``<pad>``, ``<unk>`` (tokens never seen), ``<start>``, ``<end>``.
+(``--source-tokens chars --target-tokens words``). Subword outputs are scored as words.
+Vocabularies are built from the training pairs: ``<pad>``, ``<unk>`` (tokens never
+seen), ``<start>``, ``<end>``.
 
 Built-in pairs (:mod:`rnnkit.data.pairs`): ``numbers``, ``cmudict-g2p`` (spelling to
 phonemes), ``bible-en-es`` and ``bible-es-en`` (verses, split by book). Or ``--train FILE`` of
