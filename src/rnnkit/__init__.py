@@ -23,12 +23,14 @@ from .layers import (
     reverse_padded,
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
-from .tasks import charlm, classify, tag
+from .tasks import charlm, classify, seq2seq, tag, wordlm
 from .tasks import load as load_any
 from .tasks.charlm import CharLM, CharLMConfig, load
 from .tasks.classify import ClassifyConfig, SequenceClassifier
+from .tasks.seq2seq import Seq2Seq, Seq2SeqConfig
 from .tasks.sequences import RunConfig
 from .tasks.tag import SequenceTagger, TagConfig
+from .tasks.wordlm import WordLM, WordLMConfig
 from .tbptt import tbptt_windows, truncated_bptt
 from .trainer import Trainer, TrainerConfig
 
@@ -81,6 +83,10 @@ __all__ = [
     "SequenceTagger",
     "TagConfig",
     "RunConfig",
+    "WordLM",
+    "WordLMConfig",
+    "Seq2Seq",
+    "Seq2SeqConfig",
     "load_any",
     # modules
     "distributed",
@@ -89,4 +95,6 @@ __all__ = [
     "charlm",
     "classify",
     "tag",
+    "wordlm",
+    "seq2seq",
 ]

@@ -322,8 +322,12 @@ class Trainer:
         self._callbacks[event].append(fn)
 
     def _fire(self, event: str, *args: Any) -> None:
-        for fn in self._callbacks[event]:
-            fn(self, *args)
+        if not self._callbacks[event]:
+            return
+        # a callback that prints (a validation line) prints above the bar, not into it
+        with tqdm.external_write_mode():
+            for fn in self._callbacks[event]:
+                fn(self, *args)
 
     def add_extra_state(
         self, name: str, get_state: Callable[[], Any], set_state: Callable[[Any], None]
