@@ -10,7 +10,7 @@ without attention (where a tip matters most: the final state is all the decoder 
 
     python benchmarks/bench_seq2seq.py variants --data cmudict-g2p --minutes 3
     python benchmarks/bench_seq2seq.py variants --data bible-en-es --minutes 5 \\
-        --only luong none
+        --only luong none --set source_tokens=subwords target_tokens=subwords
 
 ``speed``: a trained run translates the first `--n` test sources of its set greedy and
 with a beam of 5, in batches of 64 and one sentence at a time (the same model, the same
@@ -71,13 +71,14 @@ def variants(args: argparse.Namespace) -> None:
     unknown = sorted(set(names) - VARIANTS.keys())
     if unknown:
         sys.exit(f"--only: unknown variants {unknown}; choose from {list(VARIANTS)}")
-    print(f"# {args.data}, {args.minutes} training minutes each, test split, greedy")
+    common = dict(parse_setting(kv) for kv in args.set)
+    print(f"# {args.data}, {args.minutes} training minutes each, test split, greedy, {common}")
     print(json.dumps(environment()))
     print("| variant | what | steps | exact % | token error % | BLEU | chrF |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         settings, what = VARIANTS[name]
-        config = Seq2SeqConfig(**settings, **({"hidden_size": args.hidden} if args.hidden else {}))
+        config = Seq2SeqConfig(**{**common, **settings})
         train_config = TrainConfig(epochs=1000.0, minutes=args.minutes, progress=False)
         with tempfile.TemporaryDirectory(prefix="bench-seq2seq-") as tmp:
             _, results = seq2seq.train(
@@ -89,6 +90,17 @@ def variants(args: argparse.Namespace) -> None:
             f"{m['token_error']:.1f} | {m['bleu']:.1f} | {m['chrf']:.1f} |",
             flush=True,
         )
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``key=value`` -> (key, value): JSON where it parses (numbers, true/false), else text."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        sys.exit(f"--set: expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
 
 
 def timed(fn, repeats: int) -> float:
@@ -136,7 +148,8 @@ def main() -> None:
     p = sub.add_parser("variants", help="each tip and attention at one time budget")
     p.add_argument("--data", default="cmudict-g2p")
     p.add_argument("--minutes", type=float, default=3.0)
-    p.add_argument("--hidden", type=int, help="hidden size of every variant (default 256)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="settings of every variant, e.g. source_tokens=subwords")  # fmt: skip
     p.add_argument("--only", nargs="+", help=f"these variants only: {', '.join(VARIANTS)}")
     p.set_defaults(func=variants)
     p = sub.add_parser("speed", help="translation speed, batched against one at a time")
