@@ -463,7 +463,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     sentences = model.generate(
         args.prime, args.num, max_words=args.max_words, label=args.label,
         temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed, guidance=args.guidance,
     )  # fmt: skip
     print("\n".join(sentences))
     return 0
@@ -744,6 +744,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=5, help="sentences, sampled as one batch")
     p.add_argument("--max-words", type=int, default=60, help="a sentence's words at most")
     p.add_argument("--label", help="the label of the sentences (a model trained on labels)")
+    p.add_argument(
+        "--guidance", type=float, default=0.0,
+        help="with --label: push words toward the label and away from the others (e.g. 2)",
+    )  # fmt: skip
     p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)

@@ -116,6 +116,32 @@ def test_a_label_in_every_step_conditions_what_is_written(tmp_path):
         model.generate(num=1, label="meh")
 
 
+def test_guidance_pushes_each_word_away_from_the_other_labels_by_the_formula():
+    from rnnkit.data.readers import LabelVocab
+
+    vocab = WordVocab(["<pad>", "<unk>", "<eos>", "a", "b", "c", "d"])
+    torch.manual_seed(0)
+    model = WordLM(SMALL, vocab, LabelVocab(["neg", "neu", "pos"])).eval()
+    prime = torch.tensor([[2, 3, 4], [2, 5, 3]])  # (N, P): <eos> then words
+    g, k = 2.5, 2  # pos, against the mean of neg and neu
+
+    def next_logp(label: int) -> torch.Tensor:  # (N, V): every label fed at every step
+        logits, _ = model(prime + len(vocab) * label)
+        return F.log_softmax(logits[:, -1], dim=-1)
+
+    with torch.no_grad():
+        step, last, state = model._guided_steps(prime, k, g)
+        scores, _ = step(last, state)
+        mine, others = next_logp(k), (next_logp(0) + next_logp(1)) / 2
+    torch.testing.assert_close(scores, mine + g * (mine - others), rtol=1e-5, atol=1e-5)
+    assert len(model.generate(num=4, label="pos", guidance=g, seed=0)) == 4
+    with pytest.raises(ValueError, match="Argument `guidance` must be a number >= 0"):
+        model.generate(num=1, label="pos", guidance=-1.0)
+    plain = WordLM(SMALL, vocab)
+    with pytest.raises(ValueError, match="Argument `guidance` .* two or more labels"):
+        plain.generate(num=1, guidance=1.0)
+
+
 def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     vocab = WordVocab.build([["a", "b", "<eos>"]])
     model = WordLM(WordLMConfig(hidden_size=8, embedding_size=8, tie_weights=True), vocab)

@@ -202,16 +202,30 @@ class WordLM(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
+        guidance: float = 0.0,
     ) -> list[str]:
         """`num` sentences, each sampled word by word after `prime` until the model writes
         ``<eos>`` (or `max_words`), through :func:`rnnkit.decoding.decode`: the lecture's
         loop at test time, the model fed its own samples. Every stream starts after an
         ``<eos>``: where a sentence begins. A sentence cut at `max_words` ends in "...".
-        A labelled model writes sentences of `label`.
+
+        A labelled model writes sentences of `label`. With `guidance` g > 0 each word is
+        drawn from log p(w | label) + g (log p(w | label) - mean over the other labels of
+        log p(w | other)): the same model run beside itself with the other labels, the
+        words that tell the labels apart pushed up (classifier-free guidance, Ho and
+        Salimans 2022, with the other labels in place of no label). A label moves a word
+        model's likelihood little; guidance makes it show in what is written.
         """
         decoding.check_count("num", num, 1)
         decoding.check_count("max_words", max_words, 1)
         decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+        if not (isinstance(guidance, (int, float)) and 0.0 <= guidance < math.inf):
+            raise ValueError(f"Argument `guidance` must be a number >= 0, got {guidance!r}")
+        if guidance and (self.labels is None or len(self.labels) < 2):
+            raise ValueError(
+                f"Argument `guidance` ({guidance}) contrasts labels: it needs a model trained "
+                "on two or more labels"
+            )
         embed = self.embedding
         if self.labels is not None:
             if label is None:
@@ -231,7 +245,9 @@ class WordLM(nn.Module):
         try:
             device = self.head.weight.device
             ids = start.to(device).expand(num, -1)  # (N, P)
-            if isinstance(self.head, nn.Linear):  # the fast steps of a linear readout
+            if guidance:
+                step, last, states = self._guided_steps(ids, k, guidance)
+            elif isinstance(self.head, nn.Linear):  # the fast steps of a linear readout
                 stepper = LMStepper(embed, len(self.vocab), self.rnn, self.head)
                 states = stepper.read(ids[:, :-1])
                 step, last, states = stepper.prepare(ids[:, -1].contiguous(), states)
@@ -252,6 +268,27 @@ class WordLM(nn.Module):
         finally:
             self.train(was_training)
         return [" ".join(w) + ("" if d else " ...") for w, d in zip(words, done)]
+
+    def _guided_steps(
+        self, ids: Tensor, label: int, guidance: float
+    ) -> tuple[Callable, Tensor, State | None]:
+        """:meth:`_steps` of guided sampling: the N streams of `ids` (N, P) run once per
+        label, (L*N) rows in one batch, and each step's scores are label `label`'s pushed
+        away from the mean of the others'."""
+        L, N = len(self.labels), ids.shape[0]
+        rows = torch.arange(L, device=ids.device).repeat_interleave(N)[:, None]  # (L*N, 1)
+        inner, last, state = self._steps(
+            lambda x: self.embed(x, rows.expand_as(x)), ids.repeat(L, 1)
+        )
+
+        def step(last: Tensor, state: State | None) -> tuple[Tensor, State]:
+            scores, state = inner(last.repeat(L), state)  # (L*N, V)
+            logp = F.log_softmax(scores.float(), dim=-1).view(L, N, -1)
+            mine = logp[label]
+            others = (logp.sum(0) - mine) / (L - 1)
+            return mine + guidance * (mine - others), state
+
+        return step, last[:N], state
 
     def _steps(self, embed: Callable, ids: Tensor) -> tuple[Callable, Tensor, State | None]:
         """(step, last ids, state) for :func:`rnnkit.decoding.decode` through the stack and
