@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import time
 
 import torch
 
@@ -76,3 +78,15 @@ def write_json(path: str | None, report: dict) -> None:
         with open(path, "w") as f:
             json.dump(report, f, indent=1, default=str)
         print(f"wrote {path}")
+
+
+def timed(fn, repeats: int, *, warmup: int = 0) -> float:
+    """The median seconds of `repeats` calls of `fn`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from _machine import environment
+from _machine import environment, timed
 from rnnkit.checkpoint import load_checkpoint, resolve_checkpoint
 from rnnkit.data import get
 from rnnkit.tasks import seq2seq
@@ -101,15 +99,6 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key.replace("-", "_"), json.loads(value)
     except json.JSONDecodeError:
         return key.replace("-", "_"), value
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def speed(args: argparse.Namespace) -> None:

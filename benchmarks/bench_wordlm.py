@@ -21,24 +21,12 @@ figure is the median over the timed repeats, after warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
+from _machine import timed
 from rnnkit.backends import native_bf16
 from rnnkit.tasks.wordlm import WordLM, WordLMConfig, load_data
-
-
-def timed(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -93,7 +81,8 @@ def main() -> None:
 
                 return run
 
-            rows[p] = [timed(under(f), args.repeats) for f in (recurrent, output, step)]
+            parts = (recurrent, output, step)
+            rows[p] = [timed(under(f), args.repeats, warmup=3) for f in parts]
         names = [
             "embedding + 2x200 LSTM",
             f"output layer ({V:,} words) + cross-entropy",
