@@ -189,6 +189,49 @@ def test_a_classifier_on_two_nodes_trains_as_one_process(tmp_path):
     assert val[0]["loss"] == pytest.approx(val[1]["loss"], rel=1e-5)
 
 
+def _toy_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A toy language for the word model and copy pairs of unequal lengths for the
+    encoder-decoder."""
+    import random
+
+    rng = random.Random(0)
+    nouns, verbs = ["dogs", "cats", "kids", "birds"], ["see", "like", "chase"]
+    text = tmp_path / "toy.txt"
+    lines = [f"{rng.choice(nouns)} {rng.choice(verbs)} {rng.choice(nouns)}" for _ in range(400)]
+    text.write_text("\n".join(lines) + "\n")
+    pairs = tmp_path / "pairs.tsv"
+    rows = []
+    for _ in range(150):
+        src = " ".join(rng.choice("abcdef") for _ in range(rng.randint(1, 6)))
+        rows.append(f"{src}\t{src}")
+    pairs.write_text("\n".join(rows) + "\n")
+    return text, pairs
+
+
+@pytest.mark.parametrize("task", ["wordlm", "seq2seq"])
+def test_the_newer_tasks_train_on_two_processes_as_on_one(tmp_path, task):
+    """The word model's streams and the encoder-decoder's bucketed batches (25 pairs: 13
+    and 12 a rank) shared by two processes give one process's losses."""
+    text, pairs = _toy_files(tmp_path)
+    small = ["--hidden-size", "16", "--embedding-size", "8", "--dropout", "0", "--no-progress"]
+    if task == "wordlm":
+        args = ["train", "wordlm", "--text", str(text), "--batch-size", "8", "--seq-len", "8",
+                "--steps", "12", "--log-every", "3", "--eval-every", "6",
+                "--precision", "fp32"]  # fmt: skip
+    else:
+        args = ["train", "seq2seq", "--train", str(pairs), "--batch-size", "25",
+                "--epochs", "3", "--evals-per-epoch", "1"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    ok(rnnkit(*args, *small, "--out", str(one)))
+    ok(rnnkit(*args, *small, "--out", str(two), "--nproc", "2"))
+    a, b = losses(one), losses(two)
+    assert len(a) >= 3 and a == pytest.approx(b, rel=1e-5)
+    assert load_checkpoint(two / "latest").train_state["world_size"] == 2
+    assert losses(one, "eval_loss") == pytest.approx(losses(two, "eval_loss"), rel=1e-5)
+    for name, w in weights(one).items():
+        torch.testing.assert_close(weights(two)[name], w, rtol=1e-4, atol=1e-5)
+
+
 def test_the_character_streams_must_split_evenly(monkeypatch):
     monkeypatch.setattr(distributed, "world_size", lambda: 3)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
