@@ -53,6 +53,19 @@ def test_bleu_and_chrf_are_sacrebleus_with_every_reference():
         sequence_scores(hyps, refs[:1])
 
 
+def test_bleu_reads_the_texts_given_instead_of_joined_tokens():
+    hyps, refs = [["Hello", ",", "world", "!"]], [[["Hello", ",", "world", "!"]]]
+    joined = sequence_scores(hyps, refs)  # "Hello , world !" against itself: 100
+    written = sequence_scores(hyps, refs, texts=(["Hello, world!"], [["Hello world!"]]))
+    assert joined["bleu"] == pytest.approx(100.0)
+    assert written["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(["Hello, world!"], [["Hello world!"]]).score
+    )
+    assert written["bleu"] < 100.0 and written["exact"] == 100.0  # tokens still exact
+    with pytest.raises(ValueError, match="`texts`"):
+        sequence_scores(hyps, refs, texts=(["a", "b"], [["a"]]))
+
+
 def test_the_attention_heat_map_is_written(tmp_path):
     w = np.full((3, 4), 0.25)
     path = plot_attention(w, ["a", "b", "c", "d"], ["x", "y", "<end>"], tmp_path / "a.png")

@@ -71,6 +71,7 @@ def sequence_scores(
     references: Sequence[Sequence[Sequence[str]]],
     *,
     joiner: str = " ",
+    texts: tuple[Sequence[str], Sequence[Sequence[str]]] | None = None,
 ) -> dict[str, float]:
     """Scores of generated token sequences, each against one or more references.
 
@@ -79,6 +80,10 @@ def sequence_scores(
         references: for each hypothesis its references (one or more token lists), e.g.
             a word's alternative pronunciations.
         joiner: how tokens join into the text BLEU and chrF read ("" for characters).
+        texts: the texts BLEU and chrF read instead of joined tokens: the detokenized
+            hypotheses and, for each, its references as written. Sentences should be
+            scored so (sacrebleu's standard: its own tokenisation of plain text); joined
+            tokens put spaces before punctuation and change the score.
 
     Returns (all in percent):
         ``exact``: hypotheses equal to one of their references (for pronunciations:
@@ -104,16 +109,26 @@ def sequence_scores(
         cost, ref = min((Levenshtein.distance(hyp, list(r)), list(r)) for r in refs)
         exact += cost == 0
         edits, ref_tokens = edits + cost, ref_tokens + len(ref)
-    texts = [joiner.join(h) for h in hypotheses]
-    width = max(len(r) for r in references)
+    if texts is None:
+        texts = (
+            [joiner.join(h) for h in hypotheses],
+            [[joiner.join(r) for r in refs] for refs in references],
+        )
+    hyp_texts, ref_texts = texts
+    if len(hyp_texts) != len(hypotheses) or len(ref_texts) != len(hypotheses):
+        raise ValueError(
+            f"Argument `texts`: {len(hyp_texts)} hypothesis and {len(ref_texts)} reference "
+            f"texts for {len(hypotheses)} hypotheses (need as many)"
+        )
+    width = max(len(r) for r in ref_texts)
     streams = [  # sacrebleu wants equal streams: a repeated reference changes nothing
-        [joiner.join(refs[min(i, len(refs) - 1)]) for refs in references] for i in range(width)
+        [refs[min(i, len(refs) - 1)] for refs in ref_texts] for i in range(width)
     ]
     return {
         "exact": 100.0 * exact / len(hypotheses),
         "token_error": 100.0 * edits / max(ref_tokens, 1),
-        "bleu": float(sacrebleu.corpus_bleu(texts, streams).score),
-        "chrf": float(sacrebleu.corpus_chrf(texts, streams).score),
+        "bleu": float(sacrebleu.corpus_bleu(list(hyp_texts), streams).score),
+        "chrf": float(sacrebleu.corpus_chrf(list(hyp_texts), streams).score),
     }
 
 

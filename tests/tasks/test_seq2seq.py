@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sacrebleu
 import torch
 from torch.nn import functional as F
 
@@ -379,5 +380,15 @@ def test_subword_sides_learn_pieces_round_trip_and_travel_in_the_checkpoint(tmp_
     scored = seq2seq.score(loaded, pairs[1000:1010])
     hyp_words = [h for h in scored["hypotheses"]]
     assert all("▁" not in w for h in hyp_words for w in h)
+    # BLEU and chrF read the detokenized translations against the references as written
+    # ("quarante-sept", where joined word tokens would read "quarante - sept")
+    sources, targets = zip(*pairs[1000:1010])
+    said = loaded.translate(list(sources))
+    assert scored["metrics"]["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(said, [list(targets)]).score
+    )
+    assert scored["metrics"]["chrf"] == pytest.approx(
+        sacrebleu.corpus_chrf(said, [list(targets)]).score
+    )
     with pytest.raises(ValueError, match="subword_vocab_size"):
         Seq2SeqConfig(subword_vocab_size=0)

@@ -835,16 +835,20 @@ def score(
     # subword outputs are scored as words: the pieces are the model's business
     scored = target if c.target_tokens != "subwords" else Side("words", c.lowercase)
     refs: dict[str, list[list[str]]] = {}
+    written: dict[str, list[str]] = {}  # the references as written: what BLEU reads
     for s, t in texts:
         refs.setdefault(s, []).append(scored.split(t))
+        written.setdefault(s, []).append(t.lower() if c.lowercase else t)
     sources = list(refs)
     hyps = model.translate_tokens(
         sources, beam=beam, length_penalty=length_penalty, batch_size=batch_size
     )
+    detokenized = [target.join(h) for h in hyps]
     if scored is not target:
-        hyps = [scored.split(target.join(h)) for h in hyps]
-    joiner = "" if c.target_tokens == "chars" else " "
-    metrics = sequence_scores(hyps, [refs[s] for s in sources], joiner=joiner)
+        hyps = [scored.split(t) for t in detokenized]
+    metrics = sequence_scores(
+        hyps, [refs[s] for s in sources], texts=(detokenized, [written[s] for s in sources])
+    )
     metrics["sources"] = float(len(sources))
     return {"metrics": metrics, "sources": sources, "hypotheses": hyps}
 
