@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, distributed, tasks
+from . import __version__, decoding, distributed, tasks
 from . import data as datasets
 from ._malloc import tune_glibc_malloc
 from .data.fetch import FetchError
@@ -321,6 +321,65 @@ def _cmd_train_seq2seq(args: argparse.Namespace) -> int:
     return 0
 
 
+@_data_parallel
+def _cmd_train_caption(args: argparse.Namespace) -> int:
+    from .tasks import caption
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(
+            args, [caption.CaptionConfig, caption.TrainConfig], ["data", "images", "captions"]
+        )
+        caption.train(args.out, resume=True, progress=args.progress)
+        print(f"run directory: {args.out}")
+        return 0
+    if args.data is not None and args.images is not None:
+        raise ValueError("--images goes with --captions; a built-in set has its own images")
+    if args.data is None and args.captions is None:
+        args.data = "digit-scenes"
+    name = args.data or Path(args.captions).stem
+    out = args.out or f"runs/caption-{name}"
+    config = config_from_args(caption.CaptionConfig, args)
+    train_config = config_from_args(caption.TrainConfig, args)
+    caption.train(
+        out, config, train_config, data=args.data, images=args.images, captions=args.captions
+    )
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json, captions.html)")
+    return 0
+
+
+def _cmd_caption(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .tasks import caption
+
+    model = tasks.load(args.checkpoint, device=_device(args.device))
+    if getattr(model, "meta", {}).get("kind") != "caption":
+        raise ValueError(
+            f"{args.checkpoint} is a {model.meta.get('kind')!r} model; `caption` takes an "
+            "image captioner (rnnkit train caption)"
+        )
+    decoding.check_count("num", args.num, 1)
+    images = caption.read_images(model, args.images)
+    for path, image in zip(args.images, images):
+        if args.num == 1 and args.temperature == 0:
+            said = model.caption(image[None], beam=args.beam, length_penalty=args.length_penalty)
+        else:
+            if args.beam != 1:
+                raise ValueError("--num samples captions: give --temperature, not --beam")
+            said = model.caption(
+                np.repeat(image[None], args.num, axis=0),
+                temperature=args.temperature or 1.0,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                seed=args.seed,
+            )
+        for text in said:
+            print(f"{path}\t{text}")
+    return 0
+
+
 def _cmd_translate(args: argparse.Namespace) -> int:
     from .tasks import seq2seq
 
@@ -409,13 +468,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 test=args.test,
                 data=args.data,
                 beam=args.beam,
-                length_penalty=args.length_penalty,
+                length_penalty=args.length_penalty if args.length_penalty is not None else 0.6,
                 attention=args.attention or 1,
                 plot=args.plot,
                 log=_stderr,
             )  # fmt: skip
         )
         return 0
+    if kind == "caption":
+        if args.text is not None or args.corpus is not None or args.test is not None:
+            raise ValueError(
+                "a captioner is evaluated on --data NAME or --captions FILE --images DIR"
+            )
+        print(
+            tasks.module(kind).eval_report(
+                model,
+                data=args.data,
+                images=args.images,
+                captions=args.captions,
+                beam=args.beam,
+                length_penalty=args.length_penalty if args.length_penalty is not None else 0.0,
+                page_path=args.page or Path(args.checkpoint) / "captions.html",
+                log=_stderr,
+            )
+        )
+        return 0
+    if args.images is not None or args.captions is not None or args.page is not None:
+        raise ValueError("--images, --captions and --page are for image captioners")
     if args.beam != 1 or args.attention is not None:
         raise ValueError("--beam and --attention are for encoder-decoder (seq2seq) runs")
     if kind in ("classify", "tag"):
@@ -643,6 +722,41 @@ def _add_train_seq2seq(train_sub) -> None:
     q.set_defaults(func=_cmd_train_seq2seq)
 
 
+def _add_train_caption(train_sub) -> None:
+    from .tasks.caption import CaptionConfig, TrainConfig
+
+    q = train_sub.add_parser(
+        "caption",
+        help="image captioning: a CNN reads the picture, an RNN writes the sentence",
+        description="Train an image captioner: a CNN (a small one from scratch, or the "
+        "ImageNet-pretrained EfficientNet-lite0, frozen with its features cached) turns the "
+        "image into a vector v that enters a recurrent decoder (every step, first step or "
+        "initial state), optionally with soft attention over the feature map; the decoder "
+        "writes the caption word by word (teacher forcing). Data: --data NAME or --images "
+        "DIR --captions FILE.json (COCO captions schema). At the end the best weights are "
+        "scored (BLEU-1..4, CIDEr, ROUGE-L) beside the nearest-neighbour baseline and "
+        "captions.html shows the test images. --resume continues the run in --out.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument(
+        "--data",
+        choices=datasets.names("caption"),
+        help="a built-in set of captioned images (default: digit-scenes)",
+    )
+    src.add_argument("--captions", help="a COCO captions JSON file (with --images DIR)")
+    q.add_argument("--images", help="the folder of the images that --captions names")
+    q.add_argument("--out", help="run directory (default runs/caption-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
+    add_config_flags(q.add_argument_group("model (rnnkit.caption.CaptionConfig)"), CaptionConfig)
+    add_config_flags(
+        q.add_argument_group("training (rnnkit.caption.TrainConfig)"),
+        TrainConfig,
+        aliases={"warmup_steps": ["--warmup"], "clip_norm": ["--clip"]},
+    )
+    q.set_defaults(func=_cmd_train_caption)
+
+
 def _add_train_seq(train_sub, task: str, what: str) -> None:
     from .tasks.sequences import RunConfig
 
@@ -708,12 +822,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_data_get)
 
     p = sub.add_parser(
-        "train", help="train a model: `rnnkit train charlm|wordlm|seq2seq|classify|tag --help`"
+        "train",
+        help="train a model: `rnnkit train charlm|wordlm|seq2seq|caption|classify|tag --help`",
     )
     train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     _add_train_charlm(train_sub)
     _add_train_wordlm(train_sub)
     _add_train_seq2seq(train_sub)
+    _add_train_caption(train_sub)
     for task, what in (
         ("classify", "one label per sequence (many to one): sentiment, digits, signals"),
         ("tag", "one tag per step (many to many): parts of speech, named entities"),
@@ -778,6 +894,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser(
+        "caption",
+        help="captions of images by a trained captioner",
+        description="Caption each IMAGE (PNG, JPEG, SVG, ...; resized like the training "
+        "images): greedy by default, --beam K for beam search, --num N samples at "
+        "--temperature (default 1). Prints IMAGE<TAB>caption per line.",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="beam search's alpha")
+    p.add_argument("--num", type=int, default=1, help="sampled captions per image")
+    p.add_argument("--temperature", type=float, default=0.0, help="> 0: sample (default 0)")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.set_defaults(func=_cmd_caption)
+
+    p = sub.add_parser(
         "complete",
         help="the most likely ends of a word after a prefix (character model)",
         description="Spelling completion: the k most likely continuations of PREFIX up to "
@@ -813,8 +948,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify/tag: confusion-matrix PNG (default ./confusion.png); seq2seq: the "
         "attention heat map (default ./attention.png)",
     )
-    p.add_argument("--beam", type=int, default=1, help="seq2seq: beam width (1: greedy)")
-    p.add_argument("--length-penalty", type=float, default=0.6, help="seq2seq: beam search's alpha")
+    p.add_argument("--beam", type=int, default=1, help="seq2seq, caption: beam width (1: greedy)")
+    p.add_argument(
+        "--length-penalty", type=float,
+        help="seq2seq, caption: beam search's alpha (default 0.6 and 0)",
+    )  # fmt: skip
+    p.add_argument("--images", help="caption: the folder of the images of --captions")
+    p.add_argument("--captions", help="caption: a COCO captions JSON file to score on")
+    p.add_argument(
+        "--page", help="caption: the HTML page of test images (default RUN/captions.html)"
+    )
     p.add_argument(
         "--attention", type=int, metavar="N",
         help="seq2seq: draw the attention of the N-th scored source (default 1)",

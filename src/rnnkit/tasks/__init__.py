@@ -6,6 +6,7 @@ train, evaluate, load.
     classify.py   many to one: a label per sequence (sentiment, digits, signals)
     tag.py        many to many, aligned: a tag per step (parts of speech, entities)
     seq2seq.py    encoder-decoder: one sequence into another (translation, pronunciation)
+    caption.py    one to many: a CNN reads an image, an RNN writes its caption
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
     sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
 
@@ -32,6 +33,7 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "tag": "rnnkit.tasks.tag",
     "wordlm": "rnnkit.tasks.wordlm",
     "seq2seq": "rnnkit.tasks.seq2seq",
+    "caption": "rnnkit.tasks.caption",
 }
 
 

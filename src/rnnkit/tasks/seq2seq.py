@@ -72,7 +72,7 @@ from .. import data as datasets
 from .. import decoding, distributed, runs
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
 from ..data.pairs import PAIR_SETS
-from ..data.readers import PAD, UNK, WordVocab, read_pairs, split_indices, tokenize
+from ..data.readers import WordVocab, read_pairs, split_indices, tokenize
 from ..layers import STACKS, reverse_padded
 from ..metrics import plot_attention, sequence_scores
 from ..trainer import Trainer, TrainerConfig, resolve_device
@@ -315,10 +315,7 @@ def make_sides(config: Seq2SeqConfig, meta: dict[str, str | None] | None) -> dic
 def build_vocab(sequences: Sequence[Sequence[str]], min_freq: int) -> WordVocab:
     """``<pad>`` 0, ``<unk>`` 1, ``<start>`` 2, ``<end>`` 3, then the tokens seen at least
     `min_freq` times, most frequent first."""
-    counts = Counter(t for s in sequences for t in s)
-    special = (PAD, UNK, START, END)
-    kept = [t for t, c in counts.most_common() if c >= min_freq and t not in special]
-    return WordVocab([*special, *kept])
+    return WordVocab.build(sequences, min_freq=min_freq, specials=(START, END))
 
 
 PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3

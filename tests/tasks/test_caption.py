@@ -1,0 +1,378 @@
+"""Image captioning: the image conditions the decoder in each of its three forms, the
+teacher-forced pass equals decoding step by step, beam 1 is greedy, padding changes
+nothing, a small model learns a toy set of pictures exactly, resume is exact, and the
+commands train, caption and evaluate (with the HTML page in a real browser)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from rnnkit.data.images import CaptionSplit
+from torch.nn import functional as F
+
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.cli import main
+from rnnkit.tasks import caption
+from rnnkit.tasks.caption import (
+    END_ID,
+    START_ID,
+    CaptionConfig,
+    Captioner,
+    TrainConfig,
+    build_vocab,
+    caption_scores,
+    caption_words,
+    collate,
+    encode_captions,
+    nearest_neighbour_captions,
+)
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+WORDS = ["a", "red", "green", "blue", "square", "on", "the", "left", "right", "small"]
+
+
+def toy_image(colour: str, side: str, rng: random.Random, size: int = 16) -> np.ndarray:
+    """A white picture with one coloured square on its left or right half."""
+    image = np.full((size, size, 3), 255, dtype=np.uint8)
+    s = rng.randint(4, 6)
+    x = rng.randint(0, size // 2 - s) + (size // 2 if side == "right" else 0)
+    y = rng.randint(0, size - s)
+    image[y : y + s, x : x + s] = COLOURS[colour]
+    return image
+
+
+def toy_split(n: int, seed: int) -> CaptionSplit:
+    rng = random.Random(seed)
+    images, caps = [], []
+    for _ in range(n):
+        colour, side = rng.choice(list(COLOURS)), rng.choice(["left", "right"])
+        images.append(toy_image(colour, side, rng))
+        caps.append([f"A {colour} square on the {side}."])
+    return CaptionSplit(np.stack(images), caps, [f"toy/{i}.png" for i in range(n)])
+
+
+def tiny_model(seed: int = 0, **kw) -> Captioner:
+    base = dict(encoder="cnn", image_size=0, cnn_width=4, hidden_size=12, embedding_size=8,
+                image_vector_size=6, attention_size=5, dropout=0.0)  # fmt: skip
+    torch.manual_seed(seed)
+    config = caption.resolve_config(CaptionConfig(**{**base, **kw}), None)
+    model = Captioner(config, build_vocab([WORDS], 1), (16, 16, 3))
+    # the batch norms' statistics of real pictures (untrained, they hold 0 and 1, and an
+    # untrained network's tiny activations would make every picture look alike)
+    for m in model.encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a plain average over the batches seen
+    with torch.no_grad():
+        model.train().feature_map(torch.from_numpy(toy_split(64, seed=99).images))
+    return model.eval()
+
+
+def batch_for(model: Captioner, split: CaptionSplit) -> dict:
+    pixels = torch.from_numpy(split.images)
+    examples = encode_captions(split, pixels, False, model.vocab, model.config, "toy")
+    return collate(examples, list(range(len(examples))))
+
+
+VARIANTS = [
+    dict(inject="every-step"),
+    dict(inject="first"),
+    dict(inject="init"),
+    dict(inject="every-step", attention=True),
+    dict(inject="first", attention=True, cell="gru"),
+    dict(inject="init", cell="rnn", num_layers=2),
+]
+
+
+def ids(v: dict) -> str:
+    return "-".join(f"{k}={x}" for k, x in v.items())
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=ids)
+def test_teacher_forcing_equals_decoding_step_by_step(variant):
+    model = tiny_model(**variant)
+    split = toy_split(3, seed=1)
+    batch = batch_for(model, split)
+    logits, weights = model(batch)  # (B, T, V)
+    fmap = model.feature_map(batch["images"])
+    ids_, state = model.start(fmap)
+    assert (ids_ == START_ID).all()
+    for t in range(batch["previous"].shape[1]):
+        step_logits, state = model.step(batch["previous"][:, t], state)
+        torch.testing.assert_close(step_logits, logits[:, t], rtol=1e-5, atol=1e-6)
+    # the loss is the mean of the real positions' cross-entropies, padding masked out
+    real = batch["target"] != 0
+    by_hand = -F.log_softmax(logits, -1).gather(2, batch["target"][..., None])[..., 0][real]
+    assert float(model.loss(batch).detach()) == pytest.approx(
+        float(by_hand.detach().mean()), rel=1e-5
+    )
+    if variant.get("attention"):
+        assert weights.shape == (3, logits.shape[1], fmap.shape[2] * fmap.shape[3])
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+
+
+def _image_weights(model: Captioner) -> list[torch.Tensor]:
+    """The weights through which v enters the decoder, in each form."""
+    c = model.config
+    if c.inject == "every-step":  # W_ih: the first layer's input weights that read v
+        E, D = c.embedding_size, c.image_vector_size
+        return [model.decoder.layers[0].cell.weight_ih[:, E : E + D]]
+    if c.inject == "first":
+        return [model.image_input.weight, model.image_input.bias]
+    return [p for m in (model.init_h, model.init_c) if m is not None for p in m.parameters()]
+
+
+@pytest.mark.parametrize("inject", ["every-step", "first", "init"])
+def test_the_image_conditions_the_decoder_and_zeroing_its_weights_removes_it(inject):
+    model = tiny_model(inject=inject)
+    a, b = toy_split(2, seed=2), toy_split(2, seed=3)
+    batch_a, batch_b = batch_for(model, a), batch_for(model, a)
+    batch_b["images"] = torch.from_numpy(b.images)  # the same captions, other pictures
+    with torch.no_grad():
+        assert not torch.allclose(model(batch_a)[0], model(batch_b)[0], atol=1e-4)
+        for w in _image_weights(model):
+            w.zero_()
+        torch.testing.assert_close(model(batch_a)[0], model(batch_b)[0])
+
+
+def test_a_beam_of_width_one_is_greedy_and_padding_never_changes_a_caption():
+    model = tiny_model(inject="every-step", attention=True)
+    split = toy_split(6, seed=4)
+    fmaps = model.features(split.images)
+    greedy = model.caption_ids(fmaps, max_length=8)
+    assert model.caption_ids(fmaps, beam=1, max_length=8) == greedy
+    beam = model.caption_ids(fmaps, beam=1, max_length=8, batch_size=2)
+    assert beam == greedy
+    alone = [model.caption_ids(fmaps[i : i + 1], beam=3, max_length=8)[0] for i in range(6)]
+    assert model.caption_ids(fmaps, beam=3, max_length=8) == alone
+    # a caption padded inside a batch of longer ones has the logits it has alone
+    batch = batch_for(model, split)
+    logits, _ = model(batch)
+    for i in range(6):
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        n = int((one["target"] != 0).sum())
+        one = {k: (v[:, :n] if k in ("previous", "target") else v) for k, v in one.items()}
+        torch.testing.assert_close(model(one)[0][0], logits[i, :n], rtol=1e-5, atol=1e-6)
+
+
+def test_caption_scores_are_pycocoevalcaps_on_words_without_punctuation():
+    hyps = ["A red kangaroo.", "a small blue car"]
+    refs = [["A red kangaroo!", "a kangaroo"], ["A big blue car.", "the blue car"]]
+    m = caption_scores(hyps, refs)
+    gts = {0: ["a red kangaroo", "a kangaroo"], 1: ["a big blue car", "the blue car"]}
+    res = {0: ["a red kangaroo"], 1: ["a small blue car"]}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    assert m["bleu1"] == pytest.approx(100 * bleu[0]) and m["bleu4"] == pytest.approx(100 * bleu[3])
+    assert m["cider"] == pytest.approx(100 * Cider().compute_score(gts, res)[0])
+    assert m["exact"] == 50.0
+    assert caption_words("Flag: Côte d’Ivoire!") == ["flag", "côte", "d’ivoire"]
+    with pytest.raises(ValueError, match="`references`"):
+        caption_scores(hyps, refs[:1])
+
+
+def test_the_nearest_neighbour_baseline_takes_the_closest_training_images_caption():
+    train = CaptionSplit(np.zeros((3, 2, 2, 3), np.uint8), [["one"], ["two", "two too", "two"],
+                         ["three"]], ["a", "b", "c"])  # fmt: skip
+    vectors = torch.eye(3)  # (N, F)
+    query = torch.tensor([[0.1, 0.9, 0.0], [0.0, 0.2, 1.0]])
+    assert nearest_neighbour_captions(vectors, train, query) == ["two", "three"]
+
+
+# -- training through the files a user has: the COCO captions schema ----------------------
+
+
+def write_coco(folder: Path, split: CaptionSplit) -> Path:
+    """The images as PNG files and a captions JSON file in the COCO schema."""
+    (folder / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i, (image, caps) in enumerate(zip(split.images, split.captions)):
+        name = f"{i:05d}.png"
+        Image.fromarray(image).save(folder / "images" / name)
+        images.append({"id": 1000 + i, "file_name": name, "width": 16, "height": 16})
+        annotations += [{"id": len(annotations), "image_id": 1000 + i, "caption": c} for c in caps]
+    path = folder / "captions.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+def small(**kw) -> TrainConfig:
+    base = dict(epochs=20, batch_size=32, lr=1e-2, warmup_steps=10, beam=1, progress=False,
+                device="cpu")  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_small_model_learns_to_caption_toy_pictures_exactly(tmp_path):
+    path = write_coco(tmp_path / "coco", toy_split(600, seed=5))
+    cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=8, hidden_size=32,
+                        embedding_size=16, image_vector_size=32, dropout=0.0)  # fmt: skip
+    model, results = caption.train(
+        tmp_path / "run", cfg, small(epochs=30, lr=3e-3), images=tmp_path / "coco" / "images",
+        captions=path,
+        log=quiet,
+    )  # fmt: skip
+    assert results["test"]["greedy"]["exact"] == 100.0, results["test"]
+    assert results["test"]["greedy"]["cider"] > results["test"]["nearest_neighbour"]["cider"] - 1
+    page = (tmp_path / "run" / "captions.html").read_text()
+    assert "a red square on the" in page or "a blue square on the" in page
+    rng = random.Random(9)
+    said = model.caption(
+        np.stack([toy_image("green", "left", rng), toy_image("red", "right", rng)])
+    )
+    assert said == ["a green square on the left", "a red square on the right"]
+
+
+class CrashError(RuntimeError):
+    pass
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    path = write_coco(tmp_path / "coco", toy_split(120, seed=6))
+    cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,
+                        embedding_size=8, image_vector_size=8, dropout=0.2,
+                        attention=True)  # fmt: skip
+    tc = dict(epochs=3, evals_per_epoch=2)
+    kw = dict(images=tmp_path / "coco" / "images", captions=path, log=quiet)
+
+    def losses(out: Path) -> list[float]:
+        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
+
+    caption.train(tmp_path / "whole", cfg, small(**tc), **kw)
+    from rnnkit import runs
+
+    real_save = runs.save_checkpoint
+    saves = []
+
+    def crash_on_the_third_save(path, **kw):
+        real_save(path, **kw)
+        if Path(path).name == "latest":
+            saves.append(kw["meta"]["step"])
+            if len(saves) == 3:
+                raise CrashError("killed")
+
+    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
+    with pytest.raises(CrashError):
+        caption.train(tmp_path / "cut", cfg, small(**tc), **kw)
+    monkeypatch.setattr(runs, "save_checkpoint", real_save)
+    caption.train(tmp_path / "cut", resume=True, log=quiet)
+    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
+    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
+    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_commands_train_caption_evaluate_and_refuse_bad_input(tmp_path, capsys):
+    path = write_coco(tmp_path / "coco", toy_split(80, seed=7))
+    images = tmp_path / "coco" / "images"
+    out = tmp_path / "run"
+    args = ["train", "caption", "--images", str(images), "--captions", str(path), "--out",
+            str(out), "--encoder", "cnn", "--image-size", "16", "--cnn-width", "4",
+            "--hidden-size", "16", "--embedding-size", "8", "--epochs", "2",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "test, beam 3: BLEU-1" in capsys.readouterr().out
+    first = images / "00000.png"
+    assert main(["caption", str(out), str(first), str(images / "00001.png"), "--beam", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{first}\t")
+    assert set(lines[0].split("\t")[1].split()) <= set(WORDS)
+    assert main(["caption", str(out), str(first), "--num", "3", "--temperature", "1",
+                 "--seed", "1"]) == 0  # fmt: skip
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["eval", str(out), "--page", str(tmp_path / "page.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "CIDEr" in printed and "nearest neighbour" in printed
+    assert (tmp_path / "page.html").stat().st_size > 1000
+    # bad input: one line each, naming the thing
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    assert main(["caption", str(out), str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.png" in err and err.count("\n") == 1
+    missing = tmp_path / "none.json"
+    code = main(["train", "caption", "--images", str(images), "--captions", str(missing),
+                 "--out", str(tmp_path / "r2")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "none.json" in err and err.count("\n") == 1
+    bad = json.loads(path.read_text())
+    bad["annotations"][0]["image_id"] = 999_999
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    code = main(["train", "caption", "--images", str(images), "--captions",
+                 str(tmp_path / "bad.json"), "--out", str(tmp_path / "r3")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "999999" in err and err.count("\n") == 1
+
+
+def test_a_run_of_another_kind_is_refused_by_caption(tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, hello there\n" * 50)
+    lm = tmp_path / "lm"
+    assert main(["train", "charlm", "--text", str(text), "--out", str(lm), "--steps", "2",
+                 "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--sample", "0",
+                 "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(picture)
+    assert main(["caption", str(lm), str(picture)]) == 2
+    assert "image captioner" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` binary on PATH")
+def test_the_page_shows_the_captions_and_the_attention_in_headless_chromium(tmp_path):
+    model = tiny_model(inject="every-step", attention=True)
+    split = toy_split(3, seed=8)
+    fmaps = model.features(split.images)
+    said = model.caption(split.images, beam=2)
+    path = caption.page(model, split, fmaps, said, tmp_path / "page.html", baseline=said)
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    assert html.count('class="item"') == 3
+    assert all(c[0] in html for c in split.captions)
+    n_words = sum(len(s.split()) + 1 for s in said)  # each word and <end>: one picture
+    assert html.count("<figure>") == n_words
+    png = tmp_path / "shot.png"
+    shot = subprocess.run(
+        [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+         "--window-size=900,700", path.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.returncode == 0 and png.stat().st_size > 5000
+
+
+def test_end_id_stops_a_caption():
+    model = tiny_model()
+    with torch.no_grad():  # a head that always prefers <end>: every caption is empty
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[END_ID] = 10.0
+    split = toy_split(2, seed=1)
+    assert model.caption(split.images) == ["", ""]
+    assert model.caption(split.images, beam=3) == ["", ""]
