@@ -5,7 +5,7 @@ Cells compute one step; ``Recurrent`` unrolls any cell over time; ``Stack`` and
 ``torch.nn`` does and run its fused kernels where the configuration allows.
 """
 
-from . import distributed, init, reference
+from . import distributed, init, reference, vision
 from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_batch, pad_batch
 from .cells import GRUCell, LSTMCell, RNNCell
 from .conv import ConvGRUCell, ConvLSTMCell
@@ -23,8 +23,9 @@ from .layers import (
     reverse_padded,
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
-from .tasks import charlm, classify, seq2seq, tag, wordlm
+from .tasks import caption, charlm, classify, seq2seq, tag, wordlm
 from .tasks import load as load_any
+from .tasks.caption import CaptionConfig, Captioner
 from .tasks.charlm import CharLM, CharLMConfig, load
 from .tasks.classify import ClassifyConfig, SequenceClassifier
 from .tasks.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -87,6 +88,8 @@ __all__ = [
     "WordLMConfig",
     "Seq2Seq",
     "Seq2SeqConfig",
+    "Captioner",
+    "CaptionConfig",
     "load_any",
     # modules
     "distributed",
@@ -97,4 +100,6 @@ __all__ = [
     "tag",
     "wordlm",
     "seq2seq",
+    "caption",
+    "vision",
 ]

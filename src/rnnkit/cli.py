@@ -349,6 +349,12 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dir(path: str) -> Path:
+    """The run directory of `path`: itself, or the run a checkpoint folder lies in."""
+    p = Path(path)
+    return p.parent if (p / "meta.json").is_file() else p
+
+
 def _cmd_caption(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -488,7 +494,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 captions=args.captions,
                 beam=args.beam,
                 length_penalty=args.length_penalty if args.length_penalty is not None else 0.0,
-                page_path=args.page or Path(args.checkpoint) / "captions.html",
+                page_path=args.page or _run_dir(args.checkpoint) / "captions.html",
                 log=_stderr,
             )
         )

@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from rnnkit.data.images import CaptionSplit
 from torch.nn import functional as F
 
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
+from rnnkit.data.images import CaptionSplit
 from rnnkit.tasks import caption
 from rnnkit.tasks.caption import (
     END_ID,

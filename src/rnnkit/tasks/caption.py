@@ -22,8 +22,9 @@ How the image enters the decoder (``inject``):
 * ``init``: v sets the initial state, h_0 = tanh(W_h v) (and c_0 = W_c v for an LSTM).
 
 Attention (Show, Attend and Tell, Xu et al. 2015, ``--attention``): the feature map's
-h x w positions a_i (projected to ``attention_size``) are weighed at every step from the
-previous top state, alpha_t = softmax_i(w^T tanh(W_a a_i + W_s s_{t-1})), and the context
+h x w positions a_i (projected to ``attention_size``, plus a learned vector per position
+that says where it lies) are weighed at every step from the previous top state,
+alpha_t = softmax_i(w^T tanh(W_a a_i + W_s s_{t-1})), and the context
 z_t = sum_i alpha_ti a_i joins the step's input; the output reads tanh(W_c [z_t; s_t]).
 :meth:`Captioner.attention` returns the weights per word, drawn over the image in the
 HTML page of ``rnnkit eval``.
@@ -301,7 +302,12 @@ class Captioner(nn.Module):
             self.init_h = nn.Linear(D, c.num_layers * H)  # h_0 = tanh(W_h v)
             self.init_c = nn.Linear(D, c.num_layers * H) if c.cell == "lstm" else None
         if c.attention:
-            self.attention_key = nn.Linear(Fm, A)  # a_i = W_k f_i: what is attended to
+            self.attention_key = nn.Linear(Fm, A)  # a_i = W_k f_i + p_i: what is attended to
+            # p_i, a learned vector per position: where a_i lies (the CNN's features say
+            # what is there, hardly where), so that "the next digit to the right" can be
+            # asked for
+            positions = self.map_size[0] * self.map_size[1]
+            self.attention_position = nn.Parameter(0.1 * torch.randn(positions, A))
             self.attention_proj = nn.Linear(A, A, bias=False)  # W_a a_i
             self.attention_query = nn.Linear(H, A)  # W_s s_{t-1} (+ b)
             self.attention_v = nn.Linear(A, 1, bias=False)  # w^T tanh(...)
@@ -377,7 +383,8 @@ class Captioner(nn.Module):
         v = self.drop(F.relu(self.image_vector(self.pool(fmap))))  # (B, D)
         if not self.config.attention:
             return v, None
-        return v, self.attention_key(fmap.flatten(2).transpose(1, 2))  # (B, P, A)
+        keys = self.attention_key(fmap.flatten(2).transpose(1, 2))  # (B, P, A)
+        return v, keys + self.attention_position
 
     def initial_state(self, v: Tensor) -> Any:
         """The decoder's initial state, batch-first: (B, L, H), or (h, c) for an LSTM;
