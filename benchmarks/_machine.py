@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -90,3 +91,14 @@ def timed(fn, repeats: int, *, warmup: int = 0) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``key=value`` -> (key, value): JSON where it parses (numbers, true/false), else text."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        sys.exit(f"--set: expected KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value

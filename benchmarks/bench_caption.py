@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import environment, timed
+from _machine import environment, parse_setting, timed
 from rnnkit.data import get
 from rnnkit.tasks import caption
 from rnnkit.tasks.caption import CaptionConfig, TrainConfig
@@ -51,17 +51,6 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "cnn+attention": ({"encoder": "cnn", "attention": True}, "with soft attention"),
     "blind": ({"encoder": "cnn", "blind": True}, "the decoder never sees the image"),
 }
-
-
-def parse_setting(text: str) -> tuple[str, object]:
-    """``key=value`` -> (key, value): JSON where it parses (numbers, true/false), else text."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        sys.exit(f"--set: expected KEY=VALUE, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
 
 
 def quality(args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import environment, timed
+from _machine import environment, parse_setting, timed
 from rnnkit.checkpoint import load_checkpoint, resolve_checkpoint
 from rnnkit.data import get
 from rnnkit.tasks import seq2seq
@@ -88,17 +88,6 @@ def variants(args: argparse.Namespace) -> None:
             f"{m['token_error']:.1f} | {m['bleu']:.1f} | {m['chrf']:.1f} |",
             flush=True,
         )
-
-
-def parse_setting(text: str) -> tuple[str, object]:
-    """``key=value`` -> (key, value): JSON where it parses (numbers, true/false), else text."""
-    key, sep, value = text.partition("=")
-    if not sep:
-        sys.exit(f"--set: expected KEY=VALUE, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
 
 
 def speed(args: argparse.Namespace) -> None:

@@ -331,6 +331,21 @@ def select_state(state: State, index: Tensor) -> State:
     return state[index.to(state.device)]
 
 
+def batch_first_state(state: Any) -> Any:
+    """A recurrent stack's state (L, B, H), or a tuple of them, -> (B, L, H) each: rows
+    are streams, as :func:`select_state` and beam search want them."""
+    if isinstance(state, tuple):
+        return tuple(s.transpose(0, 1) for s in state)
+    return state.transpose(0, 1)
+
+
+def layer_first_state(state: Any) -> Any:
+    """The inverse of :func:`batch_first_state`: (B, L, H) each -> (L, B, H), contiguous."""
+    if isinstance(state, tuple):
+        return tuple(s.transpose(0, 1).contiguous() for s in state)
+    return state.transpose(0, 1).contiguous()
+
+
 def beam_search(
     step: Step,
     ids: Tensor,

@@ -431,16 +431,16 @@ class Captioner(nn.Module):
             top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
             z, alpha = self._attend(top, keys)
             x = torch.cat([x, z], dim=-1)
-        out, new = self.decoder(x[:, None, :], _layer_first(state))  # (B, 1, H)
-        return out[:, 0], _batch_first(new), z, alpha
+        out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))  # (B, 1, H)
+        return out[:, 0], decoding.batch_first_state(new), z, alpha
 
     def _image_step(self, v: Tensor, state: Any, keys: Tensor | None) -> Any:
         """``inject == "first"``: the step that reads the image's word vector."""
         x = self.image_input(v)  # (B, E)
         if keys is not None:  # it attends like any step
             return self._step(x, state, keys)[1]
-        out, new = self.decoder(x[:, None, :], _layer_first(state))
-        return _batch_first(new)
+        out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))
+        return decoding.batch_first_state(new)
 
     def decode(self, fmap: Tensor, previous: Tensor) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: previous (B, T) = <start> w1 .. w_{T-1} -> logits (B, T, V)
@@ -451,7 +451,7 @@ class Captioner(nn.Module):
             state = self._image_step(v, state, keys)
         x = self._inputs(previous, v)  # (B, T, I)
         if keys is None:  # one fused call over the whole caption
-            out, _ = self.decoder(x, _layer_first(state))
+            out, _ = self.decoder(x, decoding.layer_first_state(state))
             return self._readout(out, None), None
         logits, weights = [], []
         for t in range(x.shape[1]):
@@ -589,19 +589,6 @@ class Captioner(nn.Module):
             self.train(was_training)
         h, w = fmap.shape[1:]
         return weights[0].float().cpu().numpy().reshape(-1, h, w)
-
-
-def _batch_first(state: Any) -> Any:
-    """(L, B, H) or a tuple of them -> (B, L, H) each: rows are streams (for beam search)."""
-    if isinstance(state, tuple):
-        return tuple(s.transpose(0, 1) for s in state)
-    return state.transpose(0, 1)
-
-
-def _layer_first(state: Any) -> Any:
-    if isinstance(state, tuple):
-        return tuple(s.transpose(0, 1).contiguous() for s in state)
-    return state.transpose(0, 1).contiguous()
 
 
 # -- data ----------------------------------------------------------------------------------

@@ -460,7 +460,7 @@ class Seq2Seq(nn.Module):
         and the attention weights (B, T, S) (None without attention)."""
         x = self._inputs(previous, enc.final)  # (B, T, I)
         if self.config.attention == "bahdanau":  # the context enters the input: step by step
-            state = _batch_first(enc.state)
+            state = decoding.batch_first_state(enc.state)
             logits, weights = [], []
             for t in range(previous.shape[1]):
                 lt, state, wt = self._step(x[:, t], state, enc)
@@ -492,21 +492,21 @@ class Seq2Seq(nn.Module):
             top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
             context, weights = self._bahdanau(top, enc)
             x = torch.cat([x, context], dim=-1)
-        out, new = self.decoder(x[:, None, :], _layer_first(state))  # (B, 1, H)
+        out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))  # (B, 1, H)
         out = out[:, 0]
         if self.config.attention == "luong":
             context, weights = self._attend(
                 (out[:, None, :] @ enc.keys.transpose(1, 2)), enc.mask, enc.memory
             )
             context, weights = context[:, 0], weights[:, 0]
-        return self._readout(out, context), _batch_first(new), weights
+        return self._readout(out, context), decoding.batch_first_state(new), weights
 
     def start(self, source: Tensor, lengths: Tensor) -> tuple[Tensor, tuple]:
         """The first ids (<start>, (B,)) and state of :meth:`step` for a batch of sources."""
         enc = self.encode(source, lengths)
         ids = torch.full((len(source),), START_ID, dtype=torch.int64, device=source.device)
         # the decoder state travels batch-first beside the encoding, not inside it
-        return ids, (_batch_first(enc.state), enc._replace(state=None))
+        return ids, (decoding.batch_first_state(enc.state), enc._replace(state=None))
 
     def step(self, ids: Tensor, state: tuple) -> tuple[Tensor, tuple]:
         """:mod:`rnnkit.decoding`'s step: previous ids (N,) -> logits (N, V), new state."""
@@ -657,19 +657,6 @@ class Seq2Seq(nn.Module):
             self.train(was_training)
         weights = weights[0].float().cpu().numpy()  # (T + 1, S)
         return weights[:, ::-1].copy() if self.config.reverse_source else weights
-
-
-def _batch_first(state: Any) -> Any:
-    """(L, B, H) or a tuple of them -> (B, L, H) each: rows are streams (for beam search)."""
-    if isinstance(state, tuple):
-        return tuple(s.transpose(0, 1) for s in state)
-    return state.transpose(0, 1)
-
-
-def _layer_first(state: Any) -> Any:
-    if isinstance(state, tuple):
-        return tuple(s.transpose(0, 1).contiguous() for s in state)
-    return state.transpose(0, 1).contiguous()
 
 
 def pad_ids(rows: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> tuple:
