@@ -2,8 +2,9 @@
 neighbour, and how fast does it caption.
 
 ``quality``: one model per setting, each trained for the same `--minutes` of this machine
-on a built-in set (``rnnkit.caption.train`` with ``minutes``; validation and feature
-caching not counted), then scored on the set's test split (beam 3) beside the
+(validation and feature caching not counted) or `--epochs` on a built-in set, the
+weights of the best validation CIDEr kept (``--train-set select=loss`` for the lowest
+loss), then scored on the set's test split (greedy and beam 3) beside the
 nearest-neighbour baseline (the caption of the closest training image in the encoder's
 feature space, Devlin et al. 2015) and, with ``blind``, beside the same model that never
 sees the image (what the captions' statistics alone give).
@@ -59,15 +60,21 @@ def quality(args: argparse.Namespace) -> None:
     if unknown:
         sys.exit(f"--only: unknown variants {unknown}; choose from {list(VARIANTS)}")
     common = dict(parse_setting(kv) for kv in args.set)
-    print(f"# {args.data}, {args.minutes} training minutes each, test split, beam 3, {common}")
+    training = dict(parse_setting(kv) for kv in args.train_set)
+    budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes} training minutes"
+    print(f"# {args.data}, {budget} each, test split, {common}, {training}")
     print(json.dumps(environment()))
-    print("| variant | what | steps | BLEU-4 | CIDEr | ROUGE-L | exact % | "
-          "nearest neighbour BLEU-4 / CIDEr / exact % |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | what | steps (best at) | greedy BLEU-4 / CIDEr / exact % | beam 3 BLEU-4 / "
+          "CIDEr / ROUGE-L / exact % | nearest neighbour BLEU-4 / CIDEr / exact % | "
+          "minutes |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         settings, what = VARIANTS[name]
         config = CaptionConfig(**{**common, **settings})
-        train_config = TrainConfig(epochs=1000.0, minutes=args.minutes, beam=3, progress=False)
+        budget = (
+            {"epochs": args.epochs} if args.epochs else {"epochs": 1e4, "minutes": args.minutes}
+        )
+        train_config = TrainConfig(**{**training, **budget, "beam": 3, "progress": False})
         with tempfile.TemporaryDirectory(prefix="bench-caption-") as tmp:
             _, results = caption.train(
                 Path(tmp) / name, config, train_config, data=args.data, log=lambda m: None
@@ -76,11 +83,15 @@ def quality(args: argparse.Namespace) -> None:
                 import shutil
 
                 shutil.copytree(Path(tmp) / name, Path(args.keep) / name, dirs_exist_ok=True)
-        m, nn = results["test"]["beam3"], results["test"]["nearest_neighbour"]
+        test = results["test"]
+        g, m, nn = test["greedy"], test["beam3"], test["nearest_neighbour"]
         print(
-            f"| {name} | {what} | {results['train']['steps']:,} | {m['bleu4']:.1f} | "
-            f"{m['cider']:.1f} | {m['rouge_l']:.1f} | {m['exact']:.1f} | "
-            f"{nn['bleu4']:.1f} / {nn['cider']:.1f} / {nn['exact']:.1f} |",
+            f"| {name} | {what} | {results['train']['steps']:,} "
+            f"({results['train']['best_step']:,}) | "
+            f"{g['bleu4']:.1f} / {g['cider']:.1f} / {g['exact']:.1f} | {m['bleu4']:.1f} / "
+            f"{m['cider']:.1f} / {m['rouge_l']:.1f} / {m['exact']:.1f} | "
+            f"{nn['bleu4']:.1f} / {nn['cider']:.1f} / {nn['exact']:.1f} | "
+            f"{results['train']['minutes']:.1f} |",
             flush=True,
         )
 
@@ -122,8 +133,11 @@ def main() -> None:
     p = sub.add_parser("quality", help="each setting at one time budget, against the baselines")
     p.add_argument("--data", default="digit-scenes")
     p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--epochs", type=float, help="train this many epochs instead of --minutes")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="settings of every variant, e.g. hidden_size=512")  # fmt: skip
+                   help="model settings of every variant, e.g. hidden_size=512")  # fmt: skip
+    p.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="training settings of every variant, e.g. select=loss")  # fmt: skip
     p.add_argument("--only", nargs="+", help=f"these variants only: {', '.join(VARIANTS)}")
     p.add_argument("--keep", help="copy each run directory here (captions.html, results.json)")
     p.set_defaults(func=quality)

@@ -23,14 +23,16 @@ from .layers import (
     reverse_padded,
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
-from .tasks import caption, charlm, classify, seq2seq, tag, wordlm
+from .tasks import caption, charlm, classify, pixels, seq2seq, tag, video, wordlm
 from .tasks import load as load_any
 from .tasks.caption import CaptionConfig, Captioner
 from .tasks.charlm import CharLM, CharLMConfig, load
 from .tasks.classify import ClassifyConfig, SequenceClassifier
+from .tasks.pixels import PixelConfig, PixelRNN
 from .tasks.seq2seq import Seq2Seq, Seq2SeqConfig
 from .tasks.sequences import RunConfig
 from .tasks.tag import SequenceTagger, TagConfig
+from .tasks.video import VideoClassifier, VideoConfig
 from .tasks.wordlm import WordLM, WordLMConfig
 from .tbptt import tbptt_windows, truncated_bptt
 from .trainer import Trainer, TrainerConfig
@@ -90,6 +92,10 @@ __all__ = [
     "Seq2SeqConfig",
     "Captioner",
     "CaptionConfig",
+    "PixelRNN",
+    "PixelConfig",
+    "VideoClassifier",
+    "VideoConfig",
     "load_any",
     # modules
     "distributed",
@@ -101,5 +107,7 @@ __all__ = [
     "wordlm",
     "seq2seq",
     "caption",
+    "pixels",
+    "video",
     "vision",
 ]

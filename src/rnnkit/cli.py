@@ -8,6 +8,7 @@ rnnkit train       train a model: charlm (character language model), classify, t
 rnnkit predict     label texts or tag sentences with a trained classifier or tagger
 rnnkit sample      sample text from a character model, streamed as it is made
 rnnkit complete    the most likely completions of a word's beginning (character model)
+rnnkit complete-image  keep the top rows of images, let a pixel model draw the rest
 rnnkit eval        bits per character (charlm); metrics and a confusion matrix (classify, tag)
 rnnkit inspect     colour a text by a character model's cells; find the interpretable ones
 
@@ -349,6 +350,86 @@ def _cmd_train_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+@_data_parallel
+def _cmd_train_pixels(args: argparse.Namespace) -> int:
+    from .tasks import pixels
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(args, [pixels.PixelConfig, pixels.TrainConfig], ["data", "images"])
+        pixels.train(args.out, resume=True, progress=args.progress)
+        print(f"run directory: {args.out}")
+        return 0
+    data = args.data or (None if args.images else "mnist-binary")
+    out = args.out or f"runs/pixels-{data or Path(args.images).stem}"
+    pixels.train(
+        out,
+        config_from_args(pixels.PixelConfig, args),
+        config_from_args(pixels.TrainConfig, args),
+        data=data,
+        images=args.images,
+    )
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json, completions.png)")
+    return 0
+
+
+def _cmd_complete_image(args: argparse.Namespace) -> int:
+    import torch
+
+    from .tasks import pixels
+
+    model = tasks.load(args.checkpoint, device=_device(args.device))
+    if getattr(model, "meta", {}).get("kind") != "pixels":
+        raise ValueError(
+            f"{args.checkpoint} is a {model.meta.get('kind')!r} model; `complete-image` takes "
+            "a pixel-by-pixel model (rnnkit train pixels)"
+        )
+    decoding.check_count("samples", args.samples, 1)
+    if args.image:
+        originals = torch.cat([pixels.read_image(model, p) for p in args.image])
+    else:
+        decoding.check_count("test", args.test, 1)
+        source = model.meta["data"]
+        sets, _ = pixels.load_images(source.get("data"), 0.1, _stderr, source.get("images"))
+        originals = sets["test"][: args.test].long()
+    keep = model.shape[0] // 2 if args.keep_rows is None else args.keep_rows
+    many = originals.repeat_interleave(args.samples, dim=0)  # every sample in one batch
+    done = model.complete(many, keep, temperature=args.temperature, seed=args.seed)
+    done = done.view(len(originals), args.samples, *model.shape).cpu()
+    out = args.out or _run_dir(args.checkpoint) / "completions.png"
+    path = pixels.grid_png(out, originals, originals, done, model.levels, keep)
+    print(f"{len(originals)} images x {args.samples} completions below row {keep}: {path}")
+    return 0
+
+
+@_data_parallel
+def _cmd_train_video(args: argparse.Namespace) -> int:
+    from .tasks import video
+
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs the run directory in --out")
+        _refuse_on_resume(
+            args, [video.VideoConfig, video.TrainConfig], ["data", "videos", "labels_file"]
+        )
+        video.train(args.out, resume=True, progress=args.progress)
+        print(f"run directory: {args.out}")
+        return 0
+    if args.data is not None and args.videos is not None:
+        raise ValueError("--videos goes with --labels-file; a built-in set has its own clips")
+    if args.data is None and args.labels_file is None:
+        args.data = "moving-digits"
+    name = args.data or Path(args.labels_file).stem
+    out = args.out or f"runs/video-{name}"
+    video.train(
+        out, config_from_args(video.VideoConfig, args), config_from_args(video.TrainConfig, args),
+        data=args.data, videos=args.videos, labels=args.labels_file,
+    )  # fmt: skip
+    print(f"run directory: {out} (best/, latest/, metrics.csv, results.json)")
+    return 0
+
+
 def _run_dir(path: str) -> Path:
     """The run directory of `path`: itself, or the run a checkpoint folder lies in."""
     p = Path(path)
@@ -438,6 +519,18 @@ def _load_sequence_model(args: argparse.Namespace, command: str):
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import checkpoint_kind, resolve_checkpoint
+
+    if checkpoint_kind(resolve_checkpoint(args.checkpoint)) == "video":
+        from .tasks import video
+
+        model = video.load(args.checkpoint, device=_device(args.device))
+        clips = list(args.text) or ([args.file] if args.file else [])
+        if not clips:
+            raise ValueError("give the clips to label: video files or frame folders")
+        for clip in clips:
+            print(f"{clip}\t{' '.join(video.predict_clip(model, clip))}")
+        return 0
     model, kind = _load_sequence_model(args, "predict")
     if model.spec.kind == "numeric":
         from .data.readers import read_arrays
@@ -501,6 +594,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.images is not None or args.captions is not None or args.page is not None:
         raise ValueError("--images, --captions and --page are for image captioners")
+    if kind == "pixels":
+        if args.text is not None or args.corpus is not None or args.test is not None:
+            raise ValueError("a pixel model is evaluated on its own test images or --data NAME")
+        print(tasks.module(kind).eval_report(model, data=args.data, log=_stderr))
+        return 0
     if args.beam != 1 or args.attention is not None:
         raise ValueError("--beam and --attention are for encoder-decoder (seq2seq) runs")
     if kind in ("classify", "tag"):
@@ -763,6 +861,72 @@ def _add_train_caption(train_sub) -> None:
     q.set_defaults(func=_cmd_train_caption)
 
 
+def _add_train_pixels(train_sub) -> None:
+    from .tasks.pixels import PixelConfig, TrainConfig
+
+    q = train_sub.add_parser(
+        "pixels",
+        help="pixel by pixel: a recurrent generative model of images (completion)",
+        description="Train a generative model of images read pixel by pixel in raster "
+        "order: a row RNN summarises the rows above, a pixel RNN runs along each row "
+        "from the left; Bernoulli outputs for binarised images, a softmax over grey "
+        "levels otherwise. Reports the test negative log-likelihood (nats per image, bits "
+        "per dimension) and draws completions of test images. --resume continues the "
+        "run in --out.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument(
+        "--data",
+        choices=datasets.names("pixels"),
+        help="a built-in set of images (default: mnist-binary)",
+    )
+    src.add_argument(
+        "--images",
+        help="your own images: an .npz with integer arrays train and test (N, H, W) and "
+        "optionally levels (default 2 for 0/1 values, else 256)",
+    )
+    q.add_argument("--out", help="run directory (default runs/pixels-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
+    add_config_flags(q.add_argument_group("model (rnnkit.pixels.PixelConfig)"), PixelConfig)
+    add_config_flags(
+        q.add_argument_group("training (rnnkit.pixels.TrainConfig)"),
+        TrainConfig,
+        aliases={"warmup_steps": ["--warmup"], "clip_norm": ["--clip"]},
+    )
+    q.set_defaults(func=_cmd_train_pixels)
+
+
+def _add_train_video(train_sub) -> None:
+    from .tasks.video import TrainConfig, VideoConfig
+
+    q = train_sub.add_parser(
+        "video",
+        help="video classification: a CNN per frame, an RNN over the frames",
+        description="Train a video classifier: a small CNN reads each frame, an rnnkit "
+        "stack (or a ConvLSTM/ConvGRU over the feature maps, or no recurrence: the "
+        "averaging baseline, --temporal mean) reads the frames in order; a label per clip "
+        "(--labels clip) or per frame (--labels frames). Data: --data NAME or --videos DIR "
+        "--labels-file FILE.csv (clip,label or clip,frame,label lines). --resume continues "
+        "the run in --out.",
+    )
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--data", choices=datasets.names("video"),
+                     help="a built-in set of clips (default: moving-digits)")  # fmt: skip
+    src.add_argument("--labels-file", help="a CSV of clip,label (or clip,frame,label) lines")
+    q.add_argument("--videos", help="the folder of the clips (video files or frame folders)")
+    q.add_argument("--out", help="run directory (default runs/video-NAME)")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    _add_nproc(q)
+    add_config_flags(q.add_argument_group("model (rnnkit.video.VideoConfig)"), VideoConfig)
+    add_config_flags(
+        q.add_argument_group("training (rnnkit.video.TrainConfig)"),
+        TrainConfig,
+        aliases={"warmup_steps": ["--warmup"], "clip_norm": ["--clip"]},
+    )
+    q.set_defaults(func=_cmd_train_video)
+
+
 def _add_train_seq(train_sub, task: str, what: str) -> None:
     from .tasks.sequences import RunConfig
 
@@ -829,13 +993,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a model: `rnnkit train charlm|wordlm|seq2seq|caption|classify|tag --help`",
+        help="train a model: `rnnkit train charlm|wordlm|seq2seq|caption|pixels|video|classify|"
+        "tag --help`",
     )
     train_sub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     _add_train_charlm(train_sub)
     _add_train_wordlm(train_sub)
     _add_train_seq2seq(train_sub)
     _add_train_caption(train_sub)
+    _add_train_pixels(train_sub)
+    _add_train_video(train_sub)
     for task, what in (
         ("classify", "one label per sequence (many to one): sentiment, digits, signals"),
         ("tag", "one tag per step (many to many): parts of speech, named entities"),
@@ -919,6 +1086,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_caption)
 
     p = sub.add_parser(
+        "complete-image",
+        help="keep the top rows of images and let a pixel model draw the rest",
+        description="Image completion by a pixel-by-pixel model (rnnkit train pixels): "
+        "keeps the top --keep-rows rows of each image (--image FILE of the model's size, "
+        "or the first --test N test images of its data set) and samples the rest pixel "
+        "by pixel, --samples times each, all in one batch; writes a PNG grid of the "
+        "originals, the kept parts and the completions.",
+    )
+    p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", nargs="+", help="image files of the model's size")
+    src.add_argument("--test", type=int, default=8, help="the first N test images (default 8)")
+    p.add_argument("--keep-rows", type=int, help="rows kept from the top (default: half)")
+    p.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0: the likeliest values")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="the PNG to write (default RUN/completions.png)")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.set_defaults(func=_cmd_complete_image)
+
+    p = sub.add_parser(
         "complete",
         help="the most likely ends of a word after a prefix (character model)",
         description="Spelling completion: the k most likely continuations of PREFIX up to "
@@ -935,7 +1123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="score a model: bits per character (charlm), metrics and a confusion "
-        "matrix (classify, tag), BLEU, chrF and error rates with an attention map (seq2seq)",
+        "matrix (classify, tag), BLEU, chrF and error rates with an attention map (seq2seq), "
+        "BLEU-4 and CIDEr (caption), nats per image and bits per dimension (pixels)",
     )
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
     src = p.add_mutually_exclusive_group()
@@ -947,7 +1136,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--data",
-        help="classify/tag/seq2seq: a built-in set's test split (default: the run's own)",
+        help="classify/tag/seq2seq/caption/pixels: a built-in set's test split (default: the "
+        "run's own)",
     )
     p.add_argument(
         "--plot",
@@ -973,10 +1163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict",
-        help="label texts (classify) or tag sentences (tag), one example per line",
+        help="label texts (classify), tag sentences (tag) or label clips (video)",
         description="Examples come from the arguments, else --file, else standard input, "
         "one per line. A classifier prints label<TAB>probability<TAB>text, a tagger "
-        "token/TAG pairs.",
+        "token/TAG pairs; a video classifier takes clips (video files or frame folders) "
+        "and prints CLIP<TAB>label, or the label of each frame.",
     )
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
     p.add_argument("text", nargs="*", help="examples (each argument one)")

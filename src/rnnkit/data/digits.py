@@ -92,11 +92,43 @@ def load_mnist(
         images, labels = f["images"], f["labels"]
     if _arrays_sha256(images, labels) != MNIST_ARRAYS_SHA256:
         raise ChecksumError(f"{path} is damaged (sha256 mismatch); delete it to fetch again")
+    test = test_rows(labels, test_fraction)
+    return {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}
+
+
+def test_rows(labels: np.ndarray, test_fraction: float = 0.2) -> np.ndarray:
+    """Which digits are held out (bool (N,)): the last `test_fraction` of each digit's."""
     test = np.zeros(len(labels), dtype=bool)
     for digit in np.unique(labels):
         where = np.flatnonzero(labels == digit)
         test[where[len(where) - int(round(len(where) * test_fraction)) :]] = True
-    return {"train": (images[~test], labels[~test]), "test": (images[test], labels[test])}
+    return test
+
+
+def load_images(path: Path | None = None, *, binary: bool) -> dict[str, np.ndarray]:
+    """The digits as images for the pixel-by-pixel task: {"train", "test"} uint8 (N, 28,
+    28), grey levels or binarised (:func:`binarized`, over the whole set before the
+    split), held out as in :func:`load_mnist` (8,000 / 2,000)."""
+    path = path or fetch_mnist()
+    with np.load(path) as f:
+        images, labels = f["images"], f["labels"]
+    if _arrays_sha256(images, labels) != MNIST_ARRAYS_SHA256:
+        raise ChecksumError(f"{path} is damaged (sha256 mismatch); delete it to fetch again")
+    if binary:
+        images = binarized(images)
+    test = test_rows(labels)
+    return {"train": images[~test], "test": images[test]}
+
+
+BINARIZE_SEED = 0  # the one draw that binarises the digits (mnist-binary)
+
+
+def binarized(images: np.ndarray, seed: int = BINARIZE_SEED) -> np.ndarray:
+    """uint8 grey images -> 0/1 uint8: each pixel drawn once, 1 with probability grey / 255
+    (the stochastic binarisation of Salakhutdinov and Murray 2008), from one generator
+    seeded with `seed` over all the images in their order, so the result is fixed."""
+    rng = np.random.default_rng(seed)
+    return (rng.random(images.shape) < images / 255.0).astype(np.uint8)
 
 
 def as_sequences(images: np.ndarray, read: str = "rows") -> np.ndarray:

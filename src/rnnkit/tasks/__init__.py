@@ -7,6 +7,8 @@ train, evaluate, load.
     tag.py        many to many, aligned: a tag per step (parts of speech, entities)
     seq2seq.py    encoder-decoder: one sequence into another (translation, pronunciation)
     caption.py    one to many: a CNN reads an image, an RNN writes its caption
+    pixels.py     pixel by pixel: a generative model of images, image completion
+    video.py      a CNN per frame, an RNN over frames: a label per clip or per frame
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
     sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
 
@@ -34,6 +36,8 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "wordlm": "rnnkit.tasks.wordlm",
     "seq2seq": "rnnkit.tasks.seq2seq",
     "caption": "rnnkit.tasks.caption",
+    "pixels": "rnnkit.tasks.pixels",
+    "video": "rnnkit.tasks.video",
 }
 
 

@@ -87,6 +87,7 @@ START, END = "<start>", "<end>"
 PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 ENCODERS = ("cnn", "efficientnet-lite0")
 INJECT = ("every-step", "first", "init")
+SELECT = ("loss", "cider", "bleu4", "exact")
 # what "auto" means for each built-in set: its encoder and the encoder's input height
 PRESETS: dict[str, dict[str, Any]] = {
     "digit-scenes": {"encoder": "cnn", "image_size": 0},
@@ -188,6 +189,14 @@ class TrainConfig:
     val_fraction: float = 0.1  # of the images of --captions files held out for validation
     test_fraction: float = 0.1  # ... and for the test
     evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    # also train on every training image mirrored left to right, with the same captions
+    # (twice the images for a small set; not for captions that say left or right)
+    mirror: bool = False
+    # what best/ keeps: the lowest validation loss, or the highest score of the greedy
+    # captions of the validation images (CIDEr, BLEU-4, or the share of exact captions).
+    # On small sets the two part ways: the loss is lowest long before the captions are
+    # specific enough to score
+    select: Literal["loss", "cider", "bleu4", "exact"] = "cider"
     beam: int = 3  # beam width of the final scores (1: greedy)
     length_penalty: float = 0.0  # beam search's alpha (GNMT's length penalty)
     seed: int = 1234  # initialisation and batch order
@@ -207,6 +216,8 @@ class TrainConfig:
                 raise ValueError(
                     f"Argument `{name}` must lie in (0, 0.5), got {getattr(self, name)!r}"
                 )
+        if self.select not in SELECT:
+            raise ValueError(f"Argument `select` must be one of {SELECT}, got {self.select!r}")
         if not 0.0 <= self.length_penalty < math.inf:
             raise ValueError(
                 f"Argument `length_penalty` must be a number >= 0, got {self.length_penalty!r}"
@@ -375,16 +386,18 @@ class Captioner(nn.Module):
             )
         return fmap.float().mean(dim=(2, 3)) if self.config.pool == "mean" else fmap.flatten(1)
 
-    def image_context(self, fmap: Tensor) -> tuple[Tensor, Tensor | None]:
-        """A feature map (B, F, h, w) -> v (B, D) and the attended positions (B, h*w, A)."""
+    def image_context(self, fmap: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """A feature map (B, F, h, w) -> v (B, D) and what attention reads: the positions
+        a_i (B, h*w, A) and their projections W_a a_i (B, h*w, A), computed once per image
+        rather than once per word."""
         fmap = fmap.float()
         if self.config.blind:  # the baseline that writes from the captions' statistics alone
             fmap = torch.zeros_like(fmap)
         v = self.drop(F.relu(self.image_vector(self.pool(fmap))))  # (B, D)
         if not self.config.attention:
             return v, None
-        keys = self.attention_key(fmap.flatten(2).transpose(1, 2))  # (B, P, A)
-        return v, keys + self.attention_position
+        keys = self.attention_key(fmap.flatten(2).transpose(1, 2)) + self.attention_position
+        return v, (keys, self.attention_proj(keys))  # (B, P, A) each
 
     def initial_state(self, v: Tensor) -> Any:
         """The decoder's initial state, batch-first: (B, L, H), or (h, c) for an LSTM;
@@ -408,11 +421,11 @@ class Captioner(nn.Module):
             x = torch.cat([x, v[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         return x
 
-    def _attend(self, top: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
-        """top (B, H) the previous top state, keys (B, P, A) -> z (B, A), alpha (B, P)."""
-        e = self.attention_v(
-            torch.tanh(self.attention_proj(keys) + self.attention_query(top)[:, None])
-        )
+    def _attend(self, top: Tensor, memory: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """top (B, H) the previous top state, memory (a_i, W_a a_i) (B, P, A) each -> z (B,
+        A), alpha (B, P)."""
+        keys, projected = memory
+        e = self.attention_v(torch.tanh(projected + self.attention_query(top)[:, None]))
         alpha = e.squeeze(-1).softmax(-1)  # (B, P)
         return (alpha[:, :, None] * keys).sum(1), alpha
 
@@ -422,43 +435,45 @@ class Captioner(nn.Module):
             out = torch.tanh(self.combine(torch.cat([z, out], dim=-1)))
         return self.head(self.drop(out))
 
-    def _step(self, x: Tensor, state: Any, keys: Tensor | None) -> tuple[Tensor, Any, Any, Any]:
+    def _step(self, x: Tensor, state: Any, memory: tuple | None) -> tuple[Tensor, Any, Any, Any]:
         """One decoder step from inputs x (B, I) and the batch-first state: outputs (B, H),
         the new state, the context z (B, A) and weights alpha (B, P) (None without
         attention)."""
         z = alpha = None
-        if keys is not None:
+        if memory is not None:
             top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
-            z, alpha = self._attend(top, keys)
+            z, alpha = self._attend(top, memory)
             x = torch.cat([x, z], dim=-1)
         out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))  # (B, 1, H)
         return out[:, 0], decoding.batch_first_state(new), z, alpha
 
-    def _image_step(self, v: Tensor, state: Any, keys: Tensor | None) -> Any:
+    def _image_step(self, v: Tensor, state: Any, memory: tuple | None) -> Any:
         """``inject == "first"``: the step that reads the image's word vector."""
         x = self.image_input(v)  # (B, E)
-        if keys is not None:  # it attends like any step
-            return self._step(x, state, keys)[1]
+        if memory is not None:  # it attends like any step
+            return self._step(x, state, memory)[1]
         out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))
         return decoding.batch_first_state(new)
 
     def decode(self, fmap: Tensor, previous: Tensor) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: previous (B, T) = <start> w1 .. w_{T-1} -> logits (B, T, V)
         and the attention weights (B, T, h*w) (None without attention)."""
-        v, keys = self.image_context(fmap)
+        v, memory = self.image_context(fmap)
         state = self.initial_state(v)
         if self.config.inject == "first":
-            state = self._image_step(v, state, keys)
+            state = self._image_step(v, state, memory)
         x = self._inputs(previous, v)  # (B, T, I)
-        if keys is None:  # one fused call over the whole caption
+        if memory is None:  # one fused call over the whole caption
             out, _ = self.decoder(x, decoding.layer_first_state(state))
             return self._readout(out, None), None
-        logits, weights = [], []
-        for t in range(x.shape[1]):
-            out, state, z, alpha = self._step(x[:, t], state, keys)
-            logits.append(self._readout(out, z))
+        outs, contexts, weights = [], [], []
+        for t in range(x.shape[1]):  # step by step: each step attends from the last state
+            out, state, z, alpha = self._step(x[:, t], state, memory)
+            outs.append(out)
+            contexts.append(z)
             weights.append(alpha)
-        return torch.stack(logits, 1), torch.stack(weights, 1)
+        logits = self._readout(torch.stack(outs, 1), torch.stack(contexts, 1))  # one call
+        return logits, torch.stack(weights, 1)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         """A batch with ``images`` (B, H, W, C) uint8 or ``features`` (B, F, h, w) and
@@ -474,19 +489,19 @@ class Captioner(nn.Module):
     # -- decoding ---------------------------------------------------------------------
     def start(self, fmap: Tensor) -> tuple[Tensor, tuple]:
         """The first ids (<start>, (B,)) and state of :meth:`step` for a feature map."""
-        v, keys = self.image_context(fmap)
+        v, memory = self.image_context(fmap)
         state = self.initial_state(v)
         if self.config.inject == "first":
-            state = self._image_step(v, state, keys)
+            state = self._image_step(v, state, memory)
         ids = torch.full((len(v),), START_ID, dtype=torch.int64, device=v.device)
-        return ids, (state, v, keys)
+        return ids, (state, v, memory)
 
     def step(self, ids: Tensor, state: tuple) -> tuple[Tensor, tuple]:
         """:mod:`rnnkit.decoding`'s step: previous ids (N,) -> logits (N, V), new state."""
-        dec, v, keys = state
+        dec, v, memory = state
         x = self._inputs(ids[:, None], v)[:, 0]
-        out, dec, z, _ = self._step(x, dec, keys)
-        return self._readout(out, z), (dec, v, keys)
+        out, dec, z, _ = self._step(x, dec, memory)
+        return self._readout(out, z), (dec, v, memory)
 
     @torch.inference_mode()
     def caption_ids(
@@ -689,6 +704,15 @@ def load_splits(
     return splits, source
 
 
+def with_mirrors(split: CaptionSplit) -> CaptionSplit:
+    """The split followed by each of its images mirrored left to right, captioned alike."""
+    return CaptionSplit(
+        np.concatenate([split.images, split.images[:, :, ::-1]]),
+        [list(c) for c in split.captions] * 2,
+        [*split.names, *(f"{n} (mirrored)" for n in split.names)],
+    )
+
+
 def cached_features(model: Captioner, split: CaptionSplit, log: Callable[[str], None]) -> Tensor:
     """The frozen encoder's feature maps of a split's images (N, F, h, w), computed once
     and kept in ``$RNNKIT_DATA/features`` (float16), keyed by the images' bytes, the
@@ -827,6 +851,19 @@ def validation_loss(
     return {"loss": nats / words, "word_accuracy": 100.0 * right / words}
 
 
+def validation_metrics(
+    model: Captioner, examples: Captions, split: CaptionSplit, *, scores: bool
+) -> dict[str, float]:
+    """:func:`validation_loss`, and with `scores` the greedy captions of the split's images
+    scored (BLEU-4, CIDEr, exact share; every rank computes the same)."""
+    m = validation_loss(model, examples)
+    if scores:
+        fmaps = examples.pixels if examples.is_features else model.features(examples.pixels)
+        r = score(model, split, fmaps)["metrics"]
+        m.update(bleu4=r["bleu4"], cider=r["cider"], exact=r["exact"])
+    return m
+
+
 # -- the page ------------------------------------------------------------------------------
 
 
@@ -945,9 +982,10 @@ def train(
     log: Callable[[str], None] = print,
 ) -> tuple[Captioner, dict]:
     """Train a captioner into run directory `out` on built-in set `data` or on the COCO
-    captions file `captions` with its folder of `images`. ``best/`` keeps the lowest
-    validation loss; at the end the best weights caption the validation and test images
-    (greedy, and beam search when ``beam`` > 1), scored against every human caption and
+    captions file `captions` with its folder of `images`. ``best/`` keeps the best
+    validation score (``select``: greedy CIDEr by default, or the loss); at the end the
+    best weights caption the validation and test images (greedy, and beam search when
+    ``beam`` > 1), scored against every human caption and
     against the nearest-neighbour baseline (``results.json``), and ``captions.html``
     shows the test images. ``resume=True`` continues from ``out/latest``."""
     out, ckpt = runs.start_run(out, resume, KIND, log=log)
@@ -974,6 +1012,8 @@ def train(
         vocab = build_vocab(
             [caption_words(t) for caps in train_split.captions for t in caps], config.min_freq
         )
+    if train_config.mirror:  # after the vocabulary: a mirror does not make a word frequent
+        splits["train"] = with_mirrors(train_split)
     runs.seed_everything(train_config.seed)
     model = new_model(config, vocab, image_shape, pretrained=ckpt is None, log=log)
     if ckpt is not None:
@@ -990,7 +1030,10 @@ def train(
     val = examples["val"]
     trainer = Trainer(
         train_config.trainer_config(len(batches)), model, own_share(make_step_fn()),
-        train_batches=batches, eval_fn=lambda m: validation_loss(m, val),
+        train_batches=batches,
+        eval_fn=lambda m: validation_metrics(
+            m, val, splits["val"], scores=train_config.select != "loss"
+        ),
     )  # fmt: skip
     trainer.items_name = "words"
     trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
@@ -999,6 +1042,7 @@ def train(
         lambda t, m: log(
             f"epoch {t.step / len(batches):.2f} (step {t.step}): validation loss "
             f"{m['loss']:.4f}, word accuracy {m['word_accuracy']:.1f}%"
+            + (f", greedy CIDEr {m['cider']:.1f}, exact {m['exact']:.1f}%" if "cider" in m else "")
         ),
     )
     meta = {
@@ -1018,13 +1062,17 @@ def train(
             f"{len(vocab):,} words; {describe(model, device)}; {n_params / 1e6:.2f} M "
             f"parameters ({trained / 1e6:.2f} M trained)"
         )
-    best = runs.KeepBest(out, meta, metric="loss")
+    select = train_config.select
+    best = runs.KeepBest(out, meta, metric=select, higher_is_better=select != "loss")
     runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
     model = load(out / "best", device=device)
     fmaps = {k: p if f else model.features(p.numpy()) for k, (p, f) in pixels.items()}
     results = report(model, splits, fmaps, out, beam=train_config.beam,
                      length_penalty=train_config.length_penalty, log=log)  # fmt: skip
-    results["train"] = {"steps": trainer.step, "minutes": trainer.train_s / 60}
+    results["train"] = {
+        "steps": trainer.step, "minutes": trainer.train_s / 60, "best_step": best.best["step"],
+        "selected_by": f"validation {train_config.select}",
+    }  # fmt: skip
     runs.write_results(out, results)
     return model, results
 
