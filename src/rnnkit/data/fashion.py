@@ -24,7 +24,7 @@ FASHION_PACKAGE = Package(
     "debian",
     "dataset-fashion-mnist",
     "0.0~git20200523.55506a9-1",
-    "0000000000000000000000000000000000000000000000000000000000000000",
+    "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
 )
 FASHION_DIR = "usr/share/datasets/fashion-mnist/"
 FASHION_FILES = {
@@ -35,7 +35,7 @@ FASHION_FILES = {
 }
 FASHION_COUNTS = {"train": 60_000, "test": 10_000}
 # sha256 of the prepared arrays' bytes (train images, labels, test images, labels)
-FASHION_ARRAYS_SHA256 = "0000000000000000000000000000000000000000000000000000000000000000"
+FASHION_ARRAYS_SHA256 = "ece172613115fb18b120bec8f6c02271af90b8b8f0a5af5c51cbd5ceed68e619"
 FASHION_LABELS = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                   "sneaker", "bag", "ankle boot")  # fmt: skip
 
