@@ -392,7 +392,7 @@ def _cmd_complete_image(args: argparse.Namespace) -> int:
         decoding.check_count("test", args.test, 1)
         source = model.meta["data"]
         sets, _ = pixels.load_images(source.get("data"), 0.1, _stderr, source.get("images"))
-        originals = sets["test"][: args.test].long()
+        originals = sets["test"][pixels.spread(len(sets["test"]), args.test)].long()
     keep = model.shape[0] // 2 if args.keep_rows is None else args.keep_rows
     many = originals.repeat_interleave(args.samples, dim=0)  # every sample in one batch
     done = model.complete(many, keep, temperature=args.temperature, seed=args.seed)
@@ -1090,14 +1090,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the top rows of images and let a pixel model draw the rest",
         description="Image completion by a pixel-by-pixel model (rnnkit train pixels): "
         "keeps the top --keep-rows rows of each image (--image FILE of the model's size, "
-        "or the first --test N test images of its data set) and samples the rest pixel "
+        "or --test N test images of its data set, spread over it) and samples the rest pixel "
         "by pixel, --samples times each, all in one batch; writes a PNG grid of the "
         "originals, the kept parts and the completions.",
     )
     p.add_argument("checkpoint", help="a run directory (its best checkpoint) or a checkpoint")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--image", nargs="+", help="image files of the model's size")
-    src.add_argument("--test", type=int, default=8, help="the first N test images (default 8)")
+    src.add_argument(
+        "--test", type=int, default=8, help="N test images, spread over the set (default 8)"
+    )
     p.add_argument("--keep-rows", type=int, help="rows kept from the top (default: half)")
     p.add_argument("--samples", type=int, default=4, help="completions per image (default 4)")
     p.add_argument("--temperature", type=float, default=1.0, help="0: the likeliest values")
