@@ -49,7 +49,7 @@ from .checkpoint import (
     recover,
     save_checkpoint,
 )
-from .trainer import NonFiniteLossError, Trainer
+from .trainer import NonFiniteLossError, Trainer, TrainerConfig
 
 PathLike = str | os.PathLike
 LOCK_FILE = ".lock"
@@ -144,6 +144,33 @@ def save_latest(trainer: Trainer, out: PathLike, meta: Mapping[str, Any]) -> Non
         keep_previous=True,  # the last two: a damaged newest one has a good one beside it
     )
     trainer.write_history(out / "metrics.csv")
+
+
+def epoch_trainer_config(run: Any, steps_per_epoch: int) -> TrainerConfig:
+    """The trainer's settings of a task's run settings counted in epochs: `run` has
+    ``epochs``, ``evals_per_epoch``, ``lr``, ``schedule``, ``warmup_steps`` (at most a
+    tenth of the run), ``min_lr_ratio``, ``clip_norm``, ``progress``, ``device``,
+    ``minutes`` and ``nonfinite``; Adam; evaluation and checkpoint `evals_per_epoch`
+    times an epoch."""
+    steps = max(1, int(math.ceil(run.epochs * steps_per_epoch)))
+    every = max(1, steps_per_epoch // run.evals_per_epoch)
+    return TrainerConfig(
+        max_steps=steps,
+        lr=run.lr,
+        optimizer="adam",
+        schedule=run.schedule,
+        warmup_steps=min(run.warmup_steps, max(1, steps // 10)),
+        min_lr_ratio=run.min_lr_ratio,
+        clip_norm=run.clip_norm,
+        eval_every=every,
+        log_every=max(1, min(20, every)),
+        checkpoint_every=every,
+        progress=run.progress,
+        device=run.device,
+        max_minutes=run.minutes,
+        nonfinite=run.nonfinite,
+        max_loss=MAX_LOSS,
+    )
 
 
 class KeepBest:

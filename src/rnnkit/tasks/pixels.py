@@ -58,18 +58,13 @@ from ..checkpoint import (
 )
 from ..layers import STACKS
 from ..trainer import Trainer, TrainerConfig, resolve_device
-from .sequences import BucketBatches, own_share
+from .sequences import BucketBatches, _positive_int, own_share
 
 KIND = "pixels"
 PathLike = str | os.PathLike
 
 
 # -- settings ------------------------------------------------------------------------------
-
-
-def _positive(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
 
 
 @dataclass
@@ -90,7 +85,7 @@ class PixelConfig:
         if self.cell not in STACKS:
             raise ValueError(f"Argument `cell` must be one of {sorted(STACKS)}, got {self.cell!r}")
         for name in ("hidden_size", "row_size", "num_layers", "embedding_size", "column_size"):
-            _positive(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if not isinstance(self.window, int) or self.window < 0:
             raise ValueError(f"Argument `window` must be an integer >= 0, got {self.window!r}")
         if not isinstance(self.levels, int) or self.levels == 1 or self.levels < 0:
@@ -122,7 +117,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "evals_per_epoch"):
-            _positive(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if self.minutes is not None and not self.minutes > 0:
@@ -133,25 +128,7 @@ class TrainConfig:
             )
 
     def trainer_config(self, steps_per_epoch: int) -> TrainerConfig:
-        steps = max(1, int(math.ceil(self.epochs * steps_per_epoch)))
-        every = max(1, steps_per_epoch // self.evals_per_epoch)
-        return TrainerConfig(
-            max_steps=steps,
-            lr=self.lr,
-            optimizer="adam",
-            schedule=self.schedule,
-            warmup_steps=min(self.warmup_steps, max(1, steps // 10)),
-            min_lr_ratio=self.min_lr_ratio,
-            clip_norm=self.clip_norm,
-            eval_every=every,
-            log_every=max(1, min(20, every)),
-            checkpoint_every=every,
-            progress=self.progress,
-            device=self.device,
-            max_minutes=self.minutes,
-            nonfinite=self.nonfinite,
-            max_loss=runs.MAX_LOSS,
-        )
+        return runs.epoch_trainer_config(self, steps_per_epoch)
 
 
 # -- the model -----------------------------------------------------------------------------

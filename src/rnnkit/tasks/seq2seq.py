@@ -195,25 +195,7 @@ class TrainConfig:
             )
 
     def trainer_config(self, steps_per_epoch: int) -> TrainerConfig:
-        steps = max(1, int(math.ceil(self.epochs * steps_per_epoch)))
-        every = max(1, steps_per_epoch // self.evals_per_epoch)
-        return TrainerConfig(
-            max_steps=steps,
-            lr=self.lr,
-            optimizer="adam",
-            schedule=self.schedule,
-            warmup_steps=min(self.warmup_steps, max(1, steps // 10)),
-            min_lr_ratio=self.min_lr_ratio,
-            clip_norm=self.clip_norm,
-            eval_every=every,
-            log_every=max(1, min(20, every)),
-            checkpoint_every=every,
-            progress=self.progress,
-            device=self.device,
-            max_minutes=self.minutes,
-            nonfinite=self.nonfinite,
-            max_loss=runs.MAX_LOSS,
-        )
+        return runs.epoch_trainer_config(self, steps_per_epoch)
 
 
 # -- tokens --------------------------------------------------------------------------------

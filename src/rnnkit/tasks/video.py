@@ -24,7 +24,6 @@ right, per frame). Or a user's clips: ``--videos DIR --labels FILE.csv``.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -45,16 +44,11 @@ from ..data.videos import ClipSet, read_clip, read_labelled_clips
 from ..layers import STACKS, Recurrent
 from ..trainer import Trainer, TrainerConfig, resolve_device
 from ..vision import SmallCNN
-from .sequences import BucketBatches, own_share
+from .sequences import BucketBatches, _positive_int, own_share
 
 KIND = "video"
 PathLike = str | os.PathLike
 IGNORE = -1  # a frame without a label
-
-
-def _positive(name: str, v: Any) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"Argument `{name}` must be a positive integer, got {v!r}")
 
 
 @dataclass
@@ -93,7 +87,7 @@ class VideoConfig:
             raise ValueError(f"Argument `readout` must be 'last' or 'mean', got {self.readout!r}")
         for name in ("hidden_size", "num_layers", "cnn_width", "cnn_blocks",
                      "frame_vector_size", "kernel_size"):  # fmt: skip
-            _positive(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
 
@@ -120,7 +114,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "evals_per_epoch"):
-            _positive(name, getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if self.minutes is not None and not self.minutes > 0:
@@ -132,16 +126,7 @@ class TrainConfig:
                 )
 
     def trainer_config(self, steps_per_epoch: int) -> TrainerConfig:
-        steps = max(1, int(math.ceil(self.epochs * steps_per_epoch)))
-        every = max(1, steps_per_epoch // self.evals_per_epoch)
-        return TrainerConfig(
-            max_steps=steps, lr=self.lr, optimizer="adam", schedule=self.schedule,
-            warmup_steps=min(self.warmup_steps, max(1, steps // 10)),
-            min_lr_ratio=self.min_lr_ratio, clip_norm=self.clip_norm, eval_every=every,
-            log_every=max(1, min(20, every)), checkpoint_every=every, progress=self.progress,
-            device=self.device, max_minutes=self.minutes, nonfinite=self.nonfinite,
-            max_loss=runs.MAX_LOSS,
-        )  # fmt: skip
+        return runs.epoch_trainer_config(self, steps_per_epoch)
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -157,7 +142,7 @@ class VideoClassifier(nn.Module):
         self.frame_shape = tuple(int(n) for n in frame_shape)
         if len(self.frame_shape) != 3 or min(self.frame_shape) < 1:
             raise ValueError(f"Argument `frame_shape` must be (H, W, C), got {frame_shape!r}")
-        _positive("num_labels", num_labels)
+        _positive_int("num_labels", num_labels)
         c = config
         H, W, C = self.frame_shape
         self.cnn = SmallCNN(in_channels=C, width=c.cnn_width, blocks=c.cnn_blocks)
