@@ -7,6 +7,11 @@ the frames' vectors averaged (per clip) or each frame alone (per frame): no recu
 
     python benchmarks/bench_video.py --data moving-digits --minutes 5
     python benchmarks/bench_video.py --data moving-digits --epochs 5 --only rnn mean
+    python benchmarks/bench_video.py --data wesnoth-actions --minutes 5 --only rnn mean \
+        --set encoder=efficientnet-lite0
+
+With the frozen EfficientNet-lite0 the maps of every frame are computed once (and cached
+on disk) before the clock starts.
 """
 
 from __future__ import annotations
@@ -39,14 +44,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help=f"these variants only: {', '.join(VARIANTS)}")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model settings of every variant")  # fmt: skip
+    parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings of every variant (e.g. batch_size=16)")  # fmt: skip
     args = parser.parse_args()
     names = args.only or list(VARIANTS)
     if set(names) - VARIANTS.keys():
         sys.exit(f"--only: choose from {list(VARIANTS)}")
     common = dict(parse_setting(kv) for kv in args.set)
+    train_common = dict(parse_setting(kv) for kv in args.train_set)
     torch.manual_seed(0)
     budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes} minutes"
-    print(f"# {args.data}, {budget} each, test split, {common}")
+    print(f"# {args.data}, {budget} each, test split, {common}, {train_common}")
     print(json.dumps(environment()))
     print("| labels | variant | what | steps | minutes | val accuracy % | **test accuracy %** |")
     print("|---|---|---|---|---|---|---|")
@@ -57,7 +65,7 @@ def main() -> None:
             how = (
                 {"epochs": args.epochs} if args.epochs else {"epochs": 1e4, "minutes": args.minutes}
             )
-            train_config = TrainConfig(**how, progress=False)
+            train_config = TrainConfig(**{**train_common, **how, "progress": False})
             with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
                 _, r = video.train(Path(tmp) / "run", config, train_config, data=args.data,
                                    log=lambda m: None)  # fmt: skip

@@ -23,7 +23,7 @@ from .layers import (
     reverse_padded,
 )
 from .structures import EncoderDecoder, ManyToMany, ManyToOne, OneToMany, generate
-from .tasks import caption, charlm, classify, pixels, seq2seq, tag, video, wordlm
+from .tasks import caption, charlm, classify, lab, pixels, seq2seq, tag, video, wordlm
 from .tasks import load as load_any
 from .tasks.caption import CaptionConfig, Captioner
 from .tasks.charlm import CharLM, CharLMConfig, load
@@ -109,5 +109,6 @@ __all__ = [
     "caption",
     "pixels",
     "video",
+    "lab",
     "vision",
 ]

@@ -3,6 +3,8 @@ library and print.
 
 rnnkit hello       the lecture's toy RNN learns "hello"
 rnnkit gradients   vanishing and exploding gradients, measured and plotted
+rnnkit lab         the long-range lab: cells, initialisations, clipping and truncation
+                   compared on the adding, copy and sequential-MNIST problems
 rnnkit data        list the built-in corpora and data sets, fetch one into the cache
 rnnkit train       train a model: charlm (character language model), classify, tag
 rnnkit predict     label texts or tag sentences with a trained classifier or tagger
@@ -211,6 +213,28 @@ def _cmd_gradients(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nwrote {plot_gradient_norms(curves, cfg.out)}")
     return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from .tasks import lab
+
+    comparison = config_from_args(lab.Comparison, args)
+    model = _set_fields(lab.LabConfig, args, skip=("problem", "T", "cell", "init"))
+    train = _set_fields(lab.TrainConfig, args, skip=("clip_norm", "truncation"))
+    out = Path(args.out or f"runs/lab-{comparison.problem}-T{comparison.T}")
+    lab.compare(out, comparison, model, train, resume=args.resume)
+    print((out / "table.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {out / 'curves.png'} and the runs in {out}/")
+    return 0
+
+
+def _set_fields(cls: type, args: argparse.Namespace, skip: Sequence[str] = ()) -> dict:
+    """The fields of `cls` that the command line set."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and getattr(args, f.name, None) is not None
+    }
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
@@ -980,6 +1004,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, GradientsConfig)
     p.set_defaults(func=_cmd_gradients)
 
+    _add_lab(sub)
+
     p = sub.add_parser("data", help="list the built-in corpora and data sets, fetch one")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = data_sub.add_parser("list", help="name, task, size, source, licence; which are cached")
@@ -1230,6 +1256,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_inspect)
     return parser
+
+
+def _add_lab(sub) -> None:
+    from .tasks.lab import PROBLEMS, Comparison, LabConfig, TrainConfig
+
+    p = sub.add_parser(
+        "lab",
+        help="the long-range lab: compare cells, initialisations, clipping and truncation",
+        description="Train every combination of --cell, --init, --clip and --truncation on "
+        "one problem for the same budget (--steps or --minutes); write the learning curves "
+        "against the baseline (curves.png), a table (table.md) and each run's directory. "
+        "Finished runs are kept; --resume continues unfinished ones exactly.",
+    )
+    p.add_argument("problem", choices=PROBLEMS, help="adding, copy, or MNIST by pixels, rows "
+                   "or permuted pixels")  # fmt: skip
+    add_config_flags(p.add_argument_group("configurations"), Comparison, skip=("problem",))
+    add_config_flags(p.add_argument_group("model (rnnkit.lab.LabConfig)"), LabConfig,
+                     skip=("problem", "T", "cell", "init"))  # fmt: skip
+    add_config_flags(p.add_argument_group("training (rnnkit.lab.TrainConfig)"), TrainConfig,
+                     skip=("clip_norm", "truncation"))  # fmt: skip
+    p.add_argument("--out", help="the lab's directory (default runs/lab-PROBLEM-TT)")
+    p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out")
+    p.set_defaults(func=_cmd_lab)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Image encoders for captioning: a CNN reads the picture, an RNN writes the caption.
+"""Image encoders for captioning and video: a CNN reads each picture, an RNN reads on.
 
 Two encoders, both mapping an image batch (B, C, H, W) to a feature map (B, C', h, w)
 that an attention decoder reads as h*w vectors of size C' (Xu et al. 2015, "Show,
@@ -19,15 +19,20 @@ to what the network expects) and ``features(x)`` (normalised images to the map).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import distributed
 from .cells import _check_positive
+from .checkpoint import atomic_write_bytes
 
 
 def _check_images(name: str, x: Tensor, channels: int) -> None:
@@ -295,3 +300,33 @@ def frozen_features(
     if not out:
         raise ValueError("Argument `images` holds no images (N = 0).")
     return torch.cat(out)
+
+
+def features_key(encoder: nn.Module, images: np.ndarray, *settings: object) -> str:
+    """A name for the feature maps of `images` (uint8) by a frozen `encoder`: 24 hex
+    digits of the sha256 of the images' bytes, the `settings` (e.g. the input size) and
+    every tensor of the encoder's state, so that new pictures, another size or other
+    weights never read a stale cache."""
+    h = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    h.update(repr(settings).encode())
+    for name, t in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def cached_features(path: Path, compute: Callable[[], Tensor]) -> Tensor:
+    """Feature maps kept at `path` (a float16 ``.npy``): read back when the file exists;
+    else computed by ``compute()``, written atomically (by the main process only) and
+    returned as a later run reads them back: float16, which halves the memory of a big
+    set (convert a batch at a time)."""
+    path = Path(path)
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    fmaps = compute().half()
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, fmaps.numpy())
+        atomic_write_bytes(path, buffer.getvalue())
+    return fmaps

@@ -216,3 +216,46 @@ def test_the_commands_train_and_predict_and_refuse_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_frozen_pretrained_encoder_is_read_once_cached_and_never_trained(tmp_path, monkeypatch):
+    """--encoder efficientnet-lite0: the weights come from the fetcher (here a seeded
+    stand-in), stay as they were (batch-norm statistics too), the maps of every frame
+    are computed once and cached, and labelling from frames equals labelling from them."""
+    from rnnkit.data import weights
+    from rnnkit.vision import EfficientNetLite0
+
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "cache"))
+    torch.manual_seed(7)
+    pretrained = EfficientNetLite0()
+    for m in pretrained.modules():  # stored statistics that training mode would move
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+    fetched = []
+    monkeypatch.setattr(weights, "load_efficientnet_lite0",
+                        lambda log=print: fetched.append(1) or pretrained)  # fmt: skip
+    labels = write_clips(tmp_path / "clips", toy_clips(30, 6))
+    cfg = VideoConfig(encoder="efficientnet-lite0", image_size=32, hidden_size=16,
+                      frame_vector_size=16)  # fmt: skip
+    logged = []
+    kw = dict(videos=tmp_path / "clips", labels=labels, log=logged.append)
+    model, _ = video.train(tmp_path / "run", cfg, small(epochs=1), **kw)
+    assert fetched == [1] and model.map_size == (1, 1)
+    assert sum("computing the feature maps" in m for m in logged) == 3  # train, val, test
+    cached = sorted((tmp_path / "cache" / "features").glob("video-efficientnet-lite0-*.npy"))
+    assert len(cached) == 3
+    state = pretrained.state_dict()
+    for k, v in model.cnn.state_dict().items():
+        assert torch.equal(v.cpu(), state[k]), k
+
+    logged.clear()
+    video.train(tmp_path / "again", cfg, small(epochs=1), **kw)
+    assert not any("computing the feature maps" in m for m in logged)  # read back
+
+    clips = read_labelled_clips(tmp_path / "clips", labels, (64, 64), 3)
+    sets = video._Clips(clips, False, video.encoder_maps(model, clips, quiet))
+    batch = video._collate(sets, list(range(len(clips))))
+    from_maps = model(batch["frames"], batch["lengths"])
+    from_frames = model(torch.from_numpy(clips.frames), batch["lengths"])
+    torch.testing.assert_close(from_frames, from_maps, atol=2e-2, rtol=2e-2)  # float16 cache
+    assert torch.equal(from_frames.argmax(-1), from_maps.argmax(-1))

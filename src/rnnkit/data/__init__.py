@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import corpora, digits, fashion, pairs, signals, textsets, treebank, videos
+from . import corpora, digits, fashion, pairs, signals, textsets, treebank, videos, wesnoth
 from .fetch import cache_dir
 from .images import CAPTION_SETS, caption_splits
 from .readers import RawSplit, read_conll_split, read_tsv_split, split_indices
@@ -253,6 +253,21 @@ def _entries() -> list[DataSet]:
             digits.mnist_path,
             digits.fetch_mnist,
             videos.moving_digits,
+        )
+    )
+    entries.append(
+        DataSet(
+            "wesnoth-actions",
+            "video",
+            "the Battle for Wesnoth unit animations (artist-drawn sprite frames, 72x72) "
+            "labelled with their action (attack, ranged, magic, die, idle, move); split by "
+            "unit, 436 / 98 / 97",
+            str(wesnoth.WESNOTH_PACKAGE),
+            "631 sequences",
+            wesnoth.wesnoth_path,
+            wesnoth.fetch_wesnoth,
+            wesnoth.wesnoth_actions,
+            licence="GPL-2+",
         )
     )
     for name, ps in pairs.PAIR_SETS.items():

@@ -9,6 +9,7 @@ train, evaluate, load.
     caption.py    one to many: a CNN reads an image, an RNN writes its caption
     pixels.py     pixel by pixel: a generative model of images, image completion
     video.py      a CNN per frame, an RNN over frames: a label per clip or per frame
+    lab.py        the long-range lab: cells, initialisations, clipping, truncation compared
     hello.py      the lecture's toy: a vanilla RNN learns "hello"
     sequences.py  what classify and tag share (inputs, encoder, batches, run steps)
 
@@ -38,6 +39,7 @@ TASKS = {  # checkpoint kind -> the module that trains, evaluates and loads it
     "caption": "rnnkit.tasks.caption",
     "pixels": "rnnkit.tasks.pixels",
     "video": "rnnkit.tasks.video",
+    "lab": "rnnkit.tasks.lab",
 }
 
 

@@ -48,7 +48,6 @@ FILE.json`` in the COCO captions schema.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import math
 import os
@@ -65,7 +64,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as datasets
-from .. import decoding, distributed, runs
+from .. import decoding, distributed, runs, vision
 from ..checkpoint import (
     Checkpoint,
     atomic_write_bytes,
@@ -699,22 +698,16 @@ def cached_features(model: Captioner, split: CaptionSplit, log: Callable[[str], 
     """The frozen encoder's feature maps of a split's images (N, F, h, w), computed once
     and kept in ``$RNNKIT_DATA/features`` (float16), keyed by the images' bytes, the
     encoder's weights and the input size."""
-    h = hashlib.sha256(np.ascontiguousarray(split.images).tobytes())
-    h.update(repr((model.config.encoder, model.config.image_size, split.images.shape)).encode())
-    for name, t in sorted(model.encoder.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    path = cache_dir() / "features" / f"{model.config.encoder}-{h.hexdigest()[:24]}.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path)).float()
-    log(f"{model.config.encoder}: computing the feature maps of {len(split):,} images once ...")
-    fmaps = model.features(split.images)
-    if distributed.is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, fmaps.half().numpy())
-        atomic_write_bytes(path, buffer.getvalue())
-    return fmaps.half().float()  # what a later run reads back from the cache
+    c = model.config
+    key = vision.features_key(model.encoder, split.images, c.encoder, c.image_size,
+                              split.images.shape)  # fmt: skip
+
+    def compute() -> Tensor:
+        log(f"{c.encoder}: computing the feature maps of {len(split):,} images once ...")
+        return model.features(split.images)
+
+    path = cache_dir() / "features" / f"{c.encoder}-{key}.npy"
+    return vision.cached_features(path, compute).float()
 
 
 def split_pixels(model: Captioner, split: CaptionSplit, log: Callable[[str], None]) -> tuple:

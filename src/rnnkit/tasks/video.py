@@ -4,6 +4,8 @@ The lectures' video application, "many to one" for a label per clip and "many to
 for a label per frame::
 
     frames (B, T, H, W, C) uint8 -> CNN per frame -> maps (B, T, F, h, w)
+        (a small CNN trained here, or the ImageNet-pretrained EfficientNet-lite0, frozen:
+        its maps are computed once per frame and cached, ``--encoder efficientnet-lite0``)
         temporal "rnn":  v_t = relu(W_v flatten(map_t)) (B, T, D) -> any rnnkit stack -> (B, T, H)
         temporal "conv": a ConvLSTM / ConvGRU over the maps (the lectures' last slide: a
                          convolutional GRU over feature maps) -> mean over positions (B, T, H)
@@ -17,9 +19,11 @@ frame from that frame alone: it cannot use the order of the frames, which is wha
 recurrence is for. Clips of different lengths are zero-padded; the layers take their
 lengths, and padded frames are never read nor scored.
 
-Built-in sets (:mod:`rnnkit.data.videos`): ``moving-digits`` (composed from real MNIST
+Built-in sets: ``moving-digits`` (:mod:`rnnkit.data.videos`, composed from real MNIST
 digits: the direction in which a digit sets off, per clip; whether it moved left or
-right, per frame). Or a user's clips: ``--videos DIR --labels FILE.csv``.
+right, per frame) and ``wesnoth-actions`` (:mod:`rnnkit.data.wesnoth`, artist-drawn
+sprite animations: the action, per clip or at every frame). Or a user's clips:
+``--videos DIR --labels FILE.csv``.
 """
 
 from __future__ import annotations
@@ -36,17 +40,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .. import data as datasets
-from .. import distributed, runs
+from .. import distributed, runs, vision
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
 from ..conv import ConvGRUCell, ConvLSTMCell
+from ..data.fetch import cache_dir
 from ..data.readers import split_indices
 from ..data.videos import ClipSet, read_clip, read_labelled_clips
 from ..layers import STACKS, Recurrent
 from ..trainer import Trainer, TrainerConfig, resolve_device
-from ..vision import SmallCNN
+from ..vision import EfficientNetLite0, SmallCNN, frozen_features
 from .sequences import BucketBatches, _positive_int, own_share
 
 KIND = "video"
+ENCODERS = ("cnn", "efficientnet-lite0")
 PathLike = str | os.PathLike
 IGNORE = -1  # a frame without a label
 
@@ -62,6 +68,10 @@ class VideoConfig:
     num_layers: int = 1  # layers of the stack
     bidirectional: bool = False  # the stack reads the frames both ways (not for conv)
     readout: Literal["last", "mean"] = "last"  # a clip's label from its last frame or all
+    # per frame: a small CNN trained here, or the ImageNet-pretrained EfficientNet-lite0,
+    # frozen (its maps computed once per frame and cached)
+    encoder: Literal["cnn", "efficientnet-lite0"] = "cnn"
+    image_size: int = 128  # efficientnet-lite0: frames resized to this side (maps of side/32)
     cnn_width: int = 16  # channels of the CNN's first block (doubling per block)
     cnn_blocks: int = 3  # CNN blocks, each halving the frame: 64x64 -> 8x8 maps
     frame_vector_size: int = 128  # v_t, each frame's vector (rnn and mean)
@@ -85,8 +95,10 @@ class VideoConfig:
             raise ValueError("Argument `bidirectional`: not for the convolutional recurrence")
         if self.readout not in ("last", "mean"):
             raise ValueError(f"Argument `readout` must be 'last' or 'mean', got {self.readout!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"Argument `encoder` must be one of {ENCODERS}, got {self.encoder!r}")
         for name in ("hidden_size", "num_layers", "cnn_width", "cnn_blocks",
-                     "frame_vector_size", "kernel_size"):  # fmt: skip
+                     "frame_vector_size", "kernel_size", "image_size"):  # fmt: skip
             _positive_int(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
@@ -145,11 +157,17 @@ class VideoClassifier(nn.Module):
         _positive_int("num_labels", num_labels)
         c = config
         H, W, C = self.frame_shape
-        self.cnn = SmallCNN(in_channels=C, width=c.cnn_width, blocks=c.cnn_blocks)
+        self.frozen = c.encoder != "cnn"
+        if self.frozen:  # pretrained weights: loaded by `train`, or with a checkpoint
+            self.cnn = EfficientNetLite0()
+            self.cnn.requires_grad_(False)
+            h = w = -(-c.image_size // self.cnn.stride)
+        else:
+            self.cnn = SmallCNN(in_channels=C, width=c.cnn_width, blocks=c.cnn_blocks)
+            h, w = H, W
+            for _ in range(c.cnn_blocks):
+                h, w = (h + 1) // 2, (w + 1) // 2
         Fm = self.cnn.out_channels
-        h, w = H, W
-        for _ in range(c.cnn_blocks):
-            h, w = (h + 1) // 2, (w + 1) // 2
         self.map_size = (h, w)
         self.drop = nn.Dropout(c.dropout)
         if c.temporal == "conv":
@@ -174,24 +192,39 @@ class VideoClassifier(nn.Module):
     def device(self) -> torch.device:
         return self.head.weight.device
 
+    def train(self, mode: bool = True) -> VideoClassifier:
+        super().train(mode)
+        if self.frozen:  # a frozen encoder keeps its batch-norm statistics
+            self.cnn.eval()
+        return self
+
     def frame_maps(self, frames: Tensor) -> Tensor:
-        """uint8 frames (B, T, H, W, C) -> the CNN's maps (B, T, F, h, w)."""
+        """uint8 frames (B, T, H, W, C) -> the CNN's maps (B, T, F, h, w); a frozen
+        encoder's exactly as :func:`encoder_maps` caches them (before float16)."""
         if frames.dim() != 5 or tuple(frames.shape[2:]) != self.frame_shape:
             raise ValueError(
                 f"Argument `frames` must be (B, T, {', '.join(map(str, self.frame_shape))}) "
                 f"uint8, got shape {tuple(frames.shape)}"
             )
         B, T = frames.shape[:2]
-        x = frames.to(self.device).flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
-        maps = self.cnn(x)  # (B*T, F, h, w)
+        if self.frozen:
+            size = self.config.image_size
+            maps = frozen_features(self.cnn, frames.flatten(0, 1), size=size).to(self.device)
+        else:
+            x = frames.to(self.device).flatten(0, 1).permute(0, 3, 1, 2).float() / 255.0
+            maps = self.cnn(x)  # (B*T, F, h, w)
         return maps.view(B, T, *maps.shape[1:])
 
     def forward(self, frames: Tensor, lengths: Tensor) -> Tensor:
-        """frames (B, T, H, W, C) uint8, lengths (B,) -> logits: (B, labels) per clip, or
-        (B, T, labels) per frame (padded frames' logits are there but never read)."""
+        """frames (B, T, H, W, C) uint8 (or a frozen encoder's cached maps, float
+        (B, T, F, h, w)), lengths (B,) -> logits: (B, labels) per clip, or (B, T, labels)
+        per frame (padded frames' logits are there but never read)."""
         c = self.config
         lengths = lengths.to(self.device)
-        maps = self.frame_maps(frames)  # (B, T, F, h, w)
+        if frames.is_floating_point():
+            maps = frames.to(self.device, torch.float32)  # (B, T, F, h, w)
+        else:
+            maps = self.frame_maps(frames)  # (B, T, F, h, w)
         if c.temporal == "conv":
             out, _ = self.temporal(maps, lengths=lengths)  # (B, T, Hc, h, w)
             out = out.mean(dim=(3, 4))  # (B, T, Hc)
@@ -236,9 +269,14 @@ class VideoClassifier(nn.Module):
 
 
 class _Clips:
-    def __init__(self, clips: ClipSet, per_frame: bool) -> None:
+    """A split's labelled clips: their frames, or (`maps`: a frozen encoder's maps of
+    every clip's frames one clip after another, (sum of lengths, F, h, w)) their maps."""
+
+    def __init__(self, clips: ClipSet, per_frame: bool, maps: Tensor | None = None) -> None:
         self.frames = torch.from_numpy(clips.frames)
         self.lengths = clips.lengths.tolist()
+        self.maps = maps
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)]).tolist()
         labels = clips.frame_labels if per_frame else clips.clip_labels
         if labels is None:
             raise ValueError(f"these clips have no {'frame' if per_frame else 'clip'} labels")
@@ -253,8 +291,16 @@ def _collate(examples: _Clips, idx: Sequence[int]) -> dict[str, Tensor]:
     lengths = torch.tensor([examples.lengths[i] for i in idx])
     T = int(lengths.max())
     labels = examples.labels[rows]
+    if examples.maps is not None:
+        frames = examples.maps.new_zeros((len(rows), T, *examples.maps.shape[1:]))
+        for k, i in enumerate(idx):
+            frames[k, : examples.lengths[i]] = examples.maps[
+                examples.starts[i] : examples.starts[i + 1]
+            ]
+    else:
+        frames = examples.frames[rows, :T]
     return {
-        "frames": examples.frames[rows, :T],
+        "frames": frames,
         "lengths": lengths,
         "labels": labels[:, :T] if labels.dim() == 2 else labels,
     }
@@ -289,6 +335,24 @@ def load_clips(
         "test": whole.subset(list(test)),
     }
     return splits, {"videos": str(Path(videos).resolve()), "labels": str(Path(labels).resolve())}
+
+
+def encoder_maps(
+    model: VideoClassifier, clips: ClipSet, log: Callable[[str], None] = print
+) -> Tensor:
+    """The frozen encoder's maps of every frame of `clips`, one clip after another
+    (sum of lengths, F, h, w) float16: computed once and kept in ``$RNNKIT_DATA/features``,
+    keyed by the frames' bytes, the input size and the encoder's weights."""
+    c = model.config
+    frames = np.concatenate([clips.frames[k, :n] for k, n in enumerate(clips.lengths)])
+    key = vision.features_key(model.cnn, frames, c.encoder, c.image_size, frames.shape)
+
+    def compute() -> Tensor:
+        log(f"{c.encoder}: computing the feature maps of {len(frames):,} frames once ...")
+        return frozen_features(model.cnn, frames, size=c.image_size)
+
+    return vision.cached_features(cache_dir() / "features" / f"video-{c.encoder}-{key}.npy",
+                                  compute)  # fmt: skip
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -359,12 +423,20 @@ def train(
                                     train_config=train_config, log=log)  # fmt: skip
     per_frame = config.labels == "frames"
     names = splits["train"].frame_names if per_frame else splits["train"].clip_names
-    sets = {k: _Clips(v, per_frame) for k, v in splits.items()}
     frame_shape = tuple(splits["train"].frames.shape[2:])
     runs.seed_everything(train_config.seed)
     model = VideoClassifier(config, frame_shape, len(names))
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state)
+    elif model.frozen:
+        from ..data.weights import load_efficientnet_lite0
+
+        with distributed.main_first():  # under torchrun: rank 0 fetches once
+            model.cnn.load_state_dict(load_efficientnet_lite0(log=log).state_dict())
+    with distributed.main_first():  # the maps are cached by rank 0, read by the others
+        maps = {k: encoder_maps(model, v, log) if model.frozen else None
+                for k, v in splits.items()}  # fmt: skip
+    sets = {k: _Clips(v, per_frame, maps[k]) for k, v in splits.items()}
     device = resolve_device(train_config.device)
     model.to(device)
     batches = BucketBatches(sets["train"], train_config.batch_size, train_config.seed, _collate)
@@ -406,7 +478,11 @@ def train(
 
 def describe(model: VideoClassifier, device: torch.device) -> str:
     c = model.config
-    cnn = f"CNN ({c.cnn_blocks} blocks from {c.cnn_width} channels) per frame"
+    if model.frozen:
+        h, w = model.map_size
+        cnn = f"{c.encoder} (ImageNet, frozen, maps {h}x{w} at {c.image_size} px cached) per frame"
+    else:
+        cnn = f"CNN ({c.cnn_blocks} blocks from {c.cnn_width} channels) per frame"
     if c.temporal == "mean":
         across = "no recurrence (frame vectors averaged: the baseline)"
     elif c.temporal == "conv":
