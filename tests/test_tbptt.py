@@ -153,3 +153,115 @@ def test_clipping_bounds_the_update():
     after = torch.nn.utils.parameters_to_vector(model.parameters())
     assert res.grad_norms[0] > 0.01  # the pre-clip norm was larger ...
     assert (after - before).norm().item() == pytest.approx(0.01, rel=1e-4)  # ... the step is not
+
+
+# -- synthetic gradients -------------------------------------------------------------------
+
+
+class _Net(torch.nn.Module):
+    """An LSTM stack and a linear readout: model(x, state) -> (outputs, state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = rnnkit.LSTM(3, 5, 2, batch_first=True)
+        self.head = torch.nn.Linear(5, 1)
+
+    def forward(self, x, state=None):
+        return self.rnn(x, state)
+
+    def window_loss(self, out):
+        return (self.head(out) ** 2).mean()
+
+
+def _grads(model):
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_synthetic_gradients_equal_to_the_true_ones_give_full_backpropagation():
+    """With M fixed to the true dL_2/dh at the edge, window 1's update plus window 2's
+    is exactly the gradient of backpropagation through both windows."""
+    from rnnkit.tbptt import CarriedState, SyntheticGradients, flatten_state
+
+    model = _Net()
+    x = torch.randn(4, 10, 3)
+    out, _ = model(x)
+    model.zero_grad()
+    (model.window_loss(out[:, :6]) + model.window_loss(out[:, 6:])).backward()
+    full = _grads(model)
+
+    # the true gradient at the edge: dL_2/dh_6 through window 2 only
+    _, edge = model(x[:, :6])
+    edge = tuple(t.detach().requires_grad_() for t in edge)
+    out2, _ = model(x[:, 6:], edge)
+    true = torch.autograd.grad(model.window_loss(out2), edge)
+
+    sg = SyntheticGradients(flatten_state(edge).shape[1])
+    sg.forward = lambda state: true  # M fixed to the truth
+    carried = CarriedState(sg)
+    model.zero_grad()
+    carried.loss(model.window_loss(carried(model, x[:, :6]))).backward()
+    carried.loss(model.window_loss(carried(model, x[:, 6:])), last=True).backward()
+    for a, b in zip(_grads(model), full):
+        torch.testing.assert_close(a, b)
+    # without the synthetic gradient the sum misses everything window 2 says of window 1
+    plain = CarriedState()
+    model.zero_grad()
+    model.window_loss(plain(model, x[:, :6])).backward()
+    model.window_loss(plain(model, x[:, 6:])).backward()
+    assert not all(torch.allclose(a, b) for a, b in zip(_grads(model), full))
+
+
+def test_the_synthetic_gradient_target_is_the_bootstrapped_gradient_at_the_window_start():
+    """M's target at h_t is d/dh_t (L_{t:t+k} + <h_{t+k}, M(h_{t+k})>), M(h_{t+k}) held
+    constant; at the sequence's end M learns 0."""
+    from rnnkit.tbptt import CarriedState, SyntheticGradients, flatten_state
+
+    model = _Net()
+    x = torch.randn(4, 12, 3)
+    sg = SyntheticGradients(2 * 2 * 5, hidden_size=7)
+    torch.nn.init.normal_(sg.net[-1].weight, std=0.3)  # a non-zero M: the bootstrap matters
+    before = {k: v.clone() for k, v in sg.state_dict().items()}
+    carried = CarriedState(sg)
+    carried.loss(model.window_loss(carried(model, x[:, :4]))).backward()
+    h4 = carried.state
+    carried.loss(model.window_loss(carried(model, x[:, 4:8]))).backward()
+    state = carried.state_dict()  # collects window 2's start gradient
+    (got_h, got_target) = sg.pending[-1]
+
+    # independently: window 2 from h_4 with M(h_8) injected, M as it was then
+    start = tuple(t.detach().requires_grad_() for t in h4)
+    out, end = model(x[:, 4:8], start)
+    fixed = SyntheticGradients(20, hidden_size=7)
+    fixed.load_state_dict(before)
+    with torch.no_grad():
+        m = fixed(end)
+    L = model.window_loss(out) + sum((e * d).sum() for e, d in zip(end, m))
+    want = flatten_state(torch.autograd.grad(L, start))
+    torch.testing.assert_close(got_h, flatten_state(h4))
+    torch.testing.assert_close(got_target, want)
+    assert state["synthetic"]["pending"][-1][1].shape == want.shape
+    assert sg.last_loss is None  # window 1 began from nothing (zeros): no target, no step
+
+    carried.loss(model.window_loss(carried(model, x[:, 8:])), last=True).backward()
+    assert sg.last_loss is not None  # learned on window 2's start when window 3 began
+    end_row, zero = sg.pending[0]
+    assert torch.equal(zero, torch.zeros_like(end_row))  # the end: nothing follows
+
+
+def test_synthetic_gradients_need_equal_k1_and_k2_and_train_inside_truncated_bptt():
+    from rnnkit.tbptt import SyntheticGradients
+
+    model = _Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(4, 12, 3), torch.randn(4, 12, 1)
+
+    def loss_fn(out, target):
+        return ((model.head(out) - target) ** 2).mean()
+
+    sg = SyntheticGradients(20)
+    with pytest.raises(ValueError, match="Argument `synthetic`: for k1 = k2 only"):
+        truncated_bptt(model, x, y, loss_fn, opt, k1=4, k2=8, synthetic=sg)
+    result = truncated_bptt(model, x, y, loss_fn, opt, k1=4, synthetic=sg)
+    assert len(result.losses) == 3 and sg.last_loss is not None
+    assert any(p.abs().sum() > 0 for p in sg.net[-1].parameters())  # M has moved off zero

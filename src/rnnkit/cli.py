@@ -220,7 +220,8 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 
     comparison = config_from_args(lab.Comparison, args)
     model = _set_fields(lab.LabConfig, args, skip=("problem", "T", "cell", "init"))
-    train = _set_fields(lab.TrainConfig, args, skip=("clip_norm", "truncation"))
+    train = _set_fields(lab.TrainConfig, args,
+                        skip=("clip_norm", "truncation", "synthetic_gradients"))  # fmt: skip
     out = Path(args.out or f"runs/lab-{comparison.problem}-T{comparison.T}")
     lab.compare(out, comparison, model, train, resume=args.resume)
     print((out / "table.md").read_text(encoding="utf-8"), end="")
@@ -1275,7 +1276,7 @@ def _add_lab(sub) -> None:
     add_config_flags(p.add_argument_group("model (rnnkit.lab.LabConfig)"), LabConfig,
                      skip=("problem", "T", "cell", "init"))  # fmt: skip
     add_config_flags(p.add_argument_group("training (rnnkit.lab.TrainConfig)"), TrainConfig,
-                     skip=("clip_norm", "truncation"))  # fmt: skip
+                     skip=("clip_norm", "truncation", "synthetic_gradients"))  # fmt: skip
     p.add_argument("--out", help="the lab's directory (default runs/lab-PROBLEM-TT)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out")
     p.set_defaults(func=_cmd_lab)

@@ -362,14 +362,17 @@ class SimulatedCrashError(RuntimeError):
     pass
 
 
-def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch, synthetic):
+    """With synthetic gradients too: their module, its optimizer and its pending
+    targets travel in the checkpoint."""
     cfg = CharLMConfig(num_layers=2, hidden_size=16, embedding_size=8, dropout=0.2)
 
     def run_losses(out: Path) -> list[float]:
         rows = list(csv.DictReader((out / "metrics.csv").open()))
         return [float(r["loss"]) for r in rows if r["loss"]]
 
-    tc = small_train(steps=24, checkpoint_every=8, eval_every=8)
+    tc = small_train(steps=24, checkpoint_every=8, eval_every=8, synthetic_gradients=synthetic)
     charlm.train(tmp_path / "whole", cfg, tc, text=text_file, log=quiet)
     whole = run_losses(tmp_path / "whole")
     assert len(whole) == 24
@@ -388,7 +391,7 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, text_file, monkeypatch):
         charlm.train(
             tmp_path / "cut",
             cfg,
-            small_train(steps=24, checkpoint_every=8, eval_every=8),
+            small_train(steps=24, checkpoint_every=8, eval_every=8, synthetic_gradients=synthetic),
             text=text_file,
             log=quiet,
         )

@@ -101,9 +101,10 @@ class CrashError(RuntimeError):
     pass
 
 
-def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
-    config = LabConfig(problem="copy", T=4, hidden_size=8)
-    tc = dict(steps=30, eval_every=5, truncation=7)
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch, synthetic):
+    config = LabConfig(problem="copy", T=4, hidden_size=8, cell="lstm")
+    tc = dict(steps=30, eval_every=5, truncation=7, synthetic_gradients=synthetic)
 
     def losses(out: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]

@@ -57,7 +57,7 @@ from ..data.corpora import (
 )
 from ..layers import BACKENDS, STACKS, State
 from ..metrics import entropy
-from ..tbptt import CarriedState
+from ..tbptt import CarriedState, SyntheticGradients
 from ..trainer import Trainer, TrainerConfig, resolve_device
 
 KIND = "charlm"
@@ -130,6 +130,10 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     progress: bool = True  # a progress bar with loss, bits per character and speed
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
+    # a learned dL_future/dh injected at each window's end (decoupled neural interfaces,
+    # rnnkit.tbptt.SyntheticGradients): the gradient truncation cuts, predicted
+    synthetic_gradients: bool = False
+    synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -580,7 +584,8 @@ def make_step_fn(
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = carried(model, x)  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        return loss, {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
+        # the streams never end: every window's end gets the synthetic gradient
+        return carried.loss(loss), {"items": y.numel(), "bpc": loss.detach() / math.log(2)}
 
     return step_fn
 
@@ -662,14 +667,20 @@ def train(
     batches = StreamBatches(data.train, train_config.batch_size, train_config.seq_len)
     runs.seed_everything(train_config.seed)
     model = CharLM(config, data.vocab)
-    carried = CarriedState()
+    device = resolve_device(train_config.device)
+    synthetic = None
+    if train_config.synthetic_gradients:
+        if distributed.world_size() > 1:
+            raise ValueError("Argument `synthetic_gradients`: they train in one process only")
+        size = config.num_layers * config.hidden_size * (2 if config.cell == "lstm" else 1)
+        synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr).to(device)
+    carried = CarriedState(synthetic)
     val = data.val[: train_config.eval_chars] if train_config.eval_chars else data.val
 
     def eval_fn(m: CharLM) -> dict[str, float]:
         r = evaluate(m, val)
         return {"loss": r["nats_per_char"], "bpc": r["bits_per_char"]}
 
-    device = resolve_device(train_config.device)
     # A resumed run keeps the precision it began with (what "auto" chose then), so that
     # its carried state and its numbers go on as they were.
     asked_precision = ckpt.meta.get("precision") if ckpt is not None else None

@@ -54,7 +54,7 @@ from ..checkpoint import (
 from ..data import digits, longrange
 from ..init import PRESETS
 from ..layers import STACKS
-from ..tbptt import CarriedState
+from ..tbptt import CarriedState, SyntheticGradients
 from ..trainer import Trainer, TrainerConfig, resolve_device
 from .sequences import _positive_int
 
@@ -114,6 +114,8 @@ class TrainConfig:
     lr: float = 1e-3  # Adam
     clip_norm: float = 1.0  # the gradient norm is clipped to this; 0: no clipping
     truncation: int = 0  # 0: BPTT over the whole sequence; k: windows of k steps
+    synthetic_gradients: bool = False  # at each window's end, a learned dL_future/dh (DNI)
+    synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
     eval_every: int = 100  # updates between validations (and checkpoints)
     seed: int = 1234  # initialisation and training sequences
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -134,6 +136,11 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"Argument `truncation` must be an integer >= 0 (0: none), got {self.truncation!r}"
+            )
+        if self.synthetic_gradients and not self.truncation:
+            raise ValueError(
+                "Argument `synthetic_gradients`: they stand in for the gradient a truncation "
+                "cuts; give a `truncation` too"
             )
 
     def trainer_config(self) -> TrainerConfig:
@@ -314,14 +321,18 @@ class Windows:
 
 def make_step_fn(carried: CarriedState) -> Callable:
     """One window per trainer step, from the state carried in (reset at a sequence's
-    first window); the state leaves detached (truncated BPTT)."""
+    first window); the state leaves detached (truncated BPTT), its end given the
+    synthetic gradient when the carry has them."""
 
     def step_fn(model: LabModel, batch: dict[str, Any]):
         if batch["first"]:
             carried.reset()
         out = carried(model.run, batch["x"])
         loss = model.loss(out, batch["y"], last=batch["last"])
-        return loss, {"items": int(batch["x"].shape[0] * batch["x"].shape[1])}
+        stats = {"items": int(batch["x"].shape[0] * batch["x"].shape[1])}
+        if carried.synthetic is not None:  # M's regression loss (float32, as a resumed sum)
+            stats["sg_loss"] = torch.tensor(carried.synthetic.last_loss or 0.0)
+        return carried.loss(loss, last=batch["last"]), stats
 
     return step_fn
 
@@ -355,7 +366,11 @@ def train(
     model.to(device)
     windows = Windows(problem, train_config.batch_size, train_config.truncation,
                       train_config.seed)  # fmt: skip
-    carried = CarriedState()
+    synthetic = None
+    if train_config.synthetic_gradients:
+        size = config.num_layers * config.hidden_size * (2 if config.cell == "lstm" else 1)
+        synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr).to(device)
+    carried = CarriedState(synthetic)
     trainer = Trainer(train_config.trainer_config(), model, make_step_fn(carried),
                       train_batches=windows, eval_fn=lambda m: m.score(*val))  # fmt: skip
     trainer.items_name = "steps"
@@ -431,6 +446,8 @@ def name_of(config: LabConfig, train_config: TrainConfig) -> str:
         parts.append(f"clip{train_config.clip_norm:g}")
     if train_config.truncation:
         parts.append(f"k{train_config.truncation}")
+    if train_config.synthetic_gradients:
+        parts.append("sg")
     return "-".join(parts)
 
 
@@ -444,17 +461,24 @@ class Comparison:
     init: list[str] = field(default_factory=lambda: ["default"])  # initialisations
     clip: list[float] = field(default_factory=lambda: [1.0])  # gradient-norm clips (0: none)
     truncation: list[int] = field(default_factory=lambda: [0])  # TBPTT windows (0: none)
+    synthetic: list[str] = field(default_factory=lambda: ["off"])  # synthetic gradients: off, on
 
     def configurations(
         self, model: dict[str, Any], train: dict[str, Any]
     ) -> list[tuple[LabConfig, TrainConfig]]:
         out = []
-        for cell, init, clip, k in itertools.product(
-            self.cell, self.init, self.clip, self.truncation
+        for choice in self.synthetic:
+            if choice not in ("off", "on"):
+                raise ValueError(f"Argument `synthetic` must be 'off' or 'on', got {choice!r}")
+        for cell, init, clip, k, sg in itertools.product(
+            self.cell, self.init, self.clip, self.truncation, self.synthetic
         ):
+            if sg == "on" and not k:
+                continue  # nothing is cut without a truncation: nothing to stand in for
             config = LabConfig(**{**model, "problem": self.problem, "T": self.T, "cell": cell,
                                   "init": init})  # fmt: skip
-            out.append((config, TrainConfig(**{**train, "clip_norm": clip, "truncation": k})))
+            settings = {"clip_norm": clip, "truncation": k, "synthetic_gradients": sg == "on"}
+            out.append((config, TrainConfig(**{**train, **settings})))
         names = [name_of(c, t) for c, t in out]
         if len(set(names)) != len(names):
             raise ValueError(f"the configurations repeat: {', '.join(names)}")
