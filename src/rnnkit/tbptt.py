@@ -132,9 +132,14 @@ class SyntheticGradients(nn.Module):
         self.pending: list[tuple[Tensor, Tensor]] = []  # (state, target) rows to learn
         self.last_loss: float | None = None  # M's regression loss at its last update
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.net[-1].weight.dtype
+
     def forward(self, state: State) -> State:
-        """The predicted gradient, in the state's own shapes (no graph to the state)."""
-        flat = flatten_state(detach_state(state))
+        """The predicted gradient, in the state's own shapes (no graph to the state; M
+        computes in its own dtype, e.g. float32 under a bfloat16 autocast)."""
+        flat = flatten_state(detach_state(state)).to(self.dtype)
         return unflatten_state(self.net(flat), state)
 
     def inject(self, loss: Tensor, end: State, last: bool) -> Tensor:
@@ -164,15 +169,15 @@ class SyntheticGradients(nn.Module):
         """One Adam step of M on the pending (state, target) rows; their loss."""
         if not self.pending:
             return None
-        x = torch.cat([p[0] for p in self.pending])
-        y = torch.cat([p[1] for p in self.pending])
+        x = torch.cat([p[0] for p in self.pending]).to(self.dtype)
+        y = torch.cat([p[1] for p in self.pending]).to(self.dtype)
         self.pending = []
         with torch.enable_grad():
             loss = F.mse_loss(self.net(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         self.optimizer.step()
-        self.last_loss = float(loss)
+        self.last_loss = float(loss.detach())
         return self.last_loss
 
     def training_state(self) -> dict[str, Any]:
