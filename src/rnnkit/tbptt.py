@@ -152,7 +152,10 @@ class SyntheticGradients(nn.Module):
             return loss
         with torch.no_grad():
             delta = self(end)
-        return loss + sum((t * d).sum() for t, d in zip(_tensors(end), _tensors(delta)))
+        push = sum((t * d).sum() for t, d in zip(_tensors(end), _tensors(delta)))
+        # the gradient of <end, M(end)>, but not its value: the loss reported (and checked
+        # for divergence) stays the window's own
+        return loss + (push - push.detach())
 
     def collect(self, start: State | None) -> None:
         """After a window's backward: its start state's gradient (a leaf's ``.grad``) is
