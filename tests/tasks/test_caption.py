@@ -20,6 +20,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from torch.nn import functional as F
 
+from resumes import check_resumes_exactly
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.images import CaptionSplit
@@ -276,10 +277,6 @@ def test_mirrors_add_each_training_image_flipped_with_its_captions():
     assert both.names[4] == f"{split.names[0]} (mirrored)"
 
 
-class CrashError(RuntimeError):
-    pass
-
-
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     path = write_coco(tmp_path / "coco", toy_split(120, seed=6))
     cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,
@@ -288,31 +285,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     tc = dict(epochs=3, evals_per_epoch=2)
     kw = dict(images=tmp_path / "coco" / "images", captions=path, log=quiet)
 
-    def losses(out: Path) -> list[float]:
-        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
-
-    caption.train(tmp_path / "whole", cfg, small(**tc), **kw)
-    from rnnkit import runs
-
-    real_save = runs.save_checkpoint
-    saves = []
-
-    def crash_on_the_third_save(path, **kw):
-        real_save(path, **kw)
-        if Path(path).name == "latest":
-            saves.append(kw["meta"]["step"])
-            if len(saves) == 3:
-                raise CrashError("killed")
-
-    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
-    with pytest.raises(CrashError):
-        caption.train(tmp_path / "cut", cfg, small(**tc), **kw)
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
-    caption.train(tmp_path / "cut", resume=True, log=quiet)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
-    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
-    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: caption.train(out, cfg, small(**tc), **kw),
+        lambda out: caption.train(out, resume=True, log=quiet),
+    )
 
 
 def test_the_commands_train_caption_evaluate_and_refuse_bad_input(tmp_path, capsys):

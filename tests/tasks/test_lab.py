@@ -4,14 +4,12 @@ runs resume exactly, and the command compares configurations and refuses bad inp
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from rnnkit.checkpoint import load_checkpoint
+from resumes import check_resumes_exactly
 from rnnkit.cli import main
 from rnnkit.data import longrange
 from rnnkit.tasks import lab
@@ -97,40 +95,17 @@ def test_full_bptt_learns_the_adding_problem_where_short_truncation_cannot(tmp_p
     assert cut["val"]["loss"] > 0.4 * base, cut["val"]
 
 
-class CrashError(RuntimeError):
-    pass
-
-
 @pytest.mark.parametrize("synthetic", [False, True])
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch, synthetic):
     config = LabConfig(problem="copy", T=4, hidden_size=8, cell="lstm")
     tc = dict(steps=30, eval_every=5, truncation=7, synthetic_gradients=synthetic)
 
-    def losses(out: Path) -> list[float]:
-        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
-
-    lab.train(tmp_path / "whole", config, small(**tc), log=quiet)
-    from rnnkit import runs
-
-    real_save = runs.save_checkpoint
-    saves = []
-
-    def crash_on_the_third_save(path, **kw):
-        real_save(path, **kw)
-        if Path(path).name == "latest":
-            saves.append(kw["meta"]["step"])
-            if len(saves) == 3:  # at step 15: mid-sequence (windows of 7, 7, 7, 3 steps)
-                raise CrashError("killed")
-
-    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
-    with pytest.raises(CrashError):
-        lab.train(tmp_path / "cut", config, small(**tc), log=quiet)
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
-    lab.train(tmp_path / "cut", resume=True, log=quiet)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
-    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
-    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: lab.train(out, config, small(**tc), log=quiet),
+        lambda out: lab.train(out, resume=True, log=quiet),
+    )
     curve = json.loads((tmp_path / "cut" / "results.json").read_text())["train"]["curve"]
     assert [p["step"] for p in curve] == [5, 10, 15, 20, 25, 30]
 

@@ -5,7 +5,6 @@ the commands train, complete images and refuse bad input."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rnnkit.checkpoint import load_checkpoint
+from resumes import check_resumes_exactly
 from rnnkit.cli import main
 from rnnkit.data import digits
 from rnnkit.tasks import pixels
@@ -125,40 +124,17 @@ def test_a_small_model_learns_a_toy_down_to_its_entropy(tmp_path):
     assert (tmp_path / "run" / "completions.png").stat().st_size > 1000
 
 
-class CrashError(RuntimeError):
-    pass
-
-
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     path = write_npz(tmp_path / "toy.npz", copy_rows(200, 0), copy_rows(40, 1))
     cfg = PixelConfig(hidden_size=8, row_size=8, embedding_size=3, column_size=4, dropout=0.2)
     tc = dict(epochs=3, evals_per_epoch=2, batch_size=16)
 
-    def losses(out: Path) -> list[float]:
-        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
-
-    pixels.train(tmp_path / "whole", cfg, small(**tc), images=path, log=quiet)
-    from rnnkit import runs
-
-    real_save = runs.save_checkpoint
-    saves = []
-
-    def crash_on_the_third_save(path, **kw):
-        real_save(path, **kw)
-        if Path(path).name == "latest":
-            saves.append(kw["meta"]["step"])
-            if len(saves) == 3:
-                raise CrashError("killed")
-
-    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
-    with pytest.raises(CrashError):
-        pixels.train(tmp_path / "cut", cfg, small(**tc), images=path, log=quiet)
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
-    pixels.train(tmp_path / "cut", resume=True, log=quiet)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
-    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
-    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: pixels.train(out, cfg, small(**tc), images=path, log=quiet),
+        lambda out: pixels.train(out, resume=True, log=quiet),
+    )
 
 
 def test_the_commands_train_complete_images_and_refuse_bad_input(tmp_path, capsys):

@@ -3,7 +3,6 @@ learning to copy and reverse, exact resume, bad input, the commands."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import random
@@ -15,8 +14,8 @@ import sacrebleu
 import torch
 from torch.nn import functional as F
 
+from resumes import check_resumes_exactly
 from rnnkit import decoding
-from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.readers import read_pairs
 from rnnkit.tasks import seq2seq
@@ -227,40 +226,17 @@ def test_a_model_learns_to_copy_and_to_reverse_short_sequences_perfectly(tmp_pat
     assert model.translate(["a b c d"]) == (["a b c d"] if how == "copy" else ["d c b a"])
 
 
-class CrashError(RuntimeError):
-    pass
-
-
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     files = {"train": write_pairs(tmp_path / "t.tsv", random_pairs(300, "reverse", seed=3))}
     cfg = Seq2SeqConfig(hidden_size=16, embedding_size=8, dropout=0.2, attention="bahdanau")
     tc = dict(epochs=3, evals_per_epoch=2)
 
-    def losses(out: Path) -> list[float]:
-        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
-
-    seq2seq.train(tmp_path / "whole", cfg, small(**tc), files=files, log=quiet)
-    from rnnkit import runs
-
-    real_save = runs.save_checkpoint
-    saves = []
-
-    def crash_on_the_third_save(path, **kw):
-        real_save(path, **kw)
-        if Path(path).name == "latest":
-            saves.append(kw["meta"]["step"])
-            if len(saves) == 3:
-                raise CrashError("killed")
-
-    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
-    with pytest.raises(CrashError):
-        seq2seq.train(tmp_path / "cut", cfg, small(**tc), files=files, log=quiet)
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
-    seq2seq.train(tmp_path / "cut", resume=True, log=quiet)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
-    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
-    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: seq2seq.train(out, cfg, small(**tc), files=files, log=quiet),
+        lambda out: seq2seq.train(out, resume=True, log=quiet),
+    )
 
 
 def test_pair_files_refuse_bad_lines_by_file_and_line(tmp_path):

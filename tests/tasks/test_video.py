@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rnnkit.checkpoint import load_checkpoint
+from resumes import check_resumes_exactly
 from rnnkit.cli import main
 from rnnkit.data.videos import moving_digit_clips, read_clip, read_labelled_clips
 from rnnkit.tasks import video
@@ -144,41 +144,18 @@ def small(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-class CrashError(RuntimeError):
-    pass
-
-
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     labels = write_clips(tmp_path / "clips", toy_clips(60, 4))
     cfg = VideoConfig(**{**SMALL, "dropout": 0.2})
     tc = dict(epochs=3, evals_per_epoch=2)
     kw = dict(videos=tmp_path / "clips", labels=labels, log=quiet)
 
-    def losses(out: Path) -> list[float]:
-        return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
-
-    video.train(tmp_path / "whole", cfg, small(**tc), **kw)
-    from rnnkit import runs
-
-    real_save = runs.save_checkpoint
-    saves = []
-
-    def crash_on_the_third_save(path, **kw):
-        real_save(path, **kw)
-        if Path(path).name == "latest":
-            saves.append(kw["meta"]["step"])
-            if len(saves) == 3:
-                raise CrashError("killed")
-
-    monkeypatch.setattr(runs, "save_checkpoint", crash_on_the_third_save)
-    with pytest.raises(CrashError):
-        video.train(tmp_path / "cut", cfg, small(**tc), **kw)
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
-    video.train(tmp_path / "cut", resume=True, log=quiet)
-    assert losses(tmp_path / "cut") == losses(tmp_path / "whole")
-    a = load_checkpoint(tmp_path / "whole" / "latest").model_state
-    b = load_checkpoint(tmp_path / "cut" / "latest").model_state
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: video.train(out, cfg, small(**tc), **kw),
+        lambda out: video.train(out, resume=True, log=quiet),
+    )
 
 
 def test_the_commands_train_and_predict_and_refuse_bad_input(tmp_path, capsys):
