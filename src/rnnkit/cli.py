@@ -1265,7 +1265,8 @@ def _add_lab(sub) -> None:
     p = sub.add_parser(
         "lab",
         help="the long-range lab: compare cells, initialisations, clipping and truncation",
-        description="Train every combination of --cell, --init, --clip and --truncation on "
+        description="Train every combination of --cell, --init, --clip, --truncation and "
+        "--synthetic (synthetic gradients, with a truncation) on "
         "one problem for the same budget (--steps or --minutes); write the learning curves "
         "against the baseline (curves.png), a table (table.md) and each run's directory. "
         "Finished runs are kept; --resume continues unfinished ones exactly.",
