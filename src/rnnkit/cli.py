@@ -208,10 +208,61 @@ def _cmd_hello(args: argparse.Namespace) -> int:
 def _cmd_gradients(args: argparse.Namespace) -> int:
     from .diagnostics import GradientsConfig, gradient_experiment, plot_gradient_norms
 
+    if args.run is not None:
+        return _gradients_of_run(args)
     cfg = config_from_args(GradientsConfig, args)
     table, curves = gradient_experiment(cfg)
     print(table)
     print(f"\nwrote {plot_gradient_norms(curves, cfg.out)}")
+    return 0
+
+
+def _gradients_of_run(args: argparse.Namespace) -> int:
+    """``rnnkit gradients RUN``: the trained model on its own data, and the trace its
+    training recorded at each evaluation (``gradients.json``)."""
+    import torch
+
+    from .diagnostics import (
+        GradientsConfig,
+        gradients_table,
+        gradients_through_time,
+        plot_gradient_norms,
+        plot_trace,
+        read_trace,
+    )
+
+    fresh_only = [
+        f.name
+        for f in dataclasses.fields(GradientsConfig)
+        if f.name not in ("batch", "out") and getattr(args, f.name) is not None
+    ]
+    if fresh_only:
+        names = ", ".join("--" + n.replace("_", "-") for n in fresh_only)
+        raise ValueError(f"{names} set up the fresh-network experiment, not a trained RUN")
+    if args.batch is not None and args.batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {args.batch}")
+    model = tasks.load(args.run)
+    probe = tasks.gradient_probe(model, batch_size=args.batch or 16, log=_stderr)
+    layers = gradients_through_time(model, probe)
+    step = model.meta.get("step")
+    print(f"{args.run}: {model.meta['kind']} model{f' at step {step:,}' if step else ''}, "
+          f"its loss on {args.batch or 16} validation examples")  # fmt: skip
+    print(gradients_table(layers))
+    run = _run_dir(args.run)
+    out = Path(args.out) if args.out else run / "gradients.png"
+    curves = {g.name: torch.tensor(g.norms, dtype=torch.float64) for g in layers}
+    title = f"{run.name}: gradient norm at each step, the trained model on its own data"
+    written = [plot_gradient_norms(curves, out, title=title, xlabel="time step t "
+                                   "(in the order each layer runs)")]  # fmt: skip
+    trace = run / "gradients.json"
+    if trace.is_file():
+        points = read_trace(trace)
+        title = f"{run.name}: gradient norms at each evaluation"
+        written.append(plot_trace(points, out.with_name(out.stem + "-training.png"), title=title))
+        steps = ", ".join(f"{p['step']:,}" for p in points[:3])
+        more = ", ..." if len(points) > 3 else ""
+        print(f"\ntraced at {len(points)} evaluations (steps {steps}{more})")
+    print("\nwrote " + " and ".join(str(p) for p in written))
     return 0
 
 
@@ -1002,6 +1053,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "gradients", help="measure and plot vanishing/exploding gradients through time"
     )
+    p.add_argument(
+        "run", nargs="?", default=None,
+        help="a trained run directory (or checkpoint) of any task: its loss on --batch "
+        "validation examples, the norm at every step of every recurrent layer, sigma_max "
+        "of W_hh, and the norms its training traced at each evaluation; without RUN, the "
+        "lecture's experiment on fresh cells",
+    )  # fmt: skip
     add_config_flags(p, GradientsConfig)
     p.set_defaults(func=_cmd_gradients)
 

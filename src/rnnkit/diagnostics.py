@@ -16,20 +16,34 @@ the gradient vanishes, above 1 it can explode (Bengio et al. 1994; Pascanu et al
 :func:`plot_gradient_norms` draws the curves on a log scale.
 :func:`gradient_experiment` is ``rnnkit gradients``: vanilla RNNs with W_hh scaled
 below, at and above 1, torch's default RNN, an LSTM and a GRU, side by side.
+
+For a trained model of any task, :func:`gradients_through_time` takes a *probe* -- a
+function of the model that returns the task's own loss on a fixed batch of its own data
+(each task module's ``gradient_probe``) -- and measures ||dL/dh_t|| at every step of every
+recurrent layer the loss ran through (:func:`rnnkit.layers.record_states`), with
+sigma_max of each layer's W_hh; :class:`GradientTrace` does it at every evaluation of a
+training run, so the run directory shows where gradients vanish as training goes
+(``gradients.json``, ``rnnkit gradients RUN``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from . import distributed
+from .checkpoint import atomic_write_bytes, rng_state, set_rng_state
+from .layers import record_states
+
 LOSSES = ("last", "all")
+Probe = Callable[[nn.Module], Tensor]  # model -> a task's scalar loss on a fixed batch
 
 
 def hidden_gradient_norms(
@@ -108,7 +122,11 @@ def decay_rate(norms: Tensor) -> float:
 
 
 def plot_gradient_norms(
-    curves: Mapping[str, Tensor], path: str | Path, *, title: str | None = None
+    curves: Mapping[str, Tensor],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    xlabel: str = "time step t (the loss reads the last step)",
 ) -> Path:
     """Plot ||dL/dh_t|| against t for several runs, on a log scale, to a PNG."""
     import matplotlib
@@ -120,7 +138,7 @@ def plot_gradient_norms(
     for label, norms in curves.items():
         n = norms.detach().cpu().double()
         ax.semilogy(range(1, len(n) + 1), n.clamp_min(1e-300), label=label)
-    ax.set_xlabel("time step t (the loss reads the last step)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
     ax.set_title(title or "Gradient norm at each step, backpropagated from the last")
     ax.grid(True, which="both", alpha=0.3)
@@ -195,3 +213,158 @@ def gradient_experiment(config: GradientsConfig) -> tuple[str, dict[str, Tensor]
             f"{rate:9.3f}  {trend}"
         )
     return "\n".join(lines), curves
+
+
+# -- a trained model of any task ------------------------------------------------------------
+
+
+@dataclass
+class LayerGradients:
+    """One recurrent layer of a model, measured on a probe batch."""
+
+    name: str  # the layer's module path in the model, e.g. "rnn.layers.0"
+    norms: list[float]  # mean ||dL/dh_t|| over the sequences real at step t, in the
+    #                     order the layer ran its steps (a backward layer from the end)
+    sigma_max: dict[str, float]  # of W_hh, per gate block
+
+    @property
+    def ratio(self) -> float:
+        """||dL/dh_1|| / ||dL/dh_T||: how much of the gradient at the last step reaches
+        the first (tiny: vanished; huge: exploded)."""
+        first, last = self.norms[0], self.norms[-1]
+        return first / last if last > 0 else float("inf") if first > 0 else float("nan")
+
+
+def gradients_through_time(model: nn.Module, probe: Probe) -> list[LayerGradients]:
+    """||dL/dh_t|| at every step of every recurrent layer that ``probe(model)`` runs.
+
+    The model runs in eval mode (no dropout) with every layer on its per-step loop
+    (:func:`rnnkit.layers.record_states`); dL/dh_t is the total derivative through
+    every later step, averaged over the sequences that are real (not padding) at t.
+    Parameters' ``.grad`` are left untouched. Raises ValueError naming the model when
+    the probe ran no recurrent layer.
+    """
+    was = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), record_states() as record:
+            loss = probe(model)
+        if not record.steps:
+            raise ValueError(
+                f"Argument `model`: {type(model).__name__} ran no recurrent layer on its "
+                "batch; gradients through time need one (an averaging model has no h_t)"
+            )
+        hs = [h for steps in record.steps.values() for h, _ in steps]
+        grads = iter(torch.autograd.grad(loss, hs, allow_unused=True))
+    finally:
+        model.train(was)
+    names = {m: n for n, m in model.named_modules()}
+    layers = []
+    for layer, steps in record.steps.items():
+        norms = []
+        for h, valid in steps:
+            g = next(grads)
+            n = torch.zeros(h.shape[0], device=h.device) if g is None else g.flatten(1).norm(dim=1)
+            if valid is not None:
+                n = n[valid] if valid.any() else n[:0]
+            norms.append(float(n.double().mean()) if n.numel() else 0.0)
+        layers.append(LayerGradients(names.get(layer, type(layer).__name__), norms,
+                                     largest_singular_values(layer.cell)))  # fmt: skip
+    return layers
+
+
+def gradients_table(layers: Sequence[LayerGradients]) -> str:
+    """A text table: per layer, its steps, sigma_max of W_hh, the norm at the first,
+    middle and last step, the fitted factor per step back and the first/last ratio."""
+    lines = [
+        f"{'layer':28s} {'steps':>5s} {'sigma_max(W_hh) per gate':34s} {'|dL/dh_1|':>10s} "
+        f"{'|dL/dh_T/2|':>11s} {'|dL/dh_T|':>10s} {'per step':>9s}"
+    ]
+    for g in layers:
+        sv = " ".join(f"{k}={v:.2f}" for k, v in g.sigma_max.items())
+        n = g.norms
+        rate = decay_rate(torch.tensor(n, dtype=torch.float64)) if len(n) > 1 else float("nan")
+        lines.append(
+            f"{g.name:28s} {len(n):5d} {sv:34s} {n[0]:10.2e} {n[len(n) // 2]:11.2e} "
+            f"{n[-1]:10.2e} {rate:9.3f}"
+        )
+    return "\n".join(lines)
+
+
+class GradientTrace:
+    """An ``on_eval`` callback of :class:`rnnkit.trainer.Trainer`: at every evaluation,
+    :func:`gradients_through_time` on the probe, kept in :attr:`points` (and written to
+    `path` as JSON when given). Its state travels in the trainer's checkpoint
+    (``add_extra_state``), so a resumed run's trace is whole. The global RNG states are
+    restored after each probe, so tracing does not change the training run."""
+
+    def __init__(self, probe: Probe, path: str | Path | None = None) -> None:
+        self.probe, self.path = probe, Path(path) if path is not None else None
+        self.points: list[dict] = []  # {"step": n, "layers": [LayerGradients as dicts]}
+
+    def __call__(self, trainer, metrics: Mapping[str, float]) -> None:
+        rng = rng_state()
+        try:
+            layers = gradients_through_time(trainer.model, self.probe)
+        finally:
+            set_rng_state(rng)
+        self.points.append({"step": trainer.step, "layers": [asdict(g) for g in layers]})
+        self.write()
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        if distributed.is_main():
+            atomic_write_bytes(self.path, (json.dumps(self.points) + "\n").encode("utf-8"))
+
+    def state_dict(self) -> list[dict]:
+        return copy.deepcopy(self.points)
+
+    def load_state_dict(self, points: list[dict]) -> None:
+        self.points = copy.deepcopy(list(points))
+
+
+def read_trace(path: str | Path) -> list[dict]:
+    """The points of a run's ``gradients.json``: [{"step", "layers": [LayerGradients]}]."""
+    points = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [{"step": p["step"], "layers": [LayerGradients(**g) for g in p["layers"]]}
+            for p in points]  # fmt: skip
+
+
+def plot_trace(
+    points: Sequence[dict], path: str | Path, *, title: str | None = None, most: int = 6
+) -> Path:
+    """||dL/dh_t|| against t at up to `most` evaluations (first, last and evenly between),
+    one panel per layer, on a log scale, to a PNG: where the gradient vanishes as
+    training goes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not points:
+        raise ValueError("Argument `points`: no evaluation was traced")
+    pick = sorted({round(i * (len(points) - 1) / max(1, most - 1)) for i in range(most)})
+    chosen = [points[i] for i in pick]
+    names = [g.name for g in chosen[-1]["layers"]]
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), dpi=110, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, name in zip(axes[0], names):
+        for k, p in enumerate(chosen):
+            for g in p["layers"]:
+                if g.name == name:
+                    n = torch.tensor(g.norms, dtype=torch.float64).clamp_min(1e-300)
+                    colour = cmap(k / max(1, len(chosen) - 1))
+                    ax.semilogy(range(1, len(n) + 1), n, color=colour, label=f"step {p['step']:,}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("time step t (in the order the layer runs)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel(r"$\|\partial L / \partial h_t\|$")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title or "Gradient norm at each step, at each evaluation", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

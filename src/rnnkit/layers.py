@@ -16,12 +16,16 @@ computes the same thing (torch's fused kernel, or rnnkit's whole-sequence kernel
 which and why. ``layer.backend(device)`` names it; ``layer.fused`` and
 ``layer.not_fused_reason`` tell whether torch's kernel can run and, if not, why.
 ``fused=True`` insists on it (and raises where it cannot run); ``fused=False`` never
-uses it.
+uses it. Inside :func:`record_states` every layer runs the per-step loop and hands each
+step's output h_t to the recorder (how :mod:`rnnkit.diagnostics` measures dL/dh_t of a
+trained model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +39,45 @@ from .sequence import run_sequence, sequence_kernel
 
 MERGE_MODES = ("concat", "sum", "mean")
 INITIAL_STATES = ("zeros", "learned")
+
+# -- recording every step's output ----------------------------------------------------------
+
+
+class StateRecord:
+    """What :func:`record_states` collects: for each layer (a :class:`Recurrent`), the
+    output h_t (B, H, ...) of every step it ran, in the order it ran them (a backward
+    layer from the sequence's end; a layer called several times -- one step at a time
+    while decoding, or reading and then writing -- continues its series), and which
+    sequences were real (not padding) at that step, (B,) bool or None for all."""
+
+    def __init__(self) -> None:
+        self.steps: dict[nn.Module, list[tuple[Tensor, Tensor | None]]] = {}
+
+    def add(self, layer: nn.Module, h: Tensor, valid: Tensor | None) -> None:
+        self.steps.setdefault(layer, []).append((h, valid))
+
+
+_RECORDING: ContextVar[StateRecord | None] = ContextVar("rnnkit_recording", default=None)
+
+
+@contextmanager
+def record_states() -> Iterator[StateRecord]:
+    """Within this block every layer runs its per-step cell loop (no fused or sequence
+    kernel: they keep no per-step tensor in the graph) and records each step's h_t, a
+    tensor the later steps are computed from, so that ``torch.autograd.grad(loss, h_t)``
+    is the total derivative dL/dh_t, through every later step."""
+    record = StateRecord()
+    token = _RECORDING.set(record)
+    try:
+        yield record
+    finally:
+        _RECORDING.reset(token)
+
+
+def recording() -> bool:
+    """Whether a :func:`record_states` block is active (layers then run per step)."""
+    return _RECORDING.get() is not None
+
 
 # -- small helpers on states (a tensor, or a tuple of tensors for the LSTM) ----------
 
@@ -311,7 +354,8 @@ class Recurrent(nn.Module):
             state = self.initial_state(B, x)
         else:
             self._check_state(state, B, x)
-        if not return_internals and backends.choose_backend(self, x.device) == BACKENDS[0]:
+        per_step = return_internals or recording()
+        if not per_step and backends.choose_backend(self, x.device) == BACKENDS[0]:
             return self._run_fused(x, lengths, state) + (None,)
         return self._run_explicit(x, lengths, state, return_internals)
 
@@ -329,7 +373,11 @@ class Recurrent(nn.Module):
         else:
             check_state(type(self).__name__, state, self.initial_state(x.shape[0], x.unsqueeze(0)))
         state = self.cell(x, map_state(lambda s: s.squeeze(0), state))
-        return self.cell.output(state), map_state(lambda s: s.unsqueeze(0), state)
+        h = self.cell.output(state)
+        record = _RECORDING.get()
+        if record is not None:
+            record.add(self, h, None)
+        return h, map_state(lambda s: s.unsqueeze(0), state)
 
     def _run_fused(self, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
         """torch's kernel on this cell's parameters: x (T, B, I) -> (T, B, H), (1, B, H)."""
@@ -348,7 +396,8 @@ class Recurrent(nn.Module):
         if self.reverse:
             x = reverse_padded(x, lengths)
         state = map_state(lambda s: s.squeeze(0), state)  # (B, *state)
-        if not return_internals and sequence_kernel(cell) is not None:
+        record = _RECORDING.get()
+        if not return_internals and record is None and sequence_kernel(cell) is not None:
             # The dense cells: the whole sequence as one autograd node with a hand-written
             # backward and one product per weight gradient (rnnkit.sequence), not one per step.
             out, state = run_sequence(cell, x, state, lengths)  # (T, B, H)
@@ -371,6 +420,8 @@ class Recurrent(nn.Module):
                 new, record = new
                 records.append(record)
             h = cell.output(new)
+            if record is not None:  # the tensor the next step reads: dL/dh_t is total
+                record.add(self, h, None if lengths is None else valid[t].to(x.device))
             if masks is not None:  # padded steps neither change the state nor output
                 m = masks[t]
                 state = zip_state(lambda n, o, m=m: torch.where(m, n, o), new, state)
@@ -515,7 +566,8 @@ class Bidirectional(nn.Module):
             state = self.initial_state(B, x)
         else:
             check_state(type(self).__name__, state, self.initial_state(B, x))
-        if not return_internals and backends.choose_backend(self, x.device) == BACKENDS[0]:
+        per_step = return_internals or recording()
+        if not per_step and backends.choose_backend(self, x.device) == BACKENDS[0]:
             # Both directions in one kernel call: out (T, B, 2H), forward half first.
             out, state = backends.fused_forward(self, x, lengths, state)
             if self.merge != "concat":
@@ -666,7 +718,7 @@ class Stack(nn.Module):
             check_state(type(self).__name__, state, self.initial_state(B, x))
         if (
             self.single_call
-            and not return_internals
+            and not (return_internals or recording())
             and backends.choose_backend(self, x.device) == BACKENDS[0]
         ):
             # Every layer in one kernel call, as torch.nn does: (T, B, D*H), (L*D, B, H).

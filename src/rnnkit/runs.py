@@ -49,6 +49,7 @@ from .checkpoint import (
     recover,
     save_checkpoint,
 )
+from .diagnostics import GradientTrace, Probe
 from .trainer import NonFiniteLossError, Trainer, TrainerConfig
 
 PathLike = str | os.PathLike
@@ -235,10 +236,15 @@ def fit(
     *,
     best: KeepBest | None = None,
     resume_from: Checkpoint | None = None,
+    probe: Probe | None = None,
     log: Callable[[str], None] = print,
 ) -> Trainer:
     """Train to the end, saving ``latest/`` at every checkpoint and ``best/`` at every
-    better evaluation; resume first from `resume_from` when given. Writes metrics.csv."""
+    better evaluation; resume first from `resume_from` when given. Writes metrics.csv.
+
+    With a `probe` (the task's loss on a fixed batch, its ``gradient_probe``), every
+    evaluation also measures ||dL/dh_t|| through time into ``gradients.json``
+    (:class:`rnnkit.diagnostics.GradientTrace`; a run begun without it resumes without)."""
     out = Path(out)
     lock(out)  # from here on this process is the run's one writer
     if resume_from is None and distributed.is_main() and (out / "latest").exists():
@@ -248,6 +254,11 @@ def fit(
         trainer.add_extra_state("best", best.state_dict, best.load_state_dict)
         trainer.add_callback("on_eval", best)
     trainer.add_callback("on_checkpoint", lambda t: save_latest(t, out, meta))
+    traced = resume_from is None or "gradients" in resume_from.train_state.get("extra", {})
+    if probe is not None and traced:
+        trace = GradientTrace(probe, out / "gradients.json")
+        trainer.add_extra_state("gradients", trace.state_dict, trace.load_state_dict)
+        trainer.add_callback("on_eval", trace)
     if resume_from is not None:
         trainer.model.load_state_dict(resume_from.model_state)
         trainer.load_state_dict(resume_from.train_state)

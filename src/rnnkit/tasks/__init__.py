@@ -63,3 +63,11 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.M
             f"(known kinds: {', '.join(TASKS)})"
         )
     return module(kind).load(ckpt_dir, device=device)
+
+
+def gradient_probe(model: nn.Module, *, batch_size: int = 16, log=print):
+    """The task's loss on `batch_size` examples of the run's own validation data, as a
+    function of the model: what ``rnnkit gradients RUN`` differentiates
+    (:func:`rnnkit.diagnostics.gradients_through_time`). `model` comes from :func:`load`."""
+    kind = getattr(model, "meta", {}).get("kind")
+    return module(kind).gradient_probe(model, batch_size=batch_size, log=log)

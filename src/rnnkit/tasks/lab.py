@@ -65,6 +65,7 @@ MNIST_PROBLEMS = ("pixels", "rows", "permuted")
 CELLS = ("lstm", "gru", "rnn", "irnn")
 INITS = ("default", *PRESETS)
 VAL_SIZE = 1000  # validation sequences of the synthetic problems
+PROBE_SIZE = 16  # validation sequences on which gradients through time are measured
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -391,7 +392,8 @@ def train(
         log(f"lab {name_of(config, train_config)}: {describe(model, device)}")
     best = runs.KeepBest(out, meta, metric="loss")
     try:
-        runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+        probe = probe_on(val[0][:PROBE_SIZE], val[1][:PROBE_SIZE])
+        runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
         diverged = None
     except runs.NonFiniteLossError as err:  # exploding gradients: a result, not a crash
         diverged = str(err)
@@ -409,6 +411,27 @@ def train(
     }  # fmt: skip
     runs.write_results(out, results)
     return model, results
+
+
+def probe_on(x: Tensor, y: Tensor) -> Callable[[LabModel], Tensor]:
+    """The loss of a model on these whole sequences (no truncation): what
+    :func:`rnnkit.diagnostics.gradients_through_time` differentiates."""
+
+    def probe(model: LabModel) -> Tensor:
+        out, _ = model.run(x)
+        return model.loss(out, y)
+
+    return probe
+
+
+def gradient_probe(
+    model: LabModel, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[LabModel], Tensor]:
+    """The run's loss on its first `batch_size` validation sequences (``rnnkit gradients
+    RUN``): drawn from the run's seed, as in training."""
+    seed = model.meta["train"]["seed"]
+    x, y = Problem(model.config, log).fixed("val", seed)
+    return probe_on(x[:batch_size], y[:batch_size])
 
 
 def _fmt(m: dict[str, float]) -> str:
