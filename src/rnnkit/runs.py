@@ -50,7 +50,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .diagnostics import GradientTrace, Probe
-from .trainer import NonFiniteLossError, Trainer, TrainerConfig
+from .trainer import NonFiniteLossError, Trainer, TrainerConfig, to_device
 
 PathLike = str | os.PathLike
 LOCK_FILE = ".lock"
@@ -279,6 +279,19 @@ def fit(
         trainer.write_history(out / "metrics.csv")
     distributed.barrier()  # what rank 0 wrote (best/) is there for every rank to read
     return trainer
+
+
+def batch_probe(step_fn: Callable, batch: Any, device: torch.device | str) -> Probe:
+    """A task's own training loss on one fixed `batch`, as a function of the model: the
+    probe of :func:`fit` and of ``rnnkit gradients RUN`` for a task whose ``step_fn``
+    keeps no state between batches."""
+    batch = to_device(batch, torch.device(device))
+
+    def probe(model: torch.nn.Module) -> torch.Tensor:
+        out = step_fn(model, batch)
+        return out[0] if isinstance(out, tuple) else out
+
+    return probe
 
 
 def write_results(out: PathLike, results: Mapping[str, Any]) -> Path:
