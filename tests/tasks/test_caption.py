@@ -1,16 +1,22 @@
 """Image captioning: the image conditions the decoder in each of its three forms, the
 teacher-forced pass equals decoding step by step, beam 1 is greedy, padding changes
 nothing, a small model learns a toy set of pictures exactly, resume is exact, and the
-commands train, caption and evaluate (with the HTML page in a real browser)."""
+commands train, caption and evaluate (with the HTML page in a real browser); training
+traces gradients through time, and a trained run measures them on its own validation
+captions (images, or a frozen encoder's cached maps)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import math
 import random
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,9 +30,11 @@ from resumes import check_resumes_exactly
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.images import CaptionSplit
+from rnnkit.diagnostics import gradients_through_time, read_trace
 from rnnkit.tasks import caption
 from rnnkit.tasks.caption import (
     END_ID,
+    PROBE_SIZE,
     START_ID,
     CaptionConfig,
     Captioner,
@@ -291,18 +299,37 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         lambda out: caption.train(out, cfg, small(**tc), **kw),
         lambda out: caption.train(out, resume=True, log=quiet),
     )
+    # the gradients traced before the crash travel in the checkpoint: the trace is whole
+    whole, cut = (read_trace(tmp_path / k / "gradients.json") for k in ("whole", "cut"))
+    assert [p["step"] for p in cut] == [p["step"] for p in whole] and len(whole) >= 4
+    for a, b in zip(whole, cut):
+        for g, h in zip(a["layers"], b["layers"]):
+            np.testing.assert_allclose(h.norms, g.norms, rtol=1e-6)
 
 
-def test_the_commands_train_caption_evaluate_and_refuse_bad_input(tmp_path, capsys):
-    path = write_coco(tmp_path / "coco", toy_split(80, seed=7))
-    images = tmp_path / "coco" / "images"
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run trained by the command line, shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("caption")
+    path = write_coco(root / "coco", toy_split(80, seed=7))
+    images = root / "coco" / "images"
+    out = root / "run"
     args = ["train", "caption", "--images", str(images), "--captions", str(path), "--out",
             str(out), "--encoder", "cnn", "--image-size", "16", "--cnn-width", "4",
             "--hidden-size", "16", "--embedding-size", "8", "--epochs", "2",
             "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    assert "test, beam 3: BLEU-1" in capsys.readouterr().out
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("RNNKIT_DATA", str(root / "cache"))
+        code = main(args)
+    return SimpleNamespace(out=out, images=images, captions=path, code=code,
+                           printed=printed.getvalue())  # fmt: skip
+
+
+def test_the_commands_train_caption_evaluate_and_refuse_bad_input(trained, tmp_path, capsys):
+    path, images, out = trained.captions, trained.images, trained.out
+    assert trained.code == 0
+    assert "test, beam 3: BLEU-1" in trained.printed
     first = images / "00000.png"
     assert main(["caption", str(out), str(first), str(images / "00001.png"), "--beam", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -333,6 +360,83 @@ def test_the_commands_train_caption_evaluate_and_refuse_bad_input(tmp_path, caps
                  str(tmp_path / "bad.json"), "--out", str(tmp_path / "r3")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "999999" in err and err.count("\n") == 1
+
+
+def validation_batch(model: Captioner, images: Path, captions: Path) -> dict:
+    """The first PROBE_SIZE validation captions of a run on a COCO file, as training
+    batches them."""
+    splits, _ = caption.load_splits(data=None, images=images, captions=captions,
+                                    train_config=small(), size=(16, 16), log=quiet)  # fmt: skip
+    val = splits["val"]
+    examples = encode_captions(val, torch.from_numpy(val.images), False, model.vocab,
+                               model.config, "val")  # fmt: skip
+    return collate(examples, list(range(min(PROBE_SIZE, len(examples)))))
+
+
+def evaluations(out: Path) -> list[int]:
+    return [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())
+            if r.get("eval_loss")]  # fmt: skip
+
+
+def test_training_traces_gradients_through_time_at_every_evaluation(trained):
+    """gradients.json: a point per evaluation; the decoder has a norm per step of the
+    probe batch (its padded caption length, <end> included)."""
+    points = read_trace(trained.out / "gradients.json")
+    steps = evaluations(trained.out)
+    assert len(steps) == 2 and [p["step"] for p in points] == steps  # one per epoch
+    batch = validation_batch(caption.load(trained.out), trained.images, trained.captions)
+    assert 1 < len(batch["images"]) <= PROBE_SIZE and "features" not in batch
+    T = batch["previous"].shape[1]
+    for p in points:
+        assert [(g.name, len(g.norms)) for g in p["layers"]] == [("decoder.layers.0", T)]
+
+
+def test_a_trained_run_measures_gradients_on_its_own_validation_captions(trained):
+    """The loaded run's probe rebuilds the batch training traced: at the best step its
+    norms are the traced ones; every one finite and positive."""
+    model = caption.load(trained.out)
+    (layer,) = gradients_through_time(model, caption.gradient_probe(model, log=quiet))
+    assert layer.norms and all(math.isfinite(n) and n > 0 for n in layer.norms), layer
+    step = load_checkpoint(trained.out / "best").meta["step"]
+    (traced,) = [p for p in read_trace(trained.out / "gradients.json") if p["step"] == step]
+    np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
+
+
+def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypatch):
+    """With the pretrained encoder frozen, training batches carry its cached maps, and so
+    do the probe of training and the loaded run's (the same norms at the best step)."""
+    from rnnkit.data import weights
+    from rnnkit.vision import EfficientNetLite0
+
+    torch.manual_seed(7)
+    pretrained = EfficientNetLite0()
+    monkeypatch.setattr(weights, "load_efficientnet_lite0", lambda log=print: pretrained)
+    path = write_coco(tmp_path / "coco", toy_split(40, seed=3))
+    cfg = CaptionConfig(encoder="efficientnet-lite0", image_size=32, hidden_size=8,
+                        embedding_size=8, image_vector_size=8, inject="first",
+                        dropout=0.0)  # fmt: skip
+    out = tmp_path / "run"
+    caption.train(out, cfg, small(epochs=2, select="loss"), images=tmp_path / "coco" / "images",
+                  captions=path, log=quiet)  # fmt: skip
+    model = caption.load(out)
+    assert model.frozen
+    seen = []
+    real_batch_probe = caption.runs.batch_probe
+    monkeypatch.setattr(caption.runs, "batch_probe",
+                        lambda step_fn, batch, device: seen.append(batch)
+                        or real_batch_probe(step_fn, batch, device))  # fmt: skip
+    (layer,) = gradients_through_time(model, caption.gradient_probe(model, log=quiet))
+    (batch,) = seen
+    assert "features" in batch and "images" not in batch
+    assert batch["features"].dtype == torch.float32 and batch["features"].dim() == 4
+    T = batch["previous"].shape[1]
+    assert len(layer.norms) == T + 1  # inject first: the image's step before <start>
+    assert all(math.isfinite(n) and n > 0 for n in layer.norms), layer
+    points = read_trace(out / "gradients.json")
+    assert [p["step"] for p in points] == evaluations(out)
+    step = load_checkpoint(out / "best").meta["step"]
+    (traced,) = [p for p in points if p["step"] == step]
+    np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
 
 
 def test_a_run_of_another_kind_is_refused_by_caption(tmp_path, capsys):

@@ -1,12 +1,17 @@
 """The encoder-decoder: the loss by hand, decoding, the tips and attention, padding,
-learning to copy and reverse, exact resume, bad input, the commands."""
+learning to copy and reverse, exact resume, bad input, the commands, and the gradients
+through time that training traces and a trained run measures on its own validation pairs."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import itertools
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,11 +21,14 @@ from torch.nn import functional as F
 
 from resumes import check_resumes_exactly
 from rnnkit import decoding
+from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.readers import read_pairs
+from rnnkit.diagnostics import gradients_through_time, read_trace
 from rnnkit.tasks import seq2seq
 from rnnkit.tasks.seq2seq import (
     END_ID,
+    PROBE_SIZE,
     START_ID,
     Seq2Seq,
     Seq2SeqConfig,
@@ -237,6 +245,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         lambda out: seq2seq.train(out, cfg, small(**tc), files=files, log=quiet),
         lambda out: seq2seq.train(out, resume=True, log=quiet),
     )
+    # the gradients traced before the crash travel in the checkpoint: the trace is whole
+    whole, cut = (read_trace(tmp_path / k / "gradients.json") for k in ("whole", "cut"))
+    assert [p["step"] for p in cut] == [p["step"] for p in whole] and len(whole) >= 4
+    for a, b in zip(whole, cut):
+        for g, h in zip(a["layers"], b["layers"]):
+            np.testing.assert_allclose(h.norms, g.norms, rtol=1e-6)
 
 
 def test_pair_files_refuse_bad_lines_by_file_and_line(tmp_path):
@@ -278,14 +292,27 @@ def test_words_join_back_into_text():
     assert join_tokens(list("a b"), "chars") == "a b"
 
 
-def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
-    train = write_pairs(tmp_path / "train.tsv", random_pairs(400, "copy", seed=4))
-    test = write_pairs(tmp_path / "test.tsv", random_pairs(40, "copy", seed=5))
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run trained by the command line (no --val: a fixed share of the training
+    pairs validates), shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("seq2seq")
+    train = write_pairs(root / "train.tsv", random_pairs(400, "copy", seed=4))
+    test = write_pairs(root / "test.tsv", random_pairs(40, "copy", seed=5))
+    out = root / "run"
     args = ["train", "seq2seq", "--train", str(train), "--test", str(test), "--out", str(out)]
     args += ["--epochs", "2", "--hidden-size", "16", "--embedding-size", "8", "--no-progress"]
-    assert main(args) == 0
-    assert "test, greedy: exact" in capsys.readouterr().out
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("RNNKIT_DATA", str(root / "cache"))
+        code = main(args)
+    return SimpleNamespace(out=out, train=train, test=test, code=code, printed=printed.getvalue())
+
+
+def test_the_commands_train_translate_and_evaluate(trained, tmp_path, capsys):
+    out, test = trained.out, trained.test
+    assert trained.code == 0
+    assert "test, greedy: exact" in trained.printed
     assert main(["translate", str(out), "a b c", "--beam", "3"]) == 0
     got = capsys.readouterr().out.splitlines()
     assert len(got) == 1 and set(got[0].split()) <= set(SYMBOLS) | {"<unk>"}
@@ -293,9 +320,11 @@ def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
     sources.write_text("a b\n\nc d\n")
     assert main(["translate", str(out), "--file", str(sources)]) == 2
     assert f"{sources}:2: the source is empty" in capsys.readouterr().err
-    assert main(["eval", str(out), "--test", str(test), "--attention", "1"]) == 0
+    plot = tmp_path / "attention.png"  # not the working directory's
+    args = ["eval", str(out), "--test", str(test), "--attention", "1", "--plot", str(plot)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "BLEU" in printed and "attention" in printed
+    assert "BLEU" in printed and "attention" in printed and plot.stat().st_size > 0
     # a run of another kind
     (tmp_path / "toy.txt").write_text("a b c\n" * 400)
     lm = tmp_path / "lm"
@@ -325,6 +354,45 @@ def test_the_commands_train_translate_and_evaluate(tmp_path, capsys):
     assert main(["translate", str(lm), "a b"]) == 2
     err = capsys.readouterr().err
     assert "wordlm" in err and "seq2seq" in err and err.count("\n") == 1
+
+
+def probe_batch(trained, model: Seq2Seq) -> dict:
+    """The first PROBE_SIZE validation pairs of the shared run, padded as in training."""
+    texts, _ = seq2seq.load_pairs(data=None, files={"train": trained.train, "test": trained.test},
+                                  val_fraction=TrainConfig().val_fraction)  # fmt: skip
+    return batch_of(model, texts["val"][:PROBE_SIZE])
+
+
+def test_training_traces_gradients_through_time_at_every_evaluation(trained):
+    """gradients.json: a point per evaluation; each encoder direction has a norm per
+    source step of the probe batch, the decoder one per target step."""
+    points = read_trace(trained.out / "gradients.json")
+    evals = [r for r in csv.DictReader((trained.out / "metrics.csv").open()) if r.get("eval_loss")]
+    assert len(points) == len(evals) == 2  # an evaluation per epoch
+    assert [p["step"] for p in points] == [int(r["step"]) for r in evals]
+    batch = probe_batch(trained, seq2seq.load(trained.out))
+    assert len(batch["source"]) == PROBE_SIZE
+    S, T = batch["source"].shape[1], batch["previous"].shape[1]
+    assert S != T  # copies: the target has <end> besides
+    for p in points:
+        steps = {g.name: len(g.norms) for g in p["layers"]}
+        assert steps == {"encoder.layers.0.forward_layer": S,
+                         "encoder.layers.0.backward_layer": S, "decoder.layers.0": T}  # fmt: skip
+
+
+def test_a_trained_run_measures_gradients_on_its_own_validation_pairs(trained):
+    """The loaded run's probe rebuilds the batch training traced: at the best step its
+    norms are the traced ones; every one finite and positive."""
+    model = seq2seq.load(trained.out)
+    layers = gradients_through_time(model, seq2seq.gradient_probe(model, log=quiet))
+    assert len(layers) == 3
+    for g in layers:
+        assert all(math.isfinite(n) and n > 0 for n in g.norms), g
+    step = load_checkpoint(trained.out / "best").meta["step"]
+    (traced,) = [p for p in read_trace(trained.out / "gradients.json") if p["step"] == step]
+    for g, t in zip(layers, traced["layers"]):
+        assert g.name == t.name
+        np.testing.assert_allclose(g.norms, t.norms, rtol=1e-4)
 
 
 def test_subword_sides_learn_pieces_round_trip_and_travel_in_the_checkpoint(tmp_path):

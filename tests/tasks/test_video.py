@@ -1,12 +1,18 @@
 """Video classification: on clips where only the order of the frames tells the label, the
 recurrent models (a stack, a ConvLSTM) learn it and the averaging baseline cannot, per
 clip and per frame; user clips are read from frame folders and video files; resume is
-exact; the commands train and predict, and refuse bad input with one line."""
+exact; the commands train and predict, and refuse bad input with one line; training
+traces gradients through time, a trained run measures them on its own validation clips,
+and the averaging baseline, which has none, is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,10 +20,12 @@ import torch
 from PIL import Image
 
 from resumes import check_resumes_exactly
+from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.videos import moving_digit_clips, read_clip, read_labelled_clips
+from rnnkit.diagnostics import gradients_through_time, read_trace
 from rnnkit.tasks import video
-from rnnkit.tasks.video import TrainConfig, VideoClassifier, VideoConfig
+from rnnkit.tasks.video import PROBE_SIZE, TrainConfig, VideoClassifier, VideoConfig
 
 
 def quiet(msg: str) -> None:
@@ -156,18 +164,37 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
         lambda out: video.train(out, cfg, small(**tc), **kw),
         lambda out: video.train(out, resume=True, log=quiet),
     )
+    # the gradients traced before the crash travel in the checkpoint: the trace is whole
+    whole, cut = (read_trace(tmp_path / k / "gradients.json") for k in ("whole", "cut"))
+    assert [p["step"] for p in cut] == [p["step"] for p in whole] and len(whole) >= 4
+    for a, b in zip(whole, cut):
+        for g, h in zip(a["layers"], b["layers"]):
+            np.testing.assert_allclose(h.norms, g.norms, rtol=1e-6)
 
 
-def test_the_commands_train_and_predict_and_refuse_bad_input(tmp_path, capsys):
-    clips = toy_clips(40, 5)
-    labels = write_clips(tmp_path / "clips", clips, per_frame=True)
-    out = tmp_path / "run"
-    args = ["train", "video", "--videos", str(tmp_path / "clips"), "--labels-file",
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One small run trained by the command line (a label per frame), shared by the
+    tests that read it."""
+    root = tmp_path_factory.mktemp("video")
+    labels = write_clips(root / "clips", toy_clips(40, 5), per_frame=True)
+    out = root / "run"
+    args = ["train", "video", "--videos", str(root / "clips"), "--labels-file",
             str(labels), "--labels", "frames", "--out", str(out), "--hidden-size", "8",
             "--cnn-width", "4", "--cnn-blocks", "2", "--epochs", "1", "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    assert "test: accuracy" in capsys.readouterr().out
-    one = tmp_path / "clips" / "clip000"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("RNNKIT_DATA", str(root / "cache"))
+        code = main(args)
+    return SimpleNamespace(out=out, clips=root / "clips", labels=labels, code=code,
+                           printed=printed.getvalue())  # fmt: skip
+
+
+def test_the_commands_train_and_predict_and_refuse_bad_input(trained, tmp_path, capsys):
+    out = trained.out
+    assert trained.code == 0
+    assert "test: accuracy" in trained.printed
+    one = trained.clips / "clip000"
     assert main(["predict", str(out), str(one)]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{one}\t")
@@ -185,7 +212,7 @@ def test_the_commands_train_and_predict_and_refuse_bad_input(tmp_path, capsys):
     cases = [
         (["predict", str(out), str(broken)], "not a decodable video"),
         (["predict", str(out), str(mixed)], "frames of different sizes"),
-        (["train", "video", "--videos", str(tmp_path / "clips"), "--labels-file", str(ghost),
+        (["train", "video", "--videos", str(trained.clips), "--labels-file", str(ghost),
           "--out", str(tmp_path / "g")], "ghost.csv:3: no clip 'not-there'"),
     ]  # fmt: skip
     for argv, message in cases:
@@ -193,6 +220,57 @@ def test_the_commands_train_and_predict_and_refuse_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err, (argv, err)
         assert len(err.strip().splitlines()) == 1, err
+
+
+def evaluations(out: Path) -> list[int]:
+    return [int(r["step"]) for r in csv.DictReader((out / "metrics.csv").open())
+            if r.get("eval_loss")]  # fmt: skip
+
+
+def test_training_traces_gradients_through_time_at_every_evaluation(trained):
+    """gradients.json: a point per evaluation; the stack has a norm per frame of the
+    probe batch (the first validation clips, padded to the longest)."""
+    points = read_trace(trained.out / "gradients.json")
+    assert [p["step"] for p in points] == evaluations(trained.out) and points
+    splits, _ = video.load_clips(data=None, videos=trained.clips, labels=trained.labels,
+                                 train_config=small(), log=quiet)  # fmt: skip
+    val = video._Clips(splits["val"], per_frame=True)
+    batch = video._collate(val, list(range(min(PROBE_SIZE, len(val)))))
+    T = batch["frames"].shape[1]  # the longest of them
+    assert len(batch["frames"]) > 1
+    for p in points:
+        assert [(g.name, len(g.norms)) for g in p["layers"]] == [("temporal.layers.0", T)]
+
+
+def test_a_trained_run_measures_gradients_on_its_own_validation_clips(trained):
+    """The loaded run's probe rebuilds the batch training traced: at the best step its
+    norms are the traced ones; every one finite and positive."""
+    model = video.load(trained.out)
+    (layer,) = gradients_through_time(model, video.gradient_probe(model, log=quiet))
+    assert layer.norms and all(math.isfinite(n) and n > 0 for n in layer.norms), layer
+    step = load_checkpoint(trained.out / "best").meta["step"]
+    (traced,) = [p for p in read_trace(trained.out / "gradients.json") if p["step"] == step]
+    np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
+
+
+def test_the_averaging_baseline_has_no_gradients_through_time(tmp_path, capsys):
+    """temporal mean: training traces nothing, and measuring the run is refused, by the
+    library and by ``rnnkit gradients RUN`` in one line."""
+    labels = write_clips(tmp_path / "clips", toy_clips(20, 7))
+    out = tmp_path / "mean"
+    cfg = VideoConfig(temporal="mean", **{**SMALL, "cnn_width": 4, "frame_vector_size": 8})
+    video.train(out, cfg, small(epochs=1), videos=tmp_path / "clips", labels=labels, log=quiet)
+    assert (out / "best").exists() and not (out / "gradients.json").exists()
+    model = video.load(out)
+    with pytest.raises(ValueError, match="no recurrent layer"):
+        gradients_through_time(model, video.gradient_probe(model, log=quiet))
+    capsys.readouterr()
+    assert main(["gradients", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("rnnkit gradients: error: ") and "no recurrent layer" in lines[0]
+    assert not (out / "gradients.png").exists()
 
 
 def test_a_frozen_pretrained_encoder_is_read_once_cached_and_never_trained(tmp_path, monkeypatch):

@@ -87,6 +87,7 @@ PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 ENCODERS = ("cnn", "efficientnet-lite0")
 INJECT = ("every-step", "first", "init")
 SELECT = ("loss", "cider", "bleu4", "exact")
+PROBE_SIZE = 16  # validation captions on which gradients through time are measured
 # what "auto" means for each built-in set: its encoder and the encoder's input height
 PRESETS: dict[str, dict[str, Any]] = {
     "digit-scenes": {"encoder": "cnn", "image_size": 0},
@@ -1039,7 +1040,10 @@ def train(
         )
     select = train_config.select
     best = runs.KeepBest(out, meta, metric=select, higher_is_better=select != "loss")
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    # images, or the frozen encoder's cached maps: what step_fn reads in training
+    probe_batch = collate(val, list(range(min(PROBE_SIZE, len(val)))))
+    probe = runs.batch_probe(make_step_fn(), probe_batch, device)
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
     model = load(out / "best", device=device)
     fmaps = {k: p if f else model.features(p.numpy()) for k, (p, f) in pixels.items()}
     results = report(model, splits, fmaps, out, beam=train_config.beam,
@@ -1125,6 +1129,28 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> Captioner:
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     return model.to(device).eval()
+
+
+def gradient_probe(
+    model: Captioner, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[Captioner], Tensor]:
+    """The run's teacher-forced loss on its first `batch_size` validation captions, one
+    padded batch as in training (``rnnkit gradients RUN``): the validation split rebuilt
+    from the run's own data (a built-in set's, or the same fractions of its COCO file),
+    its images, or a frozen encoder's feature maps (cached, as training read them).
+    `model` comes from :func:`load`."""
+    meta = model.meta
+    source = meta["data"]
+    tc = config_from_dict(TrainConfig, meta["train"])
+    H, W, _ = model.image_shape
+    splits, _ = load_splits(data=source.get("data"), images=source.get("images"),
+                            captions=source.get("captions"), train_config=tc, size=(H, W),
+                            log=log)  # fmt: skip
+    where = f"{source.get('data') or source.get('captions')} (val)"
+    examples = encode_captions(splits["val"], *split_pixels(model, splits["val"], log),
+                               model.vocab, model.config, where)  # fmt: skip
+    batch = collate(examples, list(range(min(batch_size, len(examples)))))
+    return runs.batch_probe(make_step_fn(), batch, model.device)
 
 
 def read_images(model: Captioner, paths: Sequence[PathLike]) -> np.ndarray:

@@ -83,6 +83,7 @@ PathLike = str | os.PathLike
 START, END = "<start>", "<end>"
 TOKENS = ("words", "chars", "subwords")
 ATTENTION = ("none", "bahdanau", "luong")
+PROBE_SIZE = 16  # validation pairs on which gradients through time are measured
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -938,7 +939,9 @@ def train(
             f"{c.target_tokens}); {describe(model, device)}, {n_params / 1e6:.2f} M parameters"
         )
     best = runs.KeepBest(out, meta, metric="loss")
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    probe_batch = collate(val, list(range(min(PROBE_SIZE, len(val)))))
+    probe = runs.batch_probe(make_step_fn(), probe_batch, device)
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
     model = load(out / "best", device=device)
     results = report(model, texts, out, beam=train_config.beam,
                      length_penalty=train_config.length_penalty, log=log)  # fmt: skip
@@ -1009,6 +1012,26 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> Seq2Seq:
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     return model.to(device).eval()
+
+
+def gradient_probe(
+    model: Seq2Seq, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[Seq2Seq], Tensor]:
+    """The run's teacher-forced loss on its first `batch_size` validation pairs, one
+    padded batch as in training (``rnnkit gradients RUN``): the validation split rebuilt
+    from the run's own data (a built-in set's, its ``--val`` file, or the same
+    ``val_fraction`` of its training file). `model` comes from :func:`load`."""
+    meta = model.meta
+    source = meta["data"]
+    tc = config_from_dict(TrainConfig, meta["train"])
+    files = {k: source.get(k) for k in ("train", "val", "test")}
+    texts, _ = load_pairs(data=source.get("data"), files=files, val_fraction=tc.val_fraction,
+                          log=log)  # fmt: skip
+    where = f"{source.get('data') or source.get('val') or source.get('train')} (val)"
+    val = encode_pairs(texts["val"][:batch_size], model.config, model.source_vocab,
+                       model.target_vocab, where, model.sides)  # fmt: skip
+    batch = collate(val, list(range(len(val))))
+    return runs.batch_probe(make_step_fn(), batch, model.device)
 
 
 def read_sources(path: PathLike | None) -> tuple[list[str], list[str]]:

@@ -55,6 +55,7 @@ KIND = "video"
 ENCODERS = ("cnn", "efficientnet-lite0")
 PathLike = str | os.PathLike
 IGNORE = -1  # a frame without a label
+PROBE_SIZE = 16  # validation clips on which gradients through time are measured
 
 
 @dataclass
@@ -464,7 +465,12 @@ def train(
         log(f"video {where}: {sizes} clips, {len(names)} {config.labels} labels; "
             f"{describe(model, device)}; {n_params / 1e6:.2f} M parameters")  # fmt: skip
     best = runs.KeepBest(out, meta, metric="accuracy", higher_is_better=True)
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    probe = None  # the averaging baseline has no h_t to measure
+    if config.temporal != "mean":
+        val = sets["val"]
+        probe_batch = _collate(val, list(range(min(PROBE_SIZE, len(val)))))
+        probe = runs.batch_probe(make_step_fn(), probe_batch, device)
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
     model = load(out / "best", device=device)
     results: dict[str, Any] = {}
     for split in ("val", "test"):
@@ -503,6 +509,29 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> VideoClassifi
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     return model.to(device).eval()
+
+
+def gradient_probe(
+    model: VideoClassifier, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[VideoClassifier], Tensor]:
+    """The run's loss on its first `batch_size` validation clips, one padded batch as in
+    training (``rnnkit gradients RUN``): the validation split rebuilt from the run's own
+    data (a built-in set's, or the same fractions of its labelled clips), their frames,
+    or a frozen encoder's maps (cached, as training read them). `model` comes from
+    :func:`load`; the ``mean`` baseline runs no recurrent layer, so
+    :func:`rnnkit.diagnostics.gradients_through_time` refuses its probe."""
+    meta = model.meta
+    source = meta["data"]
+    tc = config_from_dict(TrainConfig, meta["train"])
+    H, W, C = model.frame_shape
+    splits, _ = load_clips(data=source.get("data"), videos=source.get("videos"),
+                           labels=source.get("labels"), train_config=tc, size=(H, W),
+                           channels=C, log=log)  # fmt: skip
+    val = splits["val"]
+    maps = encoder_maps(model, val, log) if model.frozen else None
+    clips = _Clips(val, model.config.labels == "frames", maps)
+    batch = _collate(clips, list(range(min(batch_size, len(clips)))))
+    return runs.batch_probe(make_step_fn(), batch, model.device)
 
 
 def predict_clip(model: VideoClassifier, path: PathLike) -> list[str]:
