@@ -276,8 +276,9 @@ def gradients_through_time(model: nn.Module, probe: Probe) -> list[LayerGradient
 def gradients_table(layers: Sequence[LayerGradients]) -> str:
     """A text table: per layer, its steps, sigma_max of W_hh, the norm at the first,
     middle and last step, the fitted factor per step back and the first/last ratio."""
+    w = max([len("layer"), *(len(g.name) for g in layers)])
     lines = [
-        f"{'layer':28s} {'steps':>5s} {'sigma_max(W_hh) per gate':34s} {'|dL/dh_1|':>10s} "
+        f"{'layer':{w}s} {'steps':>5s} {'sigma_max(W_hh) per gate':34s} {'|dL/dh_1|':>10s} "
         f"{'|dL/dh_T/2|':>11s} {'|dL/dh_T|':>10s} {'per step':>9s}"
     ]
     for g in layers:
@@ -285,7 +286,7 @@ def gradients_table(layers: Sequence[LayerGradients]) -> str:
         n = g.norms
         rate = decay_rate(torch.tensor(n, dtype=torch.float64)) if len(n) > 1 else float("nan")
         lines.append(
-            f"{g.name:28s} {len(n):5d} {sv:34s} {n[0]:10.2e} {n[len(n) // 2]:11.2e} "
+            f"{g.name:{w}s} {len(n):5d} {sv:34s} {n[0]:10.2e} {n[len(n) // 2]:11.2e} "
             f"{n[-1]:10.2e} {rate:9.3f}"
         )
     return "\n".join(lines)

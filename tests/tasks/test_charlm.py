@@ -20,6 +20,7 @@ from rnnkit.decoding import draw, filter_logits
 from rnnkit.tasks import charlm
 from rnnkit.tasks.charlm import CharLM, CharLMConfig, StreamBatches, TrainConfig
 from rnnkit.tbptt import CarriedState
+from traces import check_trace
 
 
 @pytest.fixture(autouse=True)
@@ -152,6 +153,12 @@ def trained(tmp_path_factory, excerpt):
     finally:
         mp.undo()
     return root / "run", model, trainer, text
+
+
+def test_training_traces_gradients_and_gradients_run_measures_them_again(trained, capsys):
+    run, *_ = trained
+    points = check_trace(run, charlm, {"rnn.layers.0": 32, "rnn.layers.1": 32}, capsys)
+    assert [p["step"] for p in points] == [150, 300]
 
 
 def test_training_lowers_the_loss_below_the_unigram_entropy(trained, excerpt):

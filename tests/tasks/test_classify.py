@@ -13,6 +13,7 @@ from rnnkit.tasks import classify
 from rnnkit.tasks.classify import ClassifyConfig, SequenceClassifier
 from rnnkit.tasks.sequences import InputSpec, RunConfig, collate, encode_split
 from seqtoys import FAST, QUIET, numeric_npz, sentiment_tsv
+from traces import check_trace
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def toy(tmp_path):
 
 
 @pytest.mark.parametrize("pool", ["last", "mean", "max"])
-def test_learns_a_separable_toy_problem_to_100_percent(tmp_path, toy, pool):
+def test_learns_a_separable_toy_problem_to_100_percent(tmp_path, toy, pool, capsys):
     config = ClassifyConfig(hidden_size=16, embedding_size=16, pool=pool)
     model, results = classify.train(
         tmp_path / "run", config, RunConfig(epochs=25, **FAST),
@@ -37,6 +38,9 @@ def test_learns_a_separable_toy_problem_to_100_percent(tmp_path, toy, pool):
         "neg",
     ]
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
+    if pool == "last":  # both directions, over the 16 validation sentences padded to 9
+        steps = {f"summary.encoder.layers.0.{d}_layer": 9 for d in ("forward", "backward")}
+        check_trace(tmp_path / "run", classify, steps, capsys)
 
 
 def test_numeric_sequences_from_npz(tmp_path):

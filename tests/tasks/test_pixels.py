@@ -19,6 +19,7 @@ from rnnkit.cli import main
 from rnnkit.data import digits
 from rnnkit.tasks import pixels
 from rnnkit.tasks.pixels import PixelConfig, PixelRNN, TrainConfig
+from traces import check_trace
 
 
 def quiet(msg: str) -> None:
@@ -112,7 +113,7 @@ def small(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_a_small_model_learns_a_toy_down_to_its_entropy(tmp_path):
+def test_a_small_model_learns_a_toy_down_to_its_entropy(tmp_path, capsys):
     path = write_npz(tmp_path / "toy.npz", copy_rows(1500, 0), copy_rows(300, 1))
     cfg = PixelConfig(hidden_size=32, row_size=32, embedding_size=4, window=1, column_size=8)
     model, results = pixels.train(tmp_path / "run", cfg, small(), images=path, log=quiet)
@@ -122,6 +123,8 @@ def test_a_small_model_learns_a_toy_down_to_its_entropy(tmp_path):
     done = model.complete(torch.from_numpy(copy_rows(20, 2)).long(), 1, temperature=0)
     assert (done == done[:, :1]).all()  # every completed row copies the kept one
     assert (tmp_path / "run" / "completions.png").stat().st_size > 1000
+    # both recurrences traced: the row RNN's 6 steps down, the pixel RNN's 6 along a row
+    check_trace(tmp_path / "run", pixels, {"rows.layers.0": 6, "pixels.layers.0": 6}, capsys)
 
 
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from rnnkit.tasks import tag
 from rnnkit.tasks.sequences import InputSpec, RunConfig, collate, encode_split
 from rnnkit.tasks.tag import SequenceTagger, TagConfig, is_bio
 from seqtoys import FAST, QUIET, entity_conll, next_token_conll, numeric_npz
+from traces import check_trace
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def test_bidirectional_beats_unidirectional_when_the_tag_depends_on_the_next_tok
 
 
 @pytest.mark.parametrize("crf", [False, True])
-def test_learns_entities_to_100_percent_entity_f1(tmp_path, crf):
+def test_learns_entities_to_100_percent_entity_f1(tmp_path, crf, capsys):
     train = entity_conll(tmp_path / "train.conll", 200, seed=1)
     test = entity_conll(tmp_path / "test.conll", 40, seed=2)
     config = TagConfig(hidden_size=16, embedding_size=8, chars=True, crf=crf)
@@ -50,6 +51,9 @@ def test_learns_entities_to_100_percent_entity_f1(tmp_path, crf):
     assert results["test"]["accuracy"] == 100.0
     assert model.predict(["we met Bob Fox in Oslo"]) == [["O", "O", "B-PER", "I-PER", "O", "B-LOC"]]
     assert (model.crf is not None) == crf
+    if crf:  # the word layer's two directions over 16 validation sentences padded to 6
+        steps = {f"encoder.layers.0.{d}_layer": 6 for d in ("forward", "backward")}
+        check_trace(tmp_path / "run", tag, steps, capsys)
 
 
 def test_tags_numeric_sequences_from_npz(tmp_path):

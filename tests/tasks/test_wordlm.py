@@ -21,6 +21,7 @@ from rnnkit.data.fetch import ChecksumError
 from rnnkit.data.readers import WordVocab
 from rnnkit.tasks import wordlm
 from rnnkit.tasks.wordlm import TrainConfig, WordLM, WordLMConfig
+from traces import check_trace
 
 
 @pytest.fixture(autouse=True)
@@ -71,13 +72,16 @@ def test_perplexity_is_exp_of_the_mean_cross_entropy_computed_by_hand():
     )
 
 
-def test_a_model_learns_the_toy_language_far_below_a_uniform_guess(tmp_path, sentences_file):
+def test_a_model_learns_the_toy_language_far_below_a_uniform_guess(
+    tmp_path, sentences_file, capsys
+):
     model, results = wordlm.train(tmp_path / "run", SMALL, small(), text=sentences_file, log=quiet)
     uniform = len(model.vocab)  # 15 words: perplexity 15 when guessing
     # the truth: about 1.8 (a 3- or 2-way choice for the subject, 2 verbs, 3 objects)
     assert results["val"]["ppl"] < 3.0 < uniform
     assert (tmp_path / "run" / "results.json").is_file()
     assert load_checkpoint(tmp_path / "run" / "best").meta["kind"] == "wordlm"
+    check_trace(tmp_path / "run", wordlm, {"rnn.layers.0": 12}, capsys)  # seq_len 12
 
 
 def test_generation_runs_until_eos_and_is_seeded(tmp_path, sentences_file):

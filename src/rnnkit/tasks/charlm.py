@@ -67,6 +67,7 @@ MAX_HELD_CHARS = 100_000_000  # what sample() collects in memory at most
 # a batch's mean loss above this many times a uniform guess's ln(V) nats per character
 # (the mean over B x T characters) only comes from a diverged run: it stops there
 MAX_LOSS_UNIFORMS = 20
+PROBE_SIZE = 16  # validation windows on which gradients through time are measured
 RELEASE_EVERY = 256  # windows read between drops of the memory-mapped text's pages
 
 
@@ -717,13 +718,51 @@ def train(
             f"precision {precision}"
         )
     best = runs.KeepBest(out, meta, metric="loss")  # the lowest validation loss
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    probe = probe_on(*probe_windows(data.val, PROBE_SIZE, train_config.seq_len, device))
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
     try:
         if distributed.is_main():
             plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)
     except Exception as err:  # a plot must never cost the run
         log(f"could not write the loss plot: {err}")
     return model, trainer
+
+
+def probe_windows(
+    ids: np.ndarray, batch_size: int, steps: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """x, y (B, steps): the first window of `batch_size` streams through `ids`, cut as
+    the training streams are: what gradients through time are measured on."""
+    L, B = stream_starts(len(ids), batch_size)
+    steps = min(steps, L)
+    rows = np.stack([np.asarray(ids[b * L : b * L + steps + 1]) for b in range(B)])
+    chunk = torch.from_numpy(rows.astype(np.int64)).to(device)  # (B, steps + 1)
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def probe_on(x: Tensor, y: Tensor) -> Callable[[CharLM], Tensor]:
+    """The cross-entropy of a model on the window x -> y, read from a zero state."""
+
+    def probe(model: CharLM) -> Tensor:
+        logits, _ = model(x)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    return probe
+
+
+def gradient_probe(
+    model: CharLM, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[CharLM], Tensor]:
+    """The run's loss on one training-length window of `batch_size` streams through its
+    own validation text (``rnnkit gradients RUN``)."""
+    source, train = model.meta["data"], model.meta["train"]
+    data = load_data(text=source.get("text"), corpus=source.get("corpus"),
+                     val_fraction=train["val_fraction"])  # fmt: skip
+    if data.vocab != model.vocab:
+        raise ValueError(f"the text at {source.get('text') or source.get('corpus')} changed "
+                         "since the run was trained (its vocabulary differs)")  # fmt: skip
+    device = model.head.weight.device
+    return probe_on(*probe_windows(data.val, batch_size, train["seq_len"], device))
 
 
 def carried_state(carried: CarriedState, streams: range, trainer: Trainer) -> tuple:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data as datasets
-from .. import distributed
+from .. import distributed, runs
 from ..data.readers import LabelVocab, RawSplit, read_npz, read_tsv_split
 from ..metrics import classification_metrics
 from ..structures import POOLS, ManyToOne
@@ -198,6 +198,18 @@ def train(
 
 def format_metrics(m: dict[str, float]) -> str:
     return f"accuracy {m['accuracy']:.2f}%, macro-F1 {m['macro_f1']:.2f}"
+
+
+def gradient_probe(
+    model: SequenceClassifier,
+    *,
+    batch_size: int = seq.PROBE_SIZE,
+    log: Callable[[str], None] = print,
+) -> Callable[[SequenceClassifier], Tensor]:
+    """The run's training loss on its first `batch_size` validation examples (``rnnkit
+    gradients RUN``), held out of its own data as in training."""
+    batch = seq.probe_batch(seq.validation_split(model, read_split, log), batch_size)
+    return runs.batch_probe(step_fn, batch, next(model.parameters()).device)
 
 
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceClassifier:

@@ -61,6 +61,7 @@ from ..trainer import Trainer, TrainerConfig, resolve_device
 from .sequences import BucketBatches, _positive_int, own_share
 
 KIND = "pixels"
+PROBE_SIZE = 16  # validation images on which gradients through time are measured
 PathLike = str | os.PathLike
 
 
@@ -538,7 +539,8 @@ def train(
         log(f"pixels {where}: {sizes} images of {shape[0]}x{shape[1]}, {levels} levels; "
             f"{describe(model, device)}; {n_params / 1e6:.2f} M parameters")  # fmt: skip
     best = runs.KeepBest(out, meta, metric="loss")
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    probe = runs.batch_probe(make_step_fn(), probe_batch(sets["val"]), device)
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
     model = load(out / "best", device=device)
     results = {split: evaluate(model, sets[split]) for split in ("val", "test")}
     for split, m in results.items():
@@ -555,6 +557,22 @@ def train(
                         "best_step": best.best["step"]}  # fmt: skip
     runs.write_results(out, results)
     return model, results
+
+
+def probe_batch(images: Tensor, batch_size: int = PROBE_SIZE) -> dict[str, Tensor]:
+    """The first `batch_size` of `images` as a training batch: what gradients through time
+    are measured on (the row RNN's 28 steps down, the pixel RNN's 28 along each row)."""
+    return _collate(_Images(images), range(min(batch_size, len(images))))
+
+
+def gradient_probe(
+    model: PixelRNN, *, batch_size: int = PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[PixelRNN], Tensor]:
+    """The run's training loss on its first `batch_size` validation images (``rnnkit
+    gradients RUN``), held out as in training."""
+    source, train = model.meta["data"], model.meta["train"]
+    sets, _ = load_images(source.get("data"), train["val_fraction"], log, source.get("images"))
+    return runs.batch_probe(make_step_fn(), probe_batch(sets["val"], batch_size), model.device)
 
 
 def describe(model: PixelRNN, device: torch.device) -> str:

@@ -59,6 +59,7 @@ CELLS = tuple(STACKS)  # "lstm", "gru", "rnn"
 INPUTS = ("words", "numeric")
 AUGMENTS = (None, "translate")
 MAX_SHIFT = 2  # pixels, for augment="translate"
+PROBE_SIZE = 16  # validation examples on which gradients through time are measured
 MAX_WORD_CHARS = 20  # characters of a word the character encoder reads
 
 
@@ -725,9 +726,29 @@ def fit(
 
     trainer.add_callback("on_eval", on_eval)
     best = KeepBest(p.out, p.meta, metric=metric, higher_is_better=True)
-    runs.fit(trainer, p.out, p.meta, best=best, resume_from=p.resume_from, log=log)
+    probe = runs.batch_probe(step_fn, probe_batch(val), p.device)
+    runs.fit(trainer, p.out, p.meta, best=best, resume_from=p.resume_from, probe=probe, log=log)
     log(f"best validation {metric} {best.value:.2f} at step {best.best['step']}")
     return best
+
+
+def probe_batch(examples: Examples, batch_size: int = PROBE_SIZE) -> dict[str, Tensor]:
+    """The first `batch_size` examples as one padded training batch: what gradients
+    through time are measured on (:func:`rnnkit.diagnostics.gradients_through_time`)."""
+    return collate(examples, range(min(batch_size, len(examples))))
+
+
+def validation_split(
+    model: nn.Module, read: Callable[[PathLike], RawSplit], log: Callable[[str], None] = print
+) -> Examples:
+    """A saved model's validation examples, held out of its own data as in training."""
+    kind, source = model.meta["kind"], model.meta["data"]
+    if source.get("data") is not None:
+        splits = datasets.get(source["data"], kind).splits(log)
+    else:
+        splits = {k: read(source[k]) for k in ("train", "val") if source.get(k) is not None}
+    _, val = hold_out(splits["train"], splits.get("val"), model.meta["train"]["val_fraction"])
+    return encode_split(val, model.spec, model.labels, per_step=kind == "tag")
 
 
 def report(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data as datasets
-from .. import distributed
+from .. import distributed, runs
 from ..batching import lengths_to_mask
 from ..crf import LinearChainCRF
 from ..data.readers import LabelVocab, RawSplit, read_conll_split, read_npz
@@ -224,6 +224,15 @@ def format_metrics(m: dict[str, float]) -> str:
             f"F1 {m['entity_f1']:.2f}"
         )
     return text
+
+
+def gradient_probe(
+    model: SequenceTagger, *, batch_size: int = seq.PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[SequenceTagger], Tensor]:
+    """The run's training loss on its first `batch_size` validation examples (``rnnkit
+    gradients RUN``), held out of its own data as in training."""
+    batch = seq.probe_batch(seq.validation_split(model, read_split, log), batch_size)
+    return runs.batch_probe(step_fn, batch, next(model.parameters()).device)
 
 
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> SequenceTagger:

@@ -551,7 +551,9 @@ def train(
             f"backend {model.rnn.backend(device)}, precision {precision}"
         )
     best = runs.KeepBest(out, meta, metric="loss")
-    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, log=log)
+    x, y = charlm.probe_windows(words.splits["val"], charlm.PROBE_SIZE, train_config.seq_len,
+                                device)  # fmt: skip
+    runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe_on(x, y), log=log)
     model = load(out / "best", device=device)
     results = {
         split: {"ppl": model.perplexity(ids), "words": int(len(ids))}
@@ -564,6 +566,30 @@ def train(
         if split in results:
             log(f"{split}: perplexity {results[split]['ppl']:.2f}")
     return model, results
+
+
+def probe_on(x: Tensor, y: Tensor) -> Callable[[WordLM], Tensor]:
+    """The training loss of a model on the window x -> y, read from a zero state."""
+
+    def probe(model: WordLM) -> Tensor:
+        out, _ = model.features(x)
+        return model.loss(out.flatten(0, 1), model.target(y).flatten())
+
+    return probe
+
+
+def gradient_probe(
+    model: WordLM, *, batch_size: int = charlm.PROBE_SIZE, log: Callable[[str], None] = print
+) -> Callable[[WordLM], Tensor]:
+    """The run's loss on one training-length window of `batch_size` streams through its
+    own validation words (``rnnkit gradients RUN``), encoded with its vocabulary."""
+    source, train = model.meta["data"], model.meta["train"]
+    words = load_data(data=source.get("data"), text=source.get("text"),
+                      val_fraction=train["val_fraction"], vocab=model.vocab,
+                      labels=model.labels, log=log)  # fmt: skip
+    device = next(model.parameters()).device
+    x, y = charlm.probe_windows(words.splits["val"], batch_size, train["seq_len"], device)
+    return probe_on(x, y)
 
 
 def load(path: PathLike, *, device: str | torch.device = "cpu") -> WordLM:
