@@ -8,6 +8,9 @@ whether it diverged), with the machine's description above it, and the plot goes
     python benchmarks/bench_lab.py adding --T 200 --cell lstm gru irnn rnn --minutes 4
     python benchmarks/bench_lab.py copy --T 50 --cell lstm --truncation 4 8 \\
         --synthetic off on --minutes 5
+
+``--why RUN [RUN ...] --out PNG`` draws, for finished lab runs (of one problem, from
+any comparisons), the gradient norms over t at the start and the end of training.
 """
 
 from __future__ import annotations
@@ -36,7 +39,14 @@ def main() -> None:
     parser.add_argument("--train-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training settings, e.g. batch_size=20 lr=1e-3")  # fmt: skip
     parser.add_argument("--out", help="keep the lab directory here (curves.png, runs)")
+    parser.add_argument("--why", nargs="+", metavar="RUN",
+                        help="finished runs: draw their gradient norms to --out")  # fmt: skip
     args = parser.parse_args()
+    if args.why:
+        path = lab.plot_gradients(Path(args.out or "gradients.png"),
+                                  [lab.run_entry(r) for r in args.why])  # fmt: skip
+        print(f"wrote {path}")
+        return
     comparison = lab.Comparison(args.problem, args.T, args.cell, args.init, args.clip,
                                 args.truncation, args.synthetic)  # fmt: skip
     model = dict(parse_setting(kv) for kv in args.set)

@@ -114,10 +114,17 @@ class SyntheticGradients(nn.Module):
         state_size: numbers of one sequence's state (e.g. layers x H, twice for an LSTM).
         hidden_size: 0 for a linear M.
         lr: M's learning rate.
+        scale: the factor on the predicted gradient where it is injected (M still learns
+            the unscaled target); below 1 a noisy M disturbs the model less.
     """
 
-    def __init__(self, state_size: int, *, hidden_size: int = 0, lr: float = 1e-3) -> None:
+    def __init__(
+        self, state_size: int, *, hidden_size: int = 0, lr: float = 1e-3, scale: float = 1.0
+    ) -> None:
         super().__init__()
+        if not scale > 0:
+            raise ValueError(f"Argument `scale` must be positive, got {scale!r}.")
+        self.scale = float(scale)
         for name, v, least in (("state_size", state_size, 1), ("hidden_size", hidden_size, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise ValueError(f"Argument `{name}` must be an integer >= {least}, got {v!r}.")
@@ -152,7 +159,7 @@ class SyntheticGradients(nn.Module):
             return loss
         with torch.no_grad():
             delta = self(end)
-        push = sum((t * d).sum() for t, d in zip(_tensors(end), _tensors(delta)))
+        push = self.scale * sum((t * d).sum() for t, d in zip(_tensors(end), _tensors(delta)))
         # the gradient of <end, M(end)>, but not its value: the loss reported (and checked
         # for divergence) stays the window's own
         return loss + (push - push.detach())

@@ -12,6 +12,7 @@ import torch
 from resumes import check_resumes_exactly
 from rnnkit.cli import main
 from rnnkit.data import longrange
+from rnnkit.diagnostics import read_trace
 from rnnkit.tasks import lab
 from rnnkit.tasks.lab import LabConfig, LabModel, TrainConfig
 
@@ -108,6 +109,11 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch, synthetic):
     )
     curve = json.loads((tmp_path / "cut" / "results.json").read_text())["train"]["curve"]
     assert [p["step"] for p in curve] == [5, 10, 15, 20, 25, 30]
+    # the gradient trace came through the crash whole: one point per evaluation, equal
+    trace = [read_trace(tmp_path / run / "gradients.json") for run in ("whole", "cut")]
+    assert [p["step"] for p in trace[1]] == [5, 10, 15, 20, 25, 30]
+    for a, b in zip(*trace, strict=True):
+        assert [g.norms for g in a["layers"]] == [g.norms for g in b["layers"]]
 
 
 def test_the_command_compares_configurations_and_refuses_bad_input(tmp_path, capsys):
@@ -122,6 +128,14 @@ def test_the_command_compares_configurations_and_refuses_bad_input(tmp_path, cap
         assert f"| {name} |" in printed
         assert (out / name / "best").exists()
     assert (out / "curves.png").stat().st_size > 0
+    assert (out / "gradients.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure's "end" is the best weights measured again: the trace at the best step
+    norms = lab.start_and_end(*lab.run_entry(out / "lstm"))
+    traced = read_trace(out / "lstm" / "gradients.json")
+    best = lab.load(out / "lstm").meta["step"]
+    at_best = next(p for p in traced if p["step"] == best)["layers"][0].norms
+    assert norms["end"] == pytest.approx(at_best, rel=1e-4)
+    assert len(norms["start"]) == 6 and norms["start"] != norms["end"]
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["runs"]) == sorted(names)
     assert results["baseline"]["loss"] == pytest.approx(1 / 6)

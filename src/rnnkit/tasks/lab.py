@@ -52,6 +52,7 @@ from ..checkpoint import (
     save_figure,
 )
 from ..data import digits, longrange
+from ..diagnostics import gradients_through_time
 from ..init import PRESETS
 from ..layers import STACKS
 from ..tbptt import CarriedState, SyntheticGradients
@@ -117,6 +118,7 @@ class TrainConfig:
     truncation: int = 0  # 0: BPTT over the whole sequence; k: windows of k steps
     synthetic_gradients: bool = False  # at each window's end, a learned dL_future/dh (DNI)
     synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
+    synthetic_scale: float = 1.0  # the factor on the synthetic gradient where it is added
     eval_every: int = 100  # updates between validations (and checkpoints)
     seed: int = 1234  # initialisation and training sequences
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -137,6 +139,10 @@ class TrainConfig:
         ):
             raise ValueError(
                 f"Argument `truncation` must be an integer >= 0 (0: none), got {self.truncation!r}"
+            )
+        if not self.synthetic_scale > 0:
+            raise ValueError(
+                f"Argument `synthetic_scale` must be positive, got {self.synthetic_scale!r}"
             )
         if self.synthetic_gradients and not self.truncation:
             raise ValueError(
@@ -370,7 +376,8 @@ def train(
     synthetic = None
     if train_config.synthetic_gradients:
         size = config.num_layers * config.hidden_size * (2 if config.cell == "lstm" else 1)
-        synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr).to(device)
+        synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr,
+                                       scale=train_config.synthetic_scale).to(device)  # fmt: skip
     carried = CarriedState(synthetic)
     trainer = Trainer(train_config.trainer_config(), model, make_step_fn(carried),
                       train_batches=windows, eval_fn=lambda m: m.score(*val))  # fmt: skip
@@ -529,8 +536,10 @@ def compare(
             continue
         again = resume and (run / "latest").exists()
         _, results[name] = train_one(run, config, train_config, again, log)
-    first = comparison.configurations(model or {}, train or {})[0][0]
-    write_comparison(out, comparison, results, baseline(first))
+    configurations = comparison.configurations(model or {}, train or {})
+    write_comparison(out, comparison, results, baseline(configurations[0][0]))
+    entries = [(out / name_of(c, t), c, t) for c, t in configurations]
+    plot_gradients(out / "gradients.png", entries, log)
     return results
 
 
@@ -565,6 +574,60 @@ def write_comparison(out: Path, comparison: Comparison, results: dict[str, dict]
     atomic_write_bytes(out / "table.md", ("\n".join(lines) + "\n").encode("utf-8"))
     runs.write_results(out, {"baseline": base, "runs": results})
     plot_curves(out / "curves.png", comparison, results, base)
+
+
+def start_and_end(run: Path, config: LabConfig, train_config: TrainConfig,
+                  log: Callable[[str], None] = print) -> dict[str, list]:  # fmt: skip
+    """||dL/dh_t|| of one configuration's network (its first layer) on its first
+    validation sequences, at the start of training (the seeded initialisation, rebuilt)
+    and at its end (the best weights; none if the run diverged before an evaluation)."""
+    x, y = Problem(config, log).fixed("val", train_config.seed)
+    probe = probe_on(x[:PROBE_SIZE], y[:PROBE_SIZE])
+    runs.seed_everything(train_config.seed)  # as train() does before building the model
+    norms = {"start": gradients_through_time(LabModel(config), probe)[0].norms, "end": []}
+    if (run / "best").exists():
+        norms["end"] = gradients_through_time(load(run / "best"), probe)[0].norms
+    return norms
+
+
+def run_entry(run: PathLike) -> tuple[Path, LabConfig, TrainConfig]:
+    """(run, its model config, its training config) of a lab run directory."""
+    meta = load_checkpoint(resolve_checkpoint(run), expected_kind=KIND).meta
+    return (Path(run), config_from_dict(LabConfig, meta["model"]),
+            config_from_dict(TrainConfig, meta["train"]))  # fmt: skip
+
+
+def plot_gradients(path: Path, entries: Sequence[tuple[Path, LabConfig, TrainConfig]],
+                   log: Callable[[str], None] = print) -> Path:  # fmt: skip
+    """Why the winner wins: for every configuration, ||dL/dh_t|| over t at the start of
+    training (dashed) and at its end (solid), on one log scale: where the loss's
+    gradient still reaches the early steps, the network can learn from them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(entries)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), sharey=True, squeeze=False)
+    for ax, (run, config, train_config) in zip(axes[0], entries):
+        name = name_of(config, train_config)
+        if train_config.lr != TrainConfig.lr:
+            name += f", lr {train_config.lr:g}"
+        norms = start_and_end(run, config, train_config, log)
+        for key, style in (("start", "--"), ("end", "-")):
+            if norms[key]:
+                values = np.clip(np.asarray(norms[key]), 1e-30, None)
+                ax.semilogy(range(1, len(values) + 1), values, style, label=key)
+        ax.set_title(name + ("" if norms["end"] else " (diverged)"), fontsize=9)
+        ax.set_xlabel("time step t")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(r"$\|\partial L / \partial h_t\|$ (validation)")
+    c = entries[0][1]
+    fig.suptitle(f"{c.problem}, T = {c.T}: the gradient at each step, before and after "
+                 "training", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def plot_curves(path: Path, comparison: Comparison, results: dict[str, dict],
