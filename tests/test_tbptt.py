@@ -212,6 +212,36 @@ def test_synthetic_gradients_equal_to_the_true_ones_give_full_backpropagation():
     assert not all(torch.allclose(a, b) for a, b in zip(_grads(model), full))
 
 
+def test_a_scaled_synthetic_gradient_adds_that_share_of_the_edge_gradient():
+    """scale s: window 1's gradient is its own plus s times what window 2 says through
+    the edge, so the three runs (s = 0 by leaving M out, 0.5, 1) lie on one line."""
+    from rnnkit.tbptt import CarriedState, SyntheticGradients, flatten_state
+
+    model = _Net()
+    x = torch.randn(4, 10, 3)
+    _, edge = model(x[:, :6])
+    edge = tuple(t.detach().requires_grad_() for t in edge)
+    out2, _ = model(x[:, 6:], edge)
+    true = torch.autograd.grad(model.window_loss(out2), edge)
+
+    def first_window(scale):
+        sg = None
+        if scale:
+            sg = SyntheticGradients(flatten_state(edge).shape[1], scale=scale)
+            sg.forward = lambda state: true
+        carried = CarriedState(sg)
+        model.zero_grad()
+        carried.loss(model.window_loss(carried(model, x[:, :6]))).backward()
+        return _grads(model)
+
+    none, half, whole = first_window(0), first_window(0.5), first_window(1.0)
+    for n, h, w in zip(none, half, whole):
+        torch.testing.assert_close(h, n + 0.5 * (w - n))
+    assert any(not torch.allclose(n, w) for n, w in zip(none, whole))
+    with pytest.raises(ValueError, match="Argument `scale` must be positive"):
+        SyntheticGradients(4, scale=0.0)
+
+
 def test_the_synthetic_gradient_target_is_the_bootstrapped_gradient_at_the_window_start():
     """M's target at h_t is d/dh_t (L_{t:t+k} + <h_{t+k}, M(h_{t+k})>), M(h_{t+k}) held
     constant; at the sequence's end M learns 0."""
