@@ -10,7 +10,12 @@ from .batching import BucketBatchSampler, lengths_to_mask, masked_mean, pack_bat
 from .cells import GRUCell, LSTMCell, RNNCell
 from .conv import ConvGRUCell, ConvLSTMCell
 from .crf import LinearChainCRF
-from .diagnostics import hidden_gradient_norms, largest_singular_values, plot_gradient_norms
+from .diagnostics import (
+    gradients_through_time,
+    hidden_gradient_norms,
+    largest_singular_values,
+    plot_gradient_norms,
+)
 from .init import init_cell, initialize
 from .layers import (
     GRU,
@@ -74,6 +79,7 @@ __all__ = [
     "TrainerConfig",
     "init_cell",
     "initialize",
+    "gradients_through_time",
     "hidden_gradient_norms",
     "largest_singular_values",
     "plot_gradient_norms",
