@@ -129,9 +129,13 @@ class SyntheticGradients(nn.Module):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise ValueError(f"Argument `{name}` must be an integer >= {least}, got {v!r}.")
         layers: list[nn.Module] = []
-        if hidden_size:
-            layers += [nn.Linear(state_size, hidden_size), nn.ReLU()]
-        last = nn.Linear(hidden_size or state_size, state_size)
+        # M's initial weights come from a stream of their own: switching synthetic
+        # gradients on leaves the model's random numbers (dropout, data order) as they were
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(state_size)
+            if hidden_size:
+                layers += [nn.Linear(state_size, hidden_size), nn.ReLU()]
+            last = nn.Linear(hidden_size or state_size, state_size)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers, last)

@@ -190,9 +190,11 @@ class CrashError(RuntimeError):
     pass
 
 
-def test_an_interrupted_run_resumes_exactly(tmp_path, sentences_file, monkeypatch):
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_an_interrupted_run_resumes_exactly(tmp_path, sentences_file, monkeypatch, synthetic):
     cfg = WordLMConfig(num_layers=2, hidden_size=16, embedding_size=16, dropout=0.2)
-    tc = dict(steps=24, checkpoint_every=8, eval_every=8, log_every=1)
+    tc = dict(steps=24, checkpoint_every=8, eval_every=8, log_every=1,
+              synthetic_gradients=synthetic)  # fmt: skip
 
     def losses(out: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader((out / "metrics.csv").open()) if r["loss"]]
@@ -216,6 +218,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, sentences_file, monkeypatc
     a = load_checkpoint(tmp_path / "whole" / "latest").model_state
     b = load_checkpoint(tmp_path / "cut" / "latest").model_state
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if synthetic:  # M learned: the run differs from one without it
+        plain = tmp_path / "plain"
+        wordlm.train(plain, cfg, small(**{**tc, "synthetic_gradients": False}),
+                     text=sentences_file, log=quiet)  # fmt: skip
+        assert losses(plain)[:2] == losses(tmp_path / "whole")[:2]  # M starts at zero...
+        assert losses(plain) != losses(tmp_path / "whole")  # ...then pushes the windows
 
 
 def test_the_command_line_trains_and_refuses_bad_text(tmp_path, sentences_file, capsys):

@@ -45,6 +45,7 @@ from .. import data as datasets
 from .. import decoding, distributed, runs
 from .._stepper import LMStepper
 from ..backends import native_bf16
+from ..cells import LSTMCell
 from ..checkpoint import Checkpoint, config_from_dict, load_checkpoint, resolve_checkpoint
 from ..data.corpora import (
     Vocab,
@@ -135,6 +136,7 @@ class TrainConfig:
     # rnnkit.tbptt.SyntheticGradients): the gradient truncation cuts, predicted
     synthetic_gradients: bool = False
     synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
+    synthetic_scale: float = 1.0  # the factor on the synthetic gradient where it is added
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -149,6 +151,10 @@ class TrainConfig:
             isinstance(self.minutes, (int, float)) and self.minutes > 0
         ):
             raise ValueError(f"Argument `minutes` must be a positive number, got {self.minutes!r}")
+        if not self.synthetic_scale > 0:
+            raise ValueError(
+                f"Argument `synthetic_scale` must be positive, got {self.synthetic_scale!r}"
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
                 f"Argument `val_fraction` must lie in (0, 1), got {self.val_fraction!r}"
@@ -669,13 +675,7 @@ def train(
     runs.seed_everything(train_config.seed)
     model = CharLM(config, data.vocab)
     device = resolve_device(train_config.device)
-    synthetic = None
-    if train_config.synthetic_gradients:
-        if distributed.world_size() > 1:
-            raise ValueError("Argument `synthetic_gradients`: they train in one process only")
-        size = config.num_layers * config.hidden_size * (2 if config.cell == "lstm" else 1)
-        synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr).to(device)
-    carried = CarriedState(synthetic)
+    carried = new_carried(train_config, model.rnn, device)
     val = data.val[: train_config.eval_chars] if train_config.eval_chars else data.val
 
     def eval_fn(m: CharLM) -> dict[str, float]:
@@ -763,6 +763,20 @@ def gradient_probe(
                          "since the run was trained (its vocabulary differs)")  # fmt: skip
     device = model.head.weight.device
     return probe_on(*probe_windows(data.val, batch_size, train["seq_len"], device))
+
+
+def new_carried(train_config: TrainConfig, rnn: nn.Module, device: torch.device) -> CarriedState:
+    """The state carried across windows; with ``synthetic_gradients`` a
+    :class:`~rnnkit.tbptt.SyntheticGradients` for the whole state of stack `rnn`."""
+    if not train_config.synthetic_gradients:
+        return CarriedState()
+    if distributed.world_size() > 1:
+        raise ValueError("Argument `synthetic_gradients`: they train in one process only")
+    cells = [layer.cell for layer in rnn.layers]
+    size = sum(c.hidden_size * (2 if isinstance(c, LSTMCell) else 1) for c in cells)
+    synthetic = SyntheticGradients(size, lr=train_config.synthetic_lr,
+                                   scale=train_config.synthetic_scale).to(device)  # fmt: skip
+    return CarriedState(synthetic)
 
 
 def carried_state(carried: CarriedState, streams: range, trainer: Trainer) -> tuple:

@@ -469,7 +469,8 @@ def make_step_fn(batches: charlm.StreamBatches, carried: CarriedState, precision
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = carried(model.features, x)  # (B, T, H)
             loss = model.loss(out.flatten(0, 1), model.target(y).flatten())
-        return loss.float(), {"items": y.numel()}
+        # the streams never end: every window's end gets the synthetic gradient
+        return carried.loss(loss.float()), {"items": y.numel()}
 
     return step_fn
 
@@ -511,7 +512,7 @@ def train(
     model = WordLM(config, words.vocab, words.labels)
     device = resolve_device(train_config.device)
     precision = charlm.resolve_precision(train_config.precision, model, device)
-    carried = CarriedState()
+    carried = charlm.new_carried(train_config, model.rnn, device)
     val = words.splits["val"]
     val = val[: train_config.eval_chars] if train_config.eval_chars else val
 
