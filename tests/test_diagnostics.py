@@ -198,6 +198,22 @@ def test_recording_leaves_the_outputs_and_the_backends_as_they_were():
     torch.testing.assert_close(again, plain)
 
 
+
+def test_recording_and_internals_together_return_both():
+    # The cell's per-step internals and the recorder share the per-step loop.
+    torch.manual_seed(4)
+    stack = rnnkit.LSTM(3, 4, num_layers=2, batch_first=True)
+    x = torch.randn(2, 5, 3)
+    _, _, plain = stack(x, return_internals=True)
+    with record_states() as record:
+        _, _, internals = stack(x, return_internals=True)
+    assert len(internals) == len(plain) == 2  # one dict per layer
+    for got, want in zip(internals, plain):
+        assert got.keys() == want.keys()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k])
+    assert [len(v) for v in record.steps.values()] == [5, 5]
+
 def test_trace_keeps_a_point_per_evaluation_and_plots(tmp_path):
     torch.manual_seed(4)
     model = rnnkit.LSTM(2, 4, batch_first=True)

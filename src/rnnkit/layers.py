@@ -417,8 +417,8 @@ class Recurrent(nn.Module):
         for t, xp_t in enumerate(xp.unbind(0)):
             new = cell.recur(xp_t, state, return_internals=return_internals)
             if return_internals:
-                new, record = new
-                records.append(record)
+                new, step_internals = new
+                records.append(step_internals)
             h = cell.output(new)
             if record is not None:  # the tensor the next step reads: dL/dh_t is total
                 record.add(self, h, None if lengths is None else valid[t].to(x.device))
