@@ -295,3 +295,27 @@ def test_synthetic_gradients_need_equal_k1_and_k2_and_train_inside_truncated_bpt
     result = truncated_bptt(model, x, y, loss_fn, opt, k1=4, synthetic=sg)
     assert len(result.losses) == 3 and sg.last_loss is not None
     assert any(p.abs().sum() > 0 for p in sg.net[-1].parameters())  # M has moved off zero
+
+
+def test_m_learns_the_same_way_whatever_the_scale_of_the_gradients():
+    """M fits its targets in units of their running RMS: targets 1e-4 times smaller
+    give predictions exactly 1e-4 times smaller (fitted raw, Adam's steps of about `lr`
+    per weight would not shrink with them), and the scale resumes with M."""
+    from rnnkit.tbptt import SyntheticGradients
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 8), torch.randn(6, 8)
+    big, small = SyntheticGradients(8, lr=1e-2), SyntheticGradients(8, lr=1e-2)
+    for _ in range(30):
+        for sg, target in ((big, y), (small, 1e-4 * y)):
+            sg.pending = [(x, target)]
+            sg.learn()
+    torch.testing.assert_close(small(x), 1e-4 * big(x))
+    assert big.last_loss < 0.9  # it learned (the loss starts at about 1 in RMS units)
+    assert big(x).abs().mean() > 0.1  # and predicts at the targets' scale, not 1e-4
+    torch.testing.assert_close(big.target_ms, y.pow(2).mean(), rtol=0.2, atol=0)
+    again = SyntheticGradients(8, lr=1e-2)
+    again.load_training_state(big.training_state(), "cpu")
+    torch.testing.assert_close(again(x), big(x))
+    with pytest.raises(ValueError, match="Argument `target_decay`"):
+        SyntheticGradients(8, target_decay=1.0)

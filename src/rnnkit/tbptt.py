@@ -110,21 +110,42 @@ class SyntheticGradients(nn.Module):
     own Adam (`lr`) on the bootstrapped targets that :class:`CarriedState` and
     :func:`truncated_bptt` hand it.
 
+    M learns its targets divided by their running root mean square and multiplies its
+    output back by it (the scale starts at the first targets' and follows an average
+    with weight `target_decay`). A loss averaged over a batch of windows has gradients
+    dL/dh of about 1e-4 per number, and Adam moves every weight by about `lr` per step
+    whatever the target's size: fitted raw, a linear M over a thousand state numbers
+    overshoots such targets ten-thousandfold within a few steps, and the injected
+    gradient then swamps the window's own. Normalised, M's steps are the same whatever
+    the loss's scale.
+
     Args:
         state_size: numbers of one sequence's state (e.g. layers x H, twice for an LSTM).
         hidden_size: 0 for a linear M.
         lr: M's learning rate.
         scale: the factor on the predicted gradient where it is injected (M still learns
             the unscaled target); below 1 a noisy M disturbs the model less.
+        target_decay: the weight of the past in the running mean square of the targets.
     """
 
     def __init__(
-        self, state_size: int, *, hidden_size: int = 0, lr: float = 1e-3, scale: float = 1.0
+        self,
+        state_size: int,
+        *,
+        hidden_size: int = 0,
+        lr: float = 1e-4,
+        scale: float = 1.0,
+        target_decay: float = 0.99,
     ) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"Argument `scale` must be positive, got {scale!r}.")
+        if not 0 <= target_decay < 1:
+            raise ValueError(f"Argument `target_decay` must be in [0, 1), got {target_decay!r}.")
         self.scale = float(scale)
+        self.target_decay = float(target_decay)
+        # the targets' running mean square; 0 until the first non-zero targets arrive
+        self.register_buffer("target_ms", torch.zeros(()))
         for name, v, least in (("state_size", state_size, 1), ("hidden_size", hidden_size, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < least:
                 raise ValueError(f"Argument `{name}` must be an integer >= {least}, got {v!r}.")
@@ -141,7 +162,7 @@ class SyntheticGradients(nn.Module):
         self.net = nn.Sequential(*layers, last)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         self.pending: list[tuple[Tensor, Tensor]] = []  # (state, target) rows to learn
-        self.last_loss: float | None = None  # M's regression loss at its last update
+        self.last_loss: float | None = None  # M's last regression loss, in units of the RMS
 
     @property
     def dtype(self) -> torch.dtype:
@@ -151,7 +172,12 @@ class SyntheticGradients(nn.Module):
         """The predicted gradient, in the state's own shapes (no graph to the state; M
         computes in its own dtype, e.g. float32 under a bfloat16 autocast)."""
         flat = flatten_state(detach_state(state)).to(self.dtype)
-        return unflatten_state(self.net(flat), state)
+        return unflatten_state(self.net(flat) * self.target_rms(), state)
+
+    def target_rms(self) -> Tensor:
+        """The scale of M's output: the targets' running RMS (1 before any target)."""
+        ms = self.target_ms.to(self.dtype)
+        return torch.where(ms > 0, ms, torch.ones_like(ms)).sqrt()
 
     def inject(self, loss: Tensor, end: State, last: bool) -> Tensor:
         """`loss` plus <end, M(end)> (M(end) constant), so that backward gives the window's
@@ -186,8 +212,12 @@ class SyntheticGradients(nn.Module):
         x = torch.cat([p[0] for p in self.pending]).to(self.dtype)
         y = torch.cat([p[1] for p in self.pending]).to(self.dtype)
         self.pending = []
+        ms = y.float().pow(2).mean()
+        if ms > 0:  # a batch of end-of-sequence zeros says nothing of the scale
+            d = self.target_decay if self.target_ms > 0 else 0.0
+            self.target_ms.mul_(d).add_((1 - d) * ms.to(self.target_ms.device))
         with torch.enable_grad():
-            loss = F.mse_loss(self.net(x), y)
+            loss = F.mse_loss(self.net(x), y / self.target_rms())  # in units of the RMS
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         self.optimizer.step()
@@ -203,7 +233,9 @@ class SyntheticGradients(nn.Module):
         }
 
     def load_training_state(self, d: dict[str, Any], device: torch.device | str) -> None:
-        self.load_state_dict(d["weights"])
+        weights = dict(d["weights"])
+        weights.setdefault("target_ms", torch.zeros(()))  # saved before M normalised
+        self.load_state_dict(weights)
         self.to(device)
         self.optimizer.load_state_dict(d["optimizer"])
         self.pending = [(a.to(device), b.to(device)) for a, b in d["pending"]]

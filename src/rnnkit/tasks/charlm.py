@@ -135,8 +135,8 @@ class TrainConfig:
     # a learned dL_future/dh injected at each window's end (decoupled neural interfaces,
     # rnnkit.tbptt.SyntheticGradients): the gradient truncation cuts, predicted
     synthetic_gradients: bool = False
-    synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
-    synthetic_scale: float = 1.0  # the factor on the synthetic gradient where it is added
+    synthetic_lr: float = 1e-4  # the synthetic-gradient module's own Adam rate
+    synthetic_scale: float = 0.1  # the factor on the synthetic gradient where it is added
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -117,8 +117,8 @@ class TrainConfig:
     clip_norm: float = 1.0  # the gradient norm is clipped to this; 0: no clipping
     truncation: int = 0  # 0: BPTT over the whole sequence; k: windows of k steps
     synthetic_gradients: bool = False  # at each window's end, a learned dL_future/dh (DNI)
-    synthetic_lr: float = 1e-3  # the synthetic-gradient module's own Adam rate
-    synthetic_scale: float = 1.0  # the factor on the synthetic gradient where it is added
+    synthetic_lr: float = 1e-4  # the synthetic-gradient module's own Adam rate
+    synthetic_scale: float = 0.1  # the factor on the synthetic gradient where it is added
     eval_every: int = 100  # updates between validations (and checkpoints)
     seed: int = 1234  # initialisation and training sequences
     device: Literal["auto", "cpu", "cuda"] = "auto"
