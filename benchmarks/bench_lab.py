@@ -11,6 +11,9 @@ whether it diverged), with the machine's description above it, and the plot goes
 
 ``--why RUN [RUN ...] --out PNG`` draws, for finished lab runs (of one problem, from
 any comparisons), the gradient norms over t at the start and the end of training.
+``--curves LAB [LAB ...] --out PNG`` draws the learning curves of several finished
+comparisons of one problem and T (e.g. one with synthetic gradients off, one on) in one
+plot, as ``curves.png`` draws one comparison's.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ def main() -> None:
     parser.add_argument("--out", help="keep the lab directory here (curves.png, runs)")
     parser.add_argument("--why", nargs="+", metavar="RUN",
                         help="finished runs: draw their gradient norms to --out")  # fmt: skip
+    parser.add_argument("--curves", nargs="+", metavar="LAB",
+                        help="finished comparisons: their curves together to --out")  # fmt: skip
     args = parser.parse_args()
+    if args.curves:
+        path = lab.plot_labs(Path(args.out or "curves.png"), [Path(d) for d in args.curves])
+        print(f"wrote {path}")
+        return
     if args.why:
         path = lab.plot_gradients(Path(args.out or "gradients.png"),
                                   [lab.run_entry(r) for r in args.why])  # fmt: skip

@@ -198,7 +198,6 @@ def test_recording_leaves_the_outputs_and_the_backends_as_they_were():
     torch.testing.assert_close(again, plain)
 
 
-
 def test_recording_and_internals_together_return_both():
     # The cell's per-step internals and the recorder share the per-step loop.
     torch.manual_seed(4)
@@ -213,6 +212,7 @@ def test_recording_and_internals_together_return_both():
         for k in want:
             torch.testing.assert_close(got[k], want[k])
     assert [len(v) for v in record.steps.values()] == [5, 5]
+
 
 def test_trace_keeps_a_point_per_evaluation_and_plots(tmp_path):
     torch.manual_seed(4)

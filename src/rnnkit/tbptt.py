@@ -114,10 +114,9 @@ class SyntheticGradients(nn.Module):
     output back by it (the scale starts at the first targets' and follows an average
     with weight `target_decay`). A loss averaged over a batch of windows has gradients
     dL/dh of about 1e-4 per number, and Adam moves every weight by about `lr` per step
-    whatever the target's size: fitted raw, a linear M over a thousand state numbers
-    overshoots such targets ten-thousandfold within a few steps, and the injected
-    gradient then swamps the window's own. Normalised, M's steps are the same whatever
-    the loss's scale.
+    whatever the target's size: fitted raw, M's predictions swamped the windows' own
+    gradients (the character model's gradient norm went from 0.5 to 186 in 40 updates).
+    Normalised, M's steps are the same whatever the loss's scale.
 
     Args:
         state_size: numbers of one sequence's state (e.g. layers x H, twice for an LSTM).

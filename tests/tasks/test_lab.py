@@ -139,6 +139,10 @@ def test_the_command_compares_configurations_and_refuses_bad_input(tmp_path, cap
     results = json.loads((out / "results.json").read_text())
     assert sorted(results["runs"]) == sorted(names)
     assert results["baseline"]["loss"] == pytest.approx(1 / 6)
+    merged = lab.plot_labs(tmp_path / "merged.png", [out])  # bench_lab.py --curves
+    assert merged.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="Argument `labs`: .* holds no finished comparison"):
+        lab.plot_labs(tmp_path / "x.png", [out, tmp_path])
     assert main(args) == 0  # finished runs are kept, not trained again
     assert capsys.readouterr().out.count("finished before, kept") == 4
     cases = [

@@ -630,6 +630,28 @@ def plot_gradients(path: Path, entries: Sequence[tuple[Path, LabConfig, TrainCon
     return save_figure(fig, path)
 
 
+def plot_labs(path: Path, labs: Sequence[Path]) -> Path:
+    """The learning curves of several finished comparisons (their ``results.json``) in
+    one plot; they must share the problem and T (and so the baseline)."""
+    results: dict[str, dict] = {}
+    kinds, base = set(), {}
+    for lab_dir in labs:
+        file = Path(lab_dir) / "results.json"
+        if not file.is_file():
+            raise ValueError(f"Argument `labs`: {str(lab_dir)!r} holds no finished comparison "
+                             "(no results.json)")  # fmt: skip
+        saved = json.loads(file.read_text(encoding="utf-8"))
+        base = saved["baseline"]
+        for name, r in saved["runs"].items():
+            config = run_entry(Path(lab_dir) / name)[1]
+            kinds.add((config.problem, config.T))
+            results[name] = r
+    if len(kinds) != 1:
+        raise ValueError(f"Argument `labs`: they mix problems or lengths: {sorted(kinds)}")
+    problem, T = kinds.pop()
+    return plot_curves(path, Comparison(problem=problem, T=T), results, base)
+
+
 def plot_curves(path: Path, comparison: Comparison, results: dict[str, dict],
                 base: dict[str, float]) -> Path:  # fmt: skip
     import matplotlib
