@@ -214,7 +214,7 @@ class SyntheticGradients(nn.Module):
         ms = y.float().pow(2).mean()
         if ms > 0:  # a batch of end-of-sequence zeros says nothing of the scale
             d = self.target_decay if self.target_ms > 0 else 0.0
-            self.target_ms.mul_(d).add_((1 - d) * ms.to(self.target_ms.device))
+            self.target_ms.mul_(d).add_((1 - d) * ms)
         with torch.enable_grad():
             loss = F.mse_loss(self.net(x), y / self.target_rms())  # in units of the RMS
             self.optimizer.zero_grad(set_to_none=True)
