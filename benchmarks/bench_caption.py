@@ -13,6 +13,12 @@ sees the image (what the captions' statistics alone give).
         --only cnn blind
     python benchmarks/bench_caption.py quality --data tuxpaint --minutes 5 \\
         --only pretrained cnn
+    python benchmarks/bench_caption.py quality --data emoji --epochs 150 \\
+        --set dropout=0.5 --only pretrained --scst-epochs 30
+
+With ``--scst-epochs`` each variant is then trained further by self-critical sequence
+training (its own sampled captions rewarded by CIDEr-D) from its best weights, a second
+row.
 
 ``speed``: a trained run captions the first `--n` test images with a beam of 3, in
 batches of 64 and one image at a time (the same model, the same process), in captions
@@ -76,24 +82,36 @@ def quality(args: argparse.Namespace) -> None:
         )
         train_config = TrainConfig(**{**training, **budget, "beam": 3, "progress": False})
         with tempfile.TemporaryDirectory(prefix="bench-caption-") as tmp:
-            _, results = caption.train(
-                Path(tmp) / name, config, train_config, data=args.data, log=lambda m: None
-            )
+            run = Path(tmp) / name
+            _, results = caption.train(run, config, train_config, data=args.data,
+                                       log=lambda m: None)  # fmt: skip
+            row(name, what, results)
+            if args.scst_epochs:  # then self-critical training from its best weights
+                scst = TrainConfig(**{**training, "epochs": args.scst_epochs, "lr": args.scst_lr,
+                                      "objective": "cider", "init_from": str(run), "beam": 3,
+                                      "progress": False})  # fmt: skip
+                _, results = caption.train(Path(tmp) / f"{name}+scst", None, scst,
+                                           data=args.data, log=lambda m: None)  # fmt: skip
+                row(f"{name} + scst", f"then {args.scst_epochs:g} epochs of self-critical "
+                    f"CIDEr-D training, lr {args.scst_lr:g}", results)  # fmt: skip
             if args.keep:
                 import shutil
 
-                shutil.copytree(Path(tmp) / name, Path(args.keep) / name, dirs_exist_ok=True)
-        test = results["test"]
-        g, m, nn = test["greedy"], test["beam3"], test["nearest_neighbour"]
-        print(
-            f"| {name} | {what} | {results['train']['steps']:,} "
-            f"({results['train']['best_step']:,}) | "
-            f"{g['bleu4']:.1f} / {g['cider']:.1f} / {g['exact']:.1f} | {m['bleu4']:.1f} / "
-            f"{m['cider']:.1f} / {m['rouge_l']:.1f} / {m['exact']:.1f} | "
-            f"{nn['bleu4']:.1f} / {nn['cider']:.1f} / {nn['exact']:.1f} | "
-            f"{results['train']['minutes']:.1f} |",
-            flush=True,
-        )
+                shutil.copytree(Path(tmp), Path(args.keep), dirs_exist_ok=True)
+
+
+def row(name: str, what: str, results: dict) -> None:
+    test = results["test"]
+    g, m, nn = test["greedy"], test["beam3"], test["nearest_neighbour"]
+    print(
+        f"| {name} | {what} | {results['train']['steps']:,} "
+        f"({results['train']['best_step']:,}) | "
+        f"{g['bleu4']:.1f} / {g['cider']:.1f} / {g['exact']:.1f} | {m['bleu4']:.1f} / "
+        f"{m['cider']:.1f} / {m['rouge_l']:.1f} / {m['exact']:.1f} | "
+        f"{nn['bleu4']:.1f} / {nn['cider']:.1f} / {nn['exact']:.1f} | "
+        f"{results['train']['minutes']:.1f} |",
+        flush=True,
+    )
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -140,6 +158,10 @@ def main() -> None:
                    help="training settings of every variant, e.g. select=loss")  # fmt: skip
     p.add_argument("--only", nargs="+", help=f"these variants only: {', '.join(VARIANTS)}")
     p.add_argument("--keep", help="copy each run directory here (captions.html, results.json)")
+    p.add_argument("--scst-epochs", type=float, default=0.0,
+                   help="after each variant, this many epochs of self-critical training "
+                        "(objective cider) from its best weights, a row of its own")  # fmt: skip
+    p.add_argument("--scst-lr", type=float, default=1e-4, help="its learning rate")
     p.set_defaults(func=quality)
     p = sub.add_parser("speed", help="captions per second, batched against one at a time")
     p.add_argument("run")
