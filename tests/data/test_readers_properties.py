@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rnnkit.data.corpora import Vocab, load_text
@@ -40,6 +40,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 @SETTINGS
 @given(data=RAW)
+@example(data=b"\n\xef\xbb\xbf\t\x01")  # a byte-order mark opening the second line
 def test_tsv_conll_and_text_readers_answer_or_refuse_by_name(tmp_path, data):
     path = write(tmp_path, "f.txt", data)
     for read in (read_tsv, read_conll, load_text):

@@ -57,7 +57,18 @@ def _lines(path: PathLike) -> list[str]:
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty")
     text = load_text(path)  # refuses binary and non-UTF-8 files by offset
-    return text.removeprefix("\ufeff").splitlines()  # a byte-order mark is not a label
+    # a byte-order mark is not a label: at the start of the file, or of any line (files
+    # joined with `cat` keep each one's mark)
+    return [line.removeprefix("\ufeff") for line in text.splitlines()]
+
+
+# white space and the byte-order mark (a zero-width no-break space that str.strip keeps)
+_BLANKS = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\ufeff"
+
+
+def _trim(field: str) -> str:
+    """A field without the blanks around it, byte-order marks counted as blanks."""
+    return field.strip(_BLANKS)
 
 
 LOOKS_CONLL = (
@@ -124,15 +135,13 @@ def read_tsv(path: PathLike, *, with_lines: bool = False) -> list[tuple]:
                 f"{path}:{n}: {len(fields)} tab-separated fields, expected 2 "
                 f"('label<TAB>text'; a tab inside the text must be a space): {line[:80]!r}"
             )
-        label, text = fields if len(fields) == 2 else (fields[0], "")
-        if len(fields) < 2 or not label.strip() or not text.strip():
+        label, text = (_trim(f) for f in fields) if len(fields) == 2 else (fields[0], "")
+        if len(fields) < 2 or not label or not text:
             raise ValueError(
                 f"{path}:{n}: expected 'label<TAB>text', got {line[:80]!r}"
                 + (" (no tab)" if len(fields) < 2 else "")
             )
-        examples.append(
-            (label.strip(), text.strip(), n) if with_lines else (label.strip(), text.strip())
-        )
+        examples.append((label, text, n) if with_lines else (label, text))
     if not examples:
         raise ValueError(f"{path} holds no examples (only blank lines)")
     return examples
