@@ -311,6 +311,46 @@ def test_beam_search_results_are_sorted_and_a_narrow_beam_can_miss():
         beam_search(bigram_step, torch.tensor([0]), torch.zeros(1), 3, alpha=-1)
 
 
+def test_an_ensemble_decodes_with_the_mean_of_its_models_probabilities():
+    a, b = trigram_table(seed=1), trigram_table(seed=2)
+    mean = (a + b) / 2  # trigram models of one context: the mixture is the mean table's model
+    step = decoding.ensemble([trigram_step(a), trigram_step(b)])
+    ids, before = torch.tensor([1, 2]), torch.tensor([0, 2])
+    scores, state = step(ids, (before, before))
+    torch.testing.assert_close(scores, mean[before, ids].log())
+    assert isinstance(state, tuple) and len(state) == 2
+    # a full-width beam ranks every sequence as brute force over the mean table does
+    T = 4
+    found = beam_search(step, torch.tensor([1]), (torch.tensor([0]), torch.tensor([0])), T,
+                        k=200, end=3, beam_size=3**T)[0]  # fmt: skip
+    expected = {(tuple(t), f): lp for t, lp, _, f in brute_force(mean, 0, 1, 3, T, 0.0)}
+    assert len(found) == len(expected)  # every sequence, each with its log P (near ties
+    for h in found:  # may swap places in the ranking: the two sum in other orders)
+        assert h.log_prob == pytest.approx(expected[tuple(h.tokens), h.finished], abs=1e-9)
+    assert all(x.score >= y.score for x, y in zip(found, found[1:]))
+    # greedy and sampling over it are those of the mean model, draw for draw
+    starts, befores = torch.tensor([0, 1, 2, 0]), torch.tensor([3, 0, 2, 1])
+    alone = greedy(trigram_step(mean), starts, befores, 6, end=3)
+    together = greedy(step, starts, (befores, befores), 6, end=3)
+    assert torch.equal(alone.tokens, together.tokens)
+    drawn = [sample(f, starts, s, 6, end=3, seed=5).tokens for f, s in
+             [(trigram_step(mean), befores), (step, (befores, befores))]]  # fmt: skip
+    assert torch.equal(*drawn)
+    # one model alone: its own log-probabilities; a state of None reaches each model so
+    seen = []
+
+    def counting(ids, state):
+        seen.append(state)
+        return torch.zeros(len(ids), 4), 1
+
+    scores, state = decoding.ensemble([bigram_step])(torch.tensor([0]), torch.tensor([0]))
+    torch.testing.assert_close(scores, BIGRAM[[0]].log())
+    assert decoding.ensemble([counting, counting])(torch.tensor([0]), None)[1] == (1, 1)
+    assert seen == [None, None]
+    with pytest.raises(ValueError, match="`steps`"):
+        decoding.ensemble([])
+
+
 # -- completion -----------------------------------------------------------------------------
 
 # Characters " ", "a", "e", "h", "t" (ids 0-4) and a bigram model P(next | previous):

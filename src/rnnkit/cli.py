@@ -524,6 +524,7 @@ def _cmd_caption(args: argparse.Namespace) -> int:
             "image captioner (rnnkit train caption)"
         )
     decoding.check_count("num", args.num, 1)
+    model = _with_ensemble(model, args)
     images = caption.read_images(model, args.images)
     for path, image in zip(args.images, images):
         if args.num == 1 and args.temperature == 0:
@@ -631,6 +632,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_ensemble(model: Any, args: argparse.Namespace) -> Any:
+    """The captioner `model`, or with --ensemble RUN ... an ensemble of it and those."""
+    if not args.ensemble:
+        return model
+    from .tasks import caption
+
+    others = [caption.load(run, device=_device(args.device)) for run in args.ensemble]
+    names = [str(args.checkpoint), *map(str, args.ensemble)]
+    return caption.Ensemble([model, *others], names=names)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     model = tasks.load(args.checkpoint, device=_device(args.device))
     kind = getattr(model, "meta", {}).get("kind")
@@ -657,7 +669,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             )
         print(
             tasks.module(kind).eval_report(
-                model,
+                _with_ensemble(model, args),
                 data=args.data,
                 images=args.images,
                 captions=args.captions,
@@ -670,6 +682,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.images is not None or args.captions is not None or args.page is not None:
         raise ValueError("--images, --captions and --page are for image captioners")
+    if args.ensemble:
+        raise ValueError(f"--ensemble is for image captioners; {args.checkpoint} is a {kind}")
     if kind == "pixels":
         if args.text is not None or args.corpus is not None or args.test is not None:
             raise ValueError("a pixel model is evaluated on its own test images or --data NAME")
@@ -1162,6 +1176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
     p.add_argument("--length-penalty", type=float, default=0.0, help="beam search's alpha")
+    p.add_argument(
+        "--ensemble", nargs="+", metavar="RUN",
+        help="more runs on the same data writing with this one as one, the mean of their "
+        "next-word probabilities (after the images)",
+    )  # fmt: skip
     p.add_argument("--num", type=int, default=1, help="sampled captions per image")
     p.add_argument("--temperature", type=float, default=0.0, help="> 0: sample (default 0)")
     p.add_argument("--top-k", type=int)
@@ -1241,6 +1260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--page", help="caption: the HTML page of test images (default RUN/captions.html)"
     )
+    p.add_argument(
+        "--ensemble", nargs="+", metavar="RUN",
+        help="caption: more runs on the same data, writing with this one as one (the mean of "
+        "their next-word probabilities)",
+    )  # fmt: skip
     p.add_argument(
         "--attention", type=int, metavar="N",
         help="seq2seq: draw the attention of the N-th scored source (default 1)",

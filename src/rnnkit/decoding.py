@@ -292,6 +292,36 @@ def sample(
     return Sequences(tokens, lengths)
 
 
+def ensemble(steps: Collection[Step]) -> Step:
+    """Several models decoding as one: a step function whose scores (N, V) are the log of
+    the mean of the models' next-token probabilities, and whose state is the tuple of
+    their states (None before the first step: each model gets None).
+
+    The models must share one vocabulary; each reads the same previous ids. Averaging
+    probabilities (a mixture, as fairseq's ensembles do) rather than log-probabilities
+    (a product, OpenNMT's) lets no one model veto a token the others are sure of. The
+    scores are normalised log-probabilities, so temperature, top-k/p and beam search act
+    on the mixture as on one model's logits; :func:`select_state` follows the tuple.
+    """
+    steps = list(steps)
+    if not steps or not all(callable(s) for s in steps):
+        raise ValueError(f"Argument `steps` must be one or more step functions, got {steps!r}")
+    log_m = math.log(len(steps))
+
+    def step(ids: Any, state: State) -> tuple[Tensor, State]:
+        states = (None,) * len(steps) if state is None else state
+        outs = [f(ids, s) for f, s in zip(steps, states, strict=True)]
+        log_probs = []
+        for scores, _ in outs:
+            scores = torch.as_tensor(scores)  # (N, V)
+            dtype = torch.promote_types(scores.dtype, torch.float32)
+            log_probs.append(scores.log_softmax(-1, dtype=dtype))
+        mixed = torch.stack(log_probs).logsumexp(0) - log_m  # (N, V)
+        return mixed, tuple(new for _, new in outs)
+
+    return step
+
+
 # -- beam search ---------------------------------------------------------------------------
 
 
@@ -511,6 +541,7 @@ __all__ = [
     "complete",
     "decode",
     "draw",
+    "ensemble",
     "filter_logits",
     "greedy",
     "length_penalty",

@@ -187,6 +187,48 @@ def test_a_beam_of_width_one_is_greedy_and_padding_never_changes_a_caption():
         torch.testing.assert_close(model(one)[0][0], logits[i, :n], rtol=1e-5, atol=1e-6)
 
 
+def test_an_ensemble_writes_with_the_mean_of_its_models_probabilities():
+    a, b = tiny_model(seed=0, attention=True), tiny_model(seed=1, inject="init", cell="gru")
+    split = toy_split(6, seed=5)
+    alone = caption.Ensemble([a])
+    fmaps_a = a.features(split.images)
+    assert alone.caption_ids(alone.features(split.images), max_length=8) == a.caption_ids(
+        fmaps_a, max_length=8
+    )
+    both = caption.Ensemble([a, b])
+    fmaps = both.features(split.images)  # each model's own CNN reads the images
+    assert len(fmaps) == 2 and fmaps[0].shape[1] == fmaps[1].shape[1]
+    said = both.caption_ids(fmaps, max_length=8)
+    with torch.no_grad():  # by hand, one image at a time: the argmax of the mean
+        for i in range(len(split)):
+            (ids, sa), (_, sb) = a.start(fmaps[0][i : i + 1]), b.start(fmaps[1][i : i + 1])
+            words = []
+            for _ in range(9):
+                la, sa = a.step(ids, sa)
+                lb, sb = b.step(ids, sb)
+                ids = ((la.softmax(-1) + lb.softmax(-1)) / 2).argmax(-1)
+                if int(ids) == END_ID:
+                    break
+                words.append(int(ids))
+            assert said[i] == words
+    assert both.caption_ids(fmaps, beam=1, max_length=8) == said
+    batched = both.caption_ids(fmaps, beam=3, max_length=8)
+    assert batched == [both.caption_ids([f[i : i + 1] for f in fmaps], beam=3, max_length=8)[0]
+                       for i in range(len(split))]  # fmt: skip
+    assert both.caption(split.images, beam=3) == [
+        " ".join(a.vocab.tokens[k] for k in row) for row in both.caption_ids(fmaps, beam=3)
+    ]
+    # models of other words or other pictures are refused, naming the one
+    other = Captioner(a.config, build_vocab([[*WORDS, "purple"]], 1), (16, 16, 3))
+    with pytest.raises(ValueError, match="runs/b has a vocabulary of 15 words"):
+        caption.Ensemble([a, other], names=["runs/a", "runs/b"])
+    bigger = Captioner(a.config, a.vocab, (32, 32, 3))
+    with pytest.raises(ValueError, match=r"model 1 reads images of \(32, 32, 3\)"):
+        caption.Ensemble([a, bigger])
+    with pytest.raises(ValueError, match="`fmaps`"):
+        both.caption_ids(fmaps[:1])
+
+
 def test_caption_scores_are_pycocoevalcaps_on_words_without_punctuation():
     hyps = ["A red kangaroo.", "a small blue car"]
     refs = [["A red kangaroo!", "a kangaroo"], ["A big blue car.", "the blue car"]]
@@ -426,6 +468,27 @@ def test_the_commands_train_caption_evaluate_and_refuse_bad_input(trained, tmp_p
     assert code == 2 and "999999" in err and err.count("\n") == 1
 
 
+def test_the_commands_caption_and_evaluate_with_an_ensemble(trained, tmp_path, capsys):
+    out, images = trained.out, trained.images
+    first = str(images / "00000.png")
+    assert main(["caption", str(out), first, "--beam", "3"]) == 0
+    alone = capsys.readouterr().out
+    # a run beside itself: the mean of two equal distributions is that distribution
+    assert main(["caption", str(out), first, "--beam", "3", "--ensemble", str(out)]) == 0
+    assert capsys.readouterr().out == alone
+    assert main(["eval", str(out), "--ensemble", str(out), str(out),
+                 "--page", str(tmp_path / "page.html")]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "greedy, an ensemble of 3: BLEU-1" in printed and "nearest neighbour" in printed
+    assert "an ensemble of 3" in (tmp_path / "page.html").read_text()
+    lm = tiny_charlm(tmp_path, capsys)  # a member of another kind: one line naming it
+    assert main(["caption", str(out), first, "--ensemble", str(lm)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "charlm" in err
+    assert main(["eval", str(lm), "--ensemble", str(out)]) == 2
+    assert "--ensemble is for image captioners" in capsys.readouterr().err
+
+
 def validation_batch(model: Captioner, images: Path, captions: Path) -> dict:
     """The first PROBE_SIZE validation captions of a run on a COCO file, as training
     batches them."""
@@ -503,7 +566,8 @@ def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypa
     np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
 
 
-def test_a_run_of_another_kind_is_refused_by_caption(tmp_path, capsys):
+def tiny_charlm(tmp_path: Path, capsys) -> Path:
+    """A character model's run of two steps: a run of another kind."""
     text = tmp_path / "t.txt"
     text.write_text("hello world, hello there\n" * 50)
     lm = tmp_path / "lm"
@@ -511,6 +575,11 @@ def test_a_run_of_another_kind_is_refused_by_caption(tmp_path, capsys):
                  "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--sample", "0",
                  "--no-progress"]) == 0  # fmt: skip
     capsys.readouterr()
+    return lm
+
+
+def test_a_run_of_another_kind_is_refused_by_caption(tmp_path, capsys):
+    lm = tiny_charlm(tmp_path, capsys)
     picture = tmp_path / "p.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(picture)
     assert main(["caption", str(lm), str(picture)]) == 2

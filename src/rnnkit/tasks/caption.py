@@ -56,12 +56,13 @@ FILE.json`` in the COCO captions schema.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from html import escape
 from pathlib import Path
@@ -285,7 +286,163 @@ def make_encoder(config: CaptionConfig, channels: int) -> nn.Module:
     raise ValueError(f"Argument `encoder`: no such encoder {config.encoder!r} (resolve auto)")
 
 
-class Captioner(nn.Module):
+class CaptionWriter:
+    """What captioners and ensembles of them share: :meth:`caption`, from images to
+    sentences, over their own :meth:`features` and :meth:`caption_ids`."""
+
+    vocab: WordVocab
+    device: torch.device
+
+    def caption(
+        self,
+        images: np.ndarray | Tensor,
+        *,
+        beam: int = 1,
+        length_penalty: float = 0.0,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+    ) -> list[str]:
+        """A caption for each uint8 image (N, H, W, C) of the size the model was trained
+        on: greedy (beam 1, temperature 0), sampled (temperature > 0, seeded by `seed`)
+        or by beam search."""
+        fmaps = self.features(images)
+        generator = decoding.make_generator(seed, self.device) if temperature > 0 else None
+        ids = self.caption_ids(
+            fmaps, beam=beam, length_penalty=length_penalty, temperature=temperature,
+            top_k=top_k, top_p=top_p, generator=generator, batch_size=batch_size,
+        )  # fmt: skip
+        return [" ".join(self.vocab.tokens[k] for k in row) for row in ids]
+
+
+@torch.inference_mode()
+def write_ids(
+    models: Sequence[Captioner],
+    fmaps: Sequence[Tensor],
+    *,
+    beam: int = 1,
+    length_penalty: float = 0.0,
+    max_length: int | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: Any = None,
+    batch_size: int = 64,
+) -> list[list[int]]:
+    """Word ids (no <start>/<end>) for each image, written by one captioner or by several
+    as one (:func:`rnnkit.decoding.ensemble`: the mean of their next-word probabilities),
+    each model reading its own feature maps of the images (``fmaps[m]``: (N, F, h, w)):
+    greedy, sampled (`temperature` > 0) or by beam search of width `beam`, in batches of
+    `batch_size`. `max_length` (words) defaults to the first model's ``max_caption_len``."""
+    decoding.check_count("beam", beam, 1)
+    decoding.check_count("batch_size", batch_size, 1)
+    decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    if beam > 1 and temperature > 0:
+        raise ValueError("give a beam width or a sampling temperature, not both")
+    max_length = models[0].config.max_caption_len if max_length is None else max_length
+    decoding.check_count("max_length", max_length, 1)
+    if len(fmaps) != len(models) or len({len(f) for f in fmaps}) > 1:
+        raise ValueError(
+            f"Argument `fmaps`: one batch of feature maps per model, each of the same images "
+            f"({len(models)} models, {[len(f) for f in fmaps]} maps)"
+        )
+    step = models[0].step if len(models) == 1 else decoding.ensemble([m.step for m in models])
+    out: list[list[int]] = []
+    with contextlib.ExitStack() as stack:
+        for m in models:
+            stack.enter_context(_evaluating(m))
+        for s in range(0, len(fmaps[0]), batch_size):
+            starts = [m.start(f[s : s + batch_size].to(m.device)) for m, f in zip(models, fmaps)]
+            first = starts[0][0].to(models[0].device)
+            state = starts[0][1] if len(models) == 1 else tuple(st for _, st in starts)
+            if beam > 1:
+                found = decoding.beam_search(
+                    step, first, state, max_length + 1, k=1, beam_size=beam, end=END_ID,
+                    alpha=length_penalty,
+                )  # fmt: skip
+                out += [hyps[0].tokens for hyps in found]
+            else:
+                seqs = decoding.sample(
+                    step, first, state, max_length + 1, temperature=temperature,
+                    top_k=top_k, top_p=top_p, end=END_ID, generator=generator,
+                )  # fmt: skip
+                out += [
+                    [k for k in t[:n].tolist() if k != END_ID]
+                    for t, n in zip(seqs.tokens, seqs.lengths.tolist())
+                ]
+    return out
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """`model` in eval mode inside, back in its own mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class Ensemble(CaptionWriter):
+    """Captioners of one vocabulary (the same data's words) writing as one: at every step
+    the next word's probability is the mean of theirs (:func:`rnnkit.decoding.ensemble`),
+    for greedy, sampled and beam-searched captions alike. Runs of other seeds differ
+    most where one run's guess is a wide one; their mean is the usual remedy
+    (``rnnkit caption RUN IMAGE --ensemble RUN2 RUN3``, ``rnnkit eval RUN --ensemble
+    ...``). Each model reads its own feature maps; models with the same frozen
+    pretrained encoder at the same size share one computation of them."""
+
+    def __init__(self, models: Sequence[Captioner], names: Sequence[str] | None = None):
+        models = list(models)
+        names = [f"model {i}" for i in range(len(models))] if names is None else list(names)
+        if not models or len(names) != len(models):
+            raise ValueError(f"Argument `models`: give one or more captioners, got {len(models)}")
+        lead = models[0]
+        for model, name in zip(models[1:], names[1:]):
+            if model.vocab.tokens != lead.vocab.tokens:
+                raise ValueError(
+                    f"Argument `models`: {name} has a vocabulary of {len(model.vocab):,} words "
+                    f"unlike {names[0]}'s {len(lead.vocab):,} (models of one ensemble are "
+                    f"trained on the same data)"
+                )
+            if model.image_shape != lead.image_shape:
+                raise ValueError(
+                    f"Argument `models`: {name} reads images of {model.image_shape}, "
+                    f"{names[0]} of {lead.image_shape}"
+                )
+        self.models, self.names = models, names
+        self.vocab, self.image_shape = lead.vocab, lead.image_shape
+        self.config, self.meta = lead.config, getattr(lead, "meta", {})
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    @property
+    def device(self) -> torch.device:
+        return self.models[0].device
+
+    def features(self, images: np.ndarray | Tensor, batch_size: int = 16) -> list[Tensor]:
+        """uint8 images (N, H, W, C) -> each model's feature maps (N, F, h, w)."""
+        done: dict[Any, Tensor] = {}
+        out = []
+        for model in self.models:
+            c = model.config
+            key = ("frozen", c.encoder, c.image_size) if model.frozen else id(model)
+            if key not in done:
+                done[key] = model.features(images, batch_size)
+            out.append(done[key])
+        return out
+
+    def caption_ids(self, fmaps: Sequence[Tensor], **kw: Any) -> list[list[int]]:
+        """Word ids for each image, from each model's feature maps (``fmaps[m]``; see
+        :meth:`features`), as :func:`write_ids` writes them."""
+        return write_ids(self.models, fmaps, **kw)
+
+
+class Captioner(CaptionWriter, nn.Module):
     """A CNN and a recurrent decoder, with the options of :class:`CaptionConfig`.
 
     :meth:`forward` is the teacher-forced pass of training (from images, or from the
@@ -514,53 +671,10 @@ class Captioner(nn.Module):
         out, dec, z, _ = self._step(x, dec, memory)
         return self._readout(out, z), (dec, v, memory)
 
-    @torch.inference_mode()
-    def caption_ids(
-        self,
-        fmaps: Tensor,
-        *,
-        beam: int = 1,
-        length_penalty: float = 0.0,
-        max_length: int | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: Any = None,
-        batch_size: int = 64,
-    ) -> list[list[int]]:
+    def caption_ids(self, fmaps: Tensor, **kw: Any) -> list[list[int]]:
         """Word ids (no <start>/<end>) for each feature map (N, F, h, w): greedy, sampled
-        or by beam search of width `beam`, in batches of `batch_size`."""
-        decoding.check_count("beam", beam, 1)
-        decoding.check_count("batch_size", batch_size, 1)
-        decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-        if beam > 1 and temperature > 0:
-            raise ValueError("give a beam width or a sampling temperature, not both")
-        max_length = self.config.max_caption_len if max_length is None else max_length
-        decoding.check_count("max_length", max_length, 1)
-        out: list[list[int]] = []
-        was_training = self.training
-        self.eval()
-        try:
-            for s in range(0, len(fmaps), batch_size):
-                first, state = self.start(fmaps[s : s + batch_size].to(self.device))
-                if beam > 1:
-                    found = decoding.beam_search(
-                        self.step, first, state, max_length + 1, k=1, beam_size=beam,
-                        end=END_ID, alpha=length_penalty,
-                    )  # fmt: skip
-                    out += [hyps[0].tokens for hyps in found]
-                else:
-                    seqs = decoding.sample(
-                        self.step, first, state, max_length + 1, temperature=temperature,
-                        top_k=top_k, top_p=top_p, end=END_ID, generator=generator,
-                    )  # fmt: skip
-                    out += [
-                        [k for k in t[:n].tolist() if k != END_ID]
-                        for t, n in zip(seqs.tokens, seqs.lengths.tolist())
-                    ]
-        finally:
-            self.train(was_training)
-        return out
+        or by beam search (:func:`write_ids`, whose keywords it takes)."""
+        return write_ids([self], [fmaps], **kw)
 
     @torch.inference_mode()
     def features(self, images: np.ndarray | Tensor, batch_size: int = 16) -> Tensor:
@@ -576,29 +690,6 @@ class Captioner(nn.Module):
         finally:
             self.train(was_training)
         return torch.cat(parts) if parts else torch.zeros(0)
-
-    def caption(
-        self,
-        images: np.ndarray | Tensor,
-        *,
-        beam: int = 1,
-        length_penalty: float = 0.0,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        batch_size: int = 64,
-    ) -> list[str]:
-        """A caption for each uint8 image (N, H, W, C) of the size the model was trained
-        on: greedy (beam 1, temperature 0), sampled (temperature > 0, seeded by `seed`)
-        or by beam search."""
-        fmaps = self.features(images)
-        generator = decoding.make_generator(seed, self.device) if temperature > 0 else None
-        ids = self.caption_ids(
-            fmaps, beam=beam, length_penalty=length_penalty, temperature=temperature,
-            top_k=top_k, top_p=top_p, generator=generator, batch_size=batch_size,
-        )  # fmt: skip
-        return [" ".join(self.vocab.tokens[k] for k in row) for row in ids]
 
     @torch.inference_mode()
     def attention(self, fmap: Tensor, words: Sequence[str]) -> np.ndarray:
@@ -796,7 +887,7 @@ def format_scores(m: dict[str, float]) -> str:
 
 
 def score(
-    model: Captioner, split: CaptionSplit, fmaps: Tensor, *, beam: int = 1,
+    model: Captioner | Ensemble, split: CaptionSplit, fmaps: Any, *, beam: int = 1,
     length_penalty: float = 0.0, batch_size: int = 64,
 ) -> dict[str, Any]:  # fmt: skip
     """Caption every image of `split` (feature maps `fmaps`) and score the captions against
@@ -1312,7 +1403,7 @@ def read_images(model: Captioner, paths: Sequence[PathLike]) -> np.ndarray:
 
 
 def eval_report(
-    model: Captioner,
+    model: Captioner | Ensemble,
     *,
     data: str | None = None,
     images: PathLike | None = None,
@@ -1346,15 +1437,25 @@ def eval_report(
         name = f"{data or source.get('captions')} (test)"
     fmaps = model.features(test.images)
     r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty)
+    # the baseline in the (first) model's feature space
+    ensemble = isinstance(model, Ensemble)
+    lead, lead_fmaps = (model.models[0], fmaps[0]) if ensemble else (model, fmaps)
     nn_said = nearest_neighbour_captions(
-        model.pool(model.features(train_split.images)), train_split, model.pool(fmaps)
+        lead.pool(lead.features(train_split.images)), train_split, lead.pool(lead_fmaps)
     )
     baseline = caption_scores(nn_said, test.captions)
     baseline["images"] = float(len(test))
     how = "greedy" if beam == 1 else f"beam {beam}"
+    if ensemble:
+        how += f", an ensemble of {len(model)}"
     lines = [f"{name}, {how}: {format_scores(r['metrics'])}",
              f"{name}, nearest neighbour: {format_scores(baseline)}"]  # fmt: skip
     if page_path is not None:
-        path = page(model, test, fmaps, r["captions"], page_path, baseline=nn_said)
+        if ensemble:  # no one model's attention shows what the mean read
+            title = f"an ensemble of {len(model)} ({describe(lead, lead.device)}, ...)"
+            path = write_page(page_path, test, r["captions"], title=f"{title}: {len(test):,} "
+                              "images", baseline=nn_said)  # fmt: skip
+        else:
+            path = page(model, test, fmaps, r["captions"], page_path, baseline=nn_said)
         lines.append(f"page: {path}")
     return "\n".join(lines)
