@@ -20,6 +20,13 @@ With ``--scst-epochs`` each variant is then trained further by self-critical seq
 training (its own sampled captions rewarded by CIDEr-D) from its best weights, a second
 row.
 
+``ensemble``: trained runs on one built-in set (other seeds, say, kept by ``quality
+--keep``) scored on its test split one by one and as one ensemble (the mean of their
+next-word probabilities), greedy and beam 3, beside the nearest neighbour in the first
+run's feature space.
+
+    python benchmarks/bench_caption.py ensemble runs/emoji-s1 runs/emoji-s2 runs/emoji-s3
+
 ``speed``: a trained run captions the first `--n` test images with a beam of 3, in
 batches of 64 and one image at a time (the same model, the same process), in captions
 per second, and counts the captions that differ between the two ways (0 expected).
@@ -114,6 +121,33 @@ def row(name: str, what: str, results: dict) -> None:
     )
 
 
+def ensemble(args: argparse.Namespace) -> None:
+    models = [caption.load(run) for run in args.runs]
+    together = caption.Ensemble(models, names=args.runs)
+    data = args.data or together.meta["data"].get("data")
+    if data is None:
+        sys.exit("ensemble: give --data NAME (the runs were trained on files)")
+    splits = get(data, "caption").splits()
+    test = splits["test"]
+    fmaps = together.features(test.images)
+    print(f"# {data}: {len(test):,} test images, {len(models)} runs alone and as one")
+    print(json.dumps(environment()))
+    print("| model | greedy BLEU-4 / CIDEr | beam 3 BLEU-4 / CIDEr / ROUGE-L |")
+    print("|---|---|---|")
+    rows = [(run, model, maps) for run, model, maps in zip(args.runs, models, fmaps)]
+    for name, model, maps in [*rows, (f"ensemble of {len(models)}", together, fmaps)]:
+        g = caption.score(model, test, maps)["metrics"]
+        b = caption.score(model, test, maps, beam=3)["metrics"]
+        print(f"| {name} | {g['bleu4']:.1f} / {g['cider']:.1f} | {b['bleu4']:.1f} / "
+              f"{b['cider']:.1f} / {b['rouge_l']:.1f} |", flush=True)  # fmt: skip
+    lead = models[0]
+    said = caption.nearest_neighbour_captions(
+        lead.pool(lead.features(splits["train"].images)), splits["train"], lead.pool(fmaps[0])
+    )
+    nn = caption.caption_scores(said, test.captions)
+    print(f"| nearest neighbour | {nn['bleu4']:.1f} / {nn['cider']:.1f} | - |")
+
+
 def speed(args: argparse.Namespace) -> None:
     model = caption.load(args.run)
     data = args.data or model.meta["data"].get("data")
@@ -163,6 +197,10 @@ def main() -> None:
                         "(objective cider) from its best weights, a row of its own")  # fmt: skip
     p.add_argument("--scst-lr", type=float, default=1e-4, help="its learning rate")
     p.set_defaults(func=quality)
+    p = sub.add_parser("ensemble", help="runs alone and as one ensemble, on the test split")
+    p.add_argument("runs", nargs="+", help="run directories trained on one built-in set")
+    p.add_argument("--data", help="the built-in set (default: the first run's own)")
+    p.set_defaults(func=ensemble)
     p = sub.add_parser("speed", help="captions per second, batched against one at a time")
     p.add_argument("run")
     p.add_argument("--data", help="the built-in set (default: the run's own)")
