@@ -153,3 +153,19 @@ def test_a_save_killed_between_its_renames_is_recovered_not_lost(tmp_path):
     assert not (out / ".latest.old").exists()
     runs.save_latest(_toy_trainer(), out, {"kind": "toy"})
     assert not (out / ".latest.abcd1234.tmp").exists()  # cleaned by the next save
+
+
+def test_evaluations_per_epoch_may_be_a_fraction_and_are_checked_where_set():
+    from rnnkit.tasks.caption import TrainConfig as CaptionRun
+    from rnnkit.tasks.sequences import RunConfig
+
+    assert runs.eval_interval(9, 1) == 9 and runs.eval_interval(313, 2) == 156  # as before
+    assert runs.eval_interval(9, 0.1) == 90  # every ten epochs of 9 batches
+    assert runs.eval_interval(3, 4) == 1  # never fewer than one step apart
+    config = runs.epoch_trainer_config(CaptionRun(epochs=100, evals_per_epoch=0.25), 9)
+    assert config.eval_every == config.checkpoint_every == 36 and config.max_steps == 900
+    for bad in (0, -1, True, "2", float("nan")):
+        with pytest.raises(ValueError, match=f"`evals_per_epoch`.*{bad!r}"):
+            CaptionRun(evals_per_epoch=bad)
+        with pytest.raises(ValueError, match="`evals_per_epoch`"):
+            RunConfig(evals_per_epoch=bad)

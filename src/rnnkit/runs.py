@@ -147,14 +147,31 @@ def save_latest(trainer: Trainer, out: PathLike, meta: Mapping[str, Any]) -> Non
     trainer.write_history(out / "metrics.csv")
 
 
+def check_evals_per_epoch(value: Any) -> None:
+    """`evals_per_epoch` of a run's settings: a positive number (a fraction spaces the
+    evaluations more than an epoch apart)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(
+            f"Argument `evals_per_epoch` must be a positive number (0.1: every ten epochs), "
+            f"got {value!r}"
+        )
+
+
+def eval_interval(steps_per_epoch: int, evals_per_epoch: float) -> int:
+    """Steps between evaluations (and checkpoints): an epoch's steps / `evals_per_epoch`,
+    rounded down, at least 1. A fraction such as 0.1 evaluates every ten epochs: on a
+    set of a few batches an epoch, evaluating after each would take most of the time."""
+    return max(1, int(steps_per_epoch / evals_per_epoch))
+
+
 def epoch_trainer_config(run: Any, steps_per_epoch: int) -> TrainerConfig:
     """The trainer's settings of a task's run settings counted in epochs: `run` has
     ``epochs``, ``evals_per_epoch``, ``lr``, ``schedule``, ``warmup_steps`` (at most a
     tenth of the run), ``min_lr_ratio``, ``clip_norm``, ``progress``, ``device``,
     ``minutes`` and ``nonfinite``; Adam; evaluation and checkpoint `evals_per_epoch`
-    times an epoch."""
+    times an epoch (:func:`eval_interval`)."""
     steps = max(1, int(math.ceil(run.epochs * steps_per_epoch)))
-    every = max(1, steps_per_epoch // run.evals_per_epoch)
+    every = eval_interval(steps_per_epoch, run.evals_per_epoch)
     return TrainerConfig(
         max_steps=steps,
         lr=run.lr,

@@ -199,7 +199,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # the gradient norm is clipped to this
     val_fraction: float = 0.1  # of the images of --captions files held out for validation
     test_fraction: float = 0.1  # ... and for the test
-    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     # also train on every training image mirrored left to right, with the same captions
     # (twice the images for a small set; not for captions that say left or right)
     mirror: bool = False
@@ -226,8 +226,9 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "evals_per_epoch", "beam"):
+        for name in ("batch_size", "beam"):
             _positive(name, getattr(self, name))
+        runs.check_evals_per_epoch(self.evals_per_epoch)
         if self.objective not in OBJECTIVES:
             raise ValueError(
                 f"Argument `objective` must be one of {OBJECTIVES}, got {self.objective!r}"

@@ -171,7 +171,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # the decay ends at lr * min_lr_ratio
     clip_norm: float = 1.0  # the gradient norm is clipped to this
     val_fraction: float = 0.05  # of the training pairs, when no validation set is given
-    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     beam: int = 1  # beam width of the final scores (1: greedy)
     length_penalty: float = 0.6  # beam search's alpha (GNMT's length penalty)
     seed: int = 1234  # initialisation and batch order
@@ -180,8 +180,9 @@ class TrainConfig:
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "evals_per_epoch", "beam"):
+        for name in ("batch_size", "beam"):
             _positive(name, getattr(self, name))
+        runs.check_evals_per_epoch(self.evals_per_epoch)
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if self.minutes is not None and not self.minutes > 0:

@@ -115,7 +115,7 @@ class RunConfig:
     weight_decay: float = 0.0  # on matrices and embeddings, not biases
     clip_norm: float = 5.0  # the gradient norm is clipped to this
     val_fraction: float = 0.1  # of the training data, when no validation file is given
-    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     # numeric inputs read from images (rows as steps, pixels as channels): "translate"
     # shifts every training image by up to 2 pixels each way, zero filled
     augment: Literal["translate"] | None = None
@@ -126,7 +126,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive_int("batch_size", self.batch_size)
-        _positive_int("evals_per_epoch", self.evals_per_epoch)
+        runs.check_evals_per_epoch(self.evals_per_epoch)
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -461,7 +461,7 @@ def eval_batches(examples: Examples, batch_size: int = 256, *, sharded: bool = F
 
 def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
     steps = max(1, int(math.ceil(run.epochs * steps_per_epoch)))
-    every = max(1, steps_per_epoch // run.evals_per_epoch)
+    every = runs.eval_interval(steps_per_epoch, run.evals_per_epoch)
     return TrainerConfig(
         max_steps=steps,
         lr=run.lr,

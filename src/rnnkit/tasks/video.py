@@ -119,15 +119,15 @@ class TrainConfig:
     clip_norm: float = 1.0  # the gradient norm is clipped to this
     val_fraction: float = 0.1  # of a user's clips held out for validation
     test_fraction: float = 0.1  # ... and for the test
-    evals_per_epoch: int = 1  # validations (and checkpoints) per epoch
+    evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     seed: int = 1234  # initialisation and batch order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
     progress: bool = True  # a progress bar with loss and speed
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss: stop there, or skip the batch
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "evals_per_epoch"):
-            _positive_int(name, getattr(self, name))
+        _positive_int("batch_size", self.batch_size)
+        runs.check_evals_per_epoch(self.evals_per_epoch)
         if not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
             raise ValueError(f"Argument `epochs` must be a positive number, got {self.epochs!r}")
         if self.minutes is not None and not self.minutes > 0:
