@@ -42,6 +42,9 @@ frequencies of the training captions) less the mean reward of the image's other 
 and REINFORCE makes the better-than-usual captions likelier: the score the captions are
 judged by becomes what is learnt.
 
+Several runs on the same data write as one (:class:`Ensemble`, ``--ensemble``): at every
+step the next word's probability is the mean of theirs (:func:`rnnkit.decoding.ensemble`).
+
 Captions become lower-cased words (punctuation dropped, as COCO's scorers read them);
 the vocabulary holds ``<pad>``, ``<unk>``, ``<start>``, ``<end>`` and the training
 words. Scores: BLEU-1..4, CIDEr and ROUGE-L by ``pycocoevalcap``'s scorers, against every
