@@ -140,11 +140,8 @@ def ensemble(args: argparse.Namespace) -> None:
         b = caption.score(model, test, maps, beam=3)["metrics"]
         print(f"| {name} | {g['bleu4']:.1f} / {g['cider']:.1f} | {b['bleu4']:.1f} / "
               f"{b['cider']:.1f} / {b['rouge_l']:.1f} |", flush=True)  # fmt: skip
-    lead = models[0]
-    said = caption.nearest_neighbour_captions(
-        lead.pool(lead.features(splits["train"].images)), splits["train"], lead.pool(fmaps[0])
-    )
-    nn = caption.caption_scores(said, test.captions)
+    nn = caption.caption_scores(caption.baseline_captions(together, splits["train"], fmaps),
+                                test.captions)  # fmt: skip
     print(f"| nearest neighbour | {nn['bleu4']:.1f} / {nn['cider']:.1f} | - |")
 
 

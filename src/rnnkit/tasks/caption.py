@@ -419,7 +419,7 @@ class Ensemble(CaptionWriter):
                 )
         self.models, self.names = models, names
         self.vocab, self.image_shape = lead.vocab, lead.image_shape
-        self.config, self.meta = lead.config, getattr(lead, "meta", {})
+        self.meta = getattr(lead, "meta", {})
 
     def __len__(self) -> int:
         return len(self.models)
@@ -921,6 +921,15 @@ def nearest_neighbour_captions(
             chosen[n] = caps[0] if len(caps) == 1 else _consensus(caps)
         out.append(chosen[n])
     return out
+
+
+def baseline_captions(model: Captioner | Ensemble, train: CaptionSplit, fmaps: Any) -> list[str]:
+    """:func:`nearest_neighbour_captions` of the images whose feature maps `fmaps` are
+    (as ``model.features`` gives them), in the model's (an ensemble's first model's)
+    feature space, against the training split `train`."""
+    lead, maps = (model.models[0], fmaps[0]) if isinstance(model, Ensemble) else (model, fmaps)
+    vectors = lead.pool(lead.features(train.images))
+    return nearest_neighbour_captions(vectors, train, lead.pool(maps))
 
 
 def _consensus(captions: Sequence[str]) -> str:
@@ -1441,21 +1450,18 @@ def eval_report(
         name = f"{data or source.get('captions')} (test)"
     fmaps = model.features(test.images)
     r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty)
-    # the baseline in the (first) model's feature space
-    ensemble = isinstance(model, Ensemble)
-    lead, lead_fmaps = (model.models[0], fmaps[0]) if ensemble else (model, fmaps)
-    nn_said = nearest_neighbour_captions(
-        lead.pool(lead.features(train_split.images)), train_split, lead.pool(lead_fmaps)
-    )
+    nn_said = baseline_captions(model, train_split, fmaps)
     baseline = caption_scores(nn_said, test.captions)
     baseline["images"] = float(len(test))
     how = "greedy" if beam == 1 else f"beam {beam}"
+    ensemble = isinstance(model, Ensemble)
     if ensemble:
         how += f", an ensemble of {len(model)}"
     lines = [f"{name}, {how}: {format_scores(r['metrics'])}",
              f"{name}, nearest neighbour: {format_scores(baseline)}"]  # fmt: skip
     if page_path is not None:
         if ensemble:  # no one model's attention shows what the mean read
+            lead = model.models[0]
             title = f"an ensemble of {len(model)} ({describe(lead, lead.device)}, ...)"
             path = write_page(page_path, test, r["captions"], title=f"{title}: {len(test):,} "
                               "images", baseline=nn_said)  # fmt: skip
