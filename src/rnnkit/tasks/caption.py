@@ -909,18 +909,17 @@ def nearest_neighbour_captions(
     """The baseline of Devlin et al. (2015): each image gets a caption of the training
     image nearest to it in the encoder's feature space (cosine similarity of the pooled
     feature maps, :meth:`Captioner.pool`: (N, F') and (M, F')); of that image's captions,
-    the one most like its others (the highest CIDEr against them), or its only one."""
+    the one most like its others (the highest CIDEr-D against them, with the n-gram
+    frequencies of all the training captions: :meth:`CiderReward.consensus`), or its
+    only one."""
     a = F.normalize(train_vectors.float(), dim=1)  # (N, F')
     b = F.normalize(vectors.float(), dim=1)  # (M, F')
     nearest = (b @ a.T).argmax(1).tolist()
-    chosen: dict[int, str] = {}
-    out = []
-    for n in nearest:
-        if n not in chosen:
-            caps = train.captions[n]
-            chosen[n] = caps[0] if len(caps) == 1 else _consensus(caps)
-        out.append(chosen[n])
-    return out
+    several = any(len(train.captions[n]) > 1 for n in nearest)
+    reward = CiderReward(train.captions) if several else None
+    return [
+        train.captions[n][reward.consensus(n) if reward is not None else 0] for n in nearest
+    ]
 
 
 def baseline_captions(model: Captioner | Ensemble, train: CaptionSplit, fmaps: Any) -> list[str]:
@@ -930,17 +929,6 @@ def baseline_captions(model: Captioner | Ensemble, train: CaptionSplit, fmaps: A
     lead, maps = (model.models[0], fmaps[0]) if isinstance(model, Ensemble) else (model, fmaps)
     vectors = lead.pool(lead.features(train.images))
     return nearest_neighbour_captions(vectors, train, lead.pool(maps))
-
-
-def _consensus(captions: Sequence[str]) -> str:
-    """The caption with the highest CIDEr against the others of its image."""
-    best, best_score = captions[0], -math.inf
-    for i, c in enumerate(captions):
-        others = [o for j, o in enumerate(captions) if j != i]
-        s = caption_scores([c], [others])["cider"]
-        if s > best_score:
-            best, best_score = c, s
-    return best
 
 
 class CiderReward:
@@ -979,22 +967,35 @@ class CiderReward:
             norm[len(gram) - 1] += w * w
         return vec, np.sqrt(norm), sum(tf for g, tf in counts.items() if len(g) == 2)
 
+    def _similarity(self, vector: tuple, references: Sequence[tuple]) -> float:
+        """CIDEr-D (pycocoevalcap's scale) of one :meth:`_vector` against others."""
+        vec, norm, length = vector
+        total = np.zeros(self.n)
+        for ref_vec, ref_norm, ref_length in references:
+            for k in range(self.n):
+                val = sum(min(w, ref_vec[k].get(g, 0.0)) * ref_vec[k].get(g, 0.0)
+                          for g, w in vec[k].items())  # fmt: skip
+                if norm[k] and ref_norm[k]:
+                    val /= norm[k] * ref_norm[k]
+                total[k] += val * math.exp(-((length - ref_length) ** 2) / (2 * self.sigma**2))
+        return 10.0 * total.mean() / len(references)
+
     def __call__(self, hypotheses: Sequence[str], images: Sequence[int]) -> np.ndarray:
         """The CIDEr-D (x 1, pycocoevalcap's scale; x 100 in the reports) of each
         hypothesis (words joined by spaces) against the references of ``images[i]``."""
-        out = np.zeros(len(hypotheses))
-        for i, (text, image) in enumerate(zip(hypotheses, images)):
-            vec, norm, length = self._vector(self._counts(text))
-            total = np.zeros(self.n)
-            for ref_vec, ref_norm, ref_length in self.references[image]:
-                for k in range(self.n):
-                    val = sum(min(w, ref_vec[k].get(g, 0.0)) * ref_vec[k].get(g, 0.0)
-                              for g, w in vec[k].items())  # fmt: skip
-                    if norm[k] and ref_norm[k]:
-                        val /= norm[k] * ref_norm[k]
-                    total[k] += val * math.exp(-((length - ref_length) ** 2) / (2 * self.sigma**2))
-            out[i] = 10.0 * total.mean() / len(self.references[image])
-        return out
+        return np.array([
+            self._similarity(self._vector(self._counts(text)), self.references[image])
+            for text, image in zip(hypotheses, images)
+        ])  # fmt: skip
+
+    def consensus(self, image: int) -> int:
+        """Which of the references of ``image`` is most like the others: the index of the
+        highest CIDEr-D against them (the first of equals; 0 for a single caption)."""
+        refs = self.references[image]
+        if len(refs) == 1:
+            return 0
+        scores = [self._similarity(r, refs[:i] + refs[i + 1 :]) for i, r in enumerate(refs)]
+        return int(np.argmax(scores))
 
 
 @torch.no_grad()
