@@ -917,9 +917,8 @@ def nearest_neighbour_captions(
     nearest = (b @ a.T).argmax(1).tolist()
     several = any(len(train.captions[n]) > 1 for n in nearest)
     reward = CiderReward(train.captions) if several else None
-    return [
-        train.captions[n][reward.consensus(n) if reward is not None else 0] for n in nearest
-    ]
+    chosen = {n: train.captions[n][reward.consensus(n) if reward else 0] for n in set(nearest)}
+    return [chosen[n] for n in nearest]
 
 
 def baseline_captions(model: Captioner | Ensemble, train: CaptionSplit, fmaps: Any) -> list[str]:
