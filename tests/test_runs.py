@@ -88,6 +88,22 @@ def _toy_trainer(losses=None, **config) -> Trainer:
     return Trainer(cfg, model, step_fn, train_batches=[batch])
 
 
+def test_with_a_moving_average_best_keeps_the_average_and_latest_the_last_weights(tmp_path):
+    trainer = _toy_trainer(max_steps=6, lr=0.1, eval_every=3, ema=0.5)
+    trainer.eval_fn = lambda m: {"loss": -float(trainer.step)}  # the last evaluation wins
+    out = tmp_path / "run"
+    runs.fit(trainer, out, {"kind": "toy"}, best=runs.KeepBest(out, {"kind": "toy"}),
+             log=lambda m: None)  # fmt: skip
+    best, latest = load_checkpoint(out / "best"), load_checkpoint(out / "latest")
+    assert best.meta["step"] == latest.meta["step"] == 6
+    for name, average, weights in zip(
+        ("weight", "bias"), trainer.averaged, trainer.model.parameters()
+    ):
+        assert torch.equal(best.model_state[name], average)
+        assert torch.equal(latest.model_state[name], weights)
+        assert not torch.equal(average, weights)
+
+
 def test_a_nan_loss_stops_the_run_before_the_update_and_names_the_last_checkpoint(tmp_path):
     from rnnkit.trainer import NonFiniteLossError
 

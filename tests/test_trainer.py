@@ -334,6 +334,79 @@ def test_load_state_dict_requires_the_same_extra_state():
         other.load_state_dict(state)
 
 
+# -- the moving average of the weights ------------------------------------------------
+
+
+def test_the_moving_average_is_the_formula_over_the_weights_of_every_step():
+    ema = 0.8
+    trainer = resume_setup(seed=0)
+    trainer.config.ema = ema
+    live: list[list[torch.Tensor]] = [[p.detach().clone() for p in trainer.model.parameters()]]
+    trainer.add_callback(
+        "on_log", lambda t, r: live.append([p.detach().clone() for p in t.model.parameters()])
+    )
+    seen: list[list[torch.Tensor]] = []
+    trainer.eval_fn = lambda m: seen.append([p.detach().clone() for p in m.parameters()]) or {}
+    trainer.fit()
+
+    assert len(live) == 21 and len(seen) == 1  # the start, 20 steps; one evaluation
+    average = live[0]
+    for n, weights in enumerate(live[1:], start=1):
+        d = min(ema, (1 + n) / (10 + n))  # 0.18, 0.25, ..., then 0.8 from step 26 on
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
+    for got, want, last in zip(seen[0], average, live[-1]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(got, last)  # the average, not the last step's weights
+    for p, last in zip(trainer.model.parameters(), live[-1]):
+        assert torch.equal(p, last)  # after evaluating, the model holds its own weights
+
+
+def test_the_average_changes_no_training_step():
+    plain = resume_setup(seed=0)
+    plain.config.eval_every = 3
+    plain.fit()
+    averaged = resume_setup(seed=0)
+    averaged.config.eval_every = 3
+    averaged.config.ema = 0.9
+    averaged.fit()
+    assert train_records(averaged) == train_records(plain)
+    evals = [[r["eval_mse"] for r in t.history if "eval_mse" in r] for t in (plain, averaged)]
+    assert len(evals[0]) == 7 and evals[0] != evals[1]  # evaluated on other weights
+
+
+def test_a_resumed_run_keeps_the_moving_average(tmp_path):
+    def setup(seed: int) -> Trainer:
+        trainer = resume_setup(seed)
+        trainer.config.ema = 0.9
+        return trainer
+
+    full = setup(seed=0)
+    full.fit()
+    first = setup(seed=0)
+    first.add_callback(
+        "on_checkpoint",
+        lambda t: save_checkpoint(
+            tmp_path / "ckpt", model_state=t.model.state_dict(), train_state=t.state_dict(),
+            meta={"kind": "toy"},
+        ),
+    )  # fmt: skip
+    first.add_callback("on_log", lambda t, r: t.stop() if t.step == 10 else None)
+    first.fit()
+    resumed = setup(seed=123)
+    ckpt = load_checkpoint(tmp_path / "ckpt", expected_kind="toy")
+    resumed.model.load_state_dict(ckpt.model_state)
+    resumed.load_state_dict(ckpt.train_state)
+    resumed.fit()
+    for a, b in zip(full.averaged, resumed.averaged):
+        assert torch.equal(a, b)
+    assert full.last_eval == resumed.last_eval
+
+    other = Trainer(config(ema=0.9), nn.Linear(4, 1), mse_step, train_batches=Stream())
+    other.add_extra_state("data", lambda: None, lambda s: None)
+    with pytest.raises(ValueError, match="moving average has 4 tensors.*2 trained"):
+        other.load_state_dict(ckpt.train_state)
+
+
 # -- config validation ---------------------------------------------------------------
 
 
@@ -358,6 +431,8 @@ def test_load_state_dict_requires_the_same_extra_state():
         ("checkpoint_every", 1.5),
         ("progress", "yes"),
         ("device", "tpu"),
+        ("ema", 1.0),
+        ("ema", 0.0),
     ],
 )
 def test_bad_config_values_name_the_field(field, value):

@@ -168,7 +168,7 @@ def epoch_trainer_config(run: Any, steps_per_epoch: int) -> TrainerConfig:
     """The trainer's settings of a task's run settings counted in epochs: `run` has
     ``epochs``, ``evals_per_epoch``, ``lr``, ``schedule``, ``warmup_steps`` (at most a
     tenth of the run), ``min_lr_ratio``, ``clip_norm``, ``progress``, ``device``,
-    ``minutes`` and ``nonfinite``; Adam; evaluation and checkpoint `evals_per_epoch`
+    ``minutes``, ``nonfinite`` and ``ema``; Adam; evaluation and checkpoint `evals_per_epoch`
     times an epoch (:func:`eval_interval`)."""
     steps = max(1, int(math.ceil(run.epochs * steps_per_epoch)))
     every = eval_interval(steps_per_epoch, run.evals_per_epoch)
@@ -188,6 +188,7 @@ def epoch_trainer_config(run: Any, steps_per_epoch: int) -> TrainerConfig:
         max_minutes=run.minutes,
         nonfinite=run.nonfinite,
         max_loss=MAX_LOSS,
+        ema=run.ema,
     )
 
 

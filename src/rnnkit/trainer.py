@@ -34,12 +34,13 @@ position is restored too, through :meth:`Trainer.add_extra_state`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,11 @@ class TrainerConfig:
     # cross-entropy, which puts probability e^-1000 on the truth); None: no limit
     max_loss: float | None = None
     device: str = "auto"  # "auto": cuda if available, else cpu
+    # the decay of an exponential moving average of the weights (Polyak averaging, as
+    # timm's ModelEma and fairseq's --ema-decay keep it), which evaluation -- and so
+    # best/ -- uses instead of the last step's weights; None: off. Early on the decay
+    # is min(ema, (1 + step) / (10 + step)), so the first weights soon fade out
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         def fail(field: str, expected: str) -> None:
@@ -150,6 +156,8 @@ class TrainerConfig:
             fail("nonfinite", f"one of {NONFINITE}")
         if self.device not in DEVICES:
             fail("device", f"one of {DEVICES}")
+        if self.ema is not None and (not is_real(self.ema) or not 0 < self.ema < 1):
+            fail("ema", "None or a float in (0, 1)")
 
 
 def lr_multiplier(step: int, config: TrainerConfig) -> float:
@@ -261,6 +269,12 @@ class Trainer:
     ``on_checkpoint(trainer)`` every ``checkpoint_every`` steps and at the end -- the
     task saves there, e.g. with :func:`rnnkit.checkpoint.save_checkpoint`. A callback
     may call :meth:`stop` to end training after the current step.
+
+    With ``config.ema`` the trainer keeps an exponential moving average of the trained
+    parameters (buffers such as batch-norm statistics stay the model's own). Evaluation
+    and ``on_eval`` run with the average in the model (:meth:`averaged_weights`), so a
+    callback that saves the best weights there saves the average; ``on_checkpoint``
+    sees the last step's weights, and :meth:`state_dict` carries the average.
     """
 
     def __init__(
@@ -308,6 +322,10 @@ class Trainer:
         self._batch_iter: Any = None
         self._stop = False
         self._bar: Any = None
+        # the trained parameters and their moving average (config.ema), which fit()
+        # starts from the weights it finds, so that weights loaded after __init__ count
+        self._trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.averaged: list[Tensor] | None = None
         self.items_name = "items"  # what stats["items"] counts, for the progress bar
         self.progress_keys: list[str] = []  # stats shown on the progress bar besides loss
         for event, fns in (callbacks or {}).items():
@@ -396,6 +414,8 @@ class Trainer:
         window = self._window = self._resumed_window or _Window()
         self._resumed_window = None
         budget: dict[str, float] = {}  # the time budget's view of this fit()
+        if cfg.ema is not None and self.averaged is None:
+            self.averaged = [p.detach().clone() for p in self._trained]
         last_eval_step = last_checkpoint_step = -1
         bar = tqdm(
             total=cfg.max_steps,
@@ -425,6 +445,8 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
+                if self.averaged is not None:
+                    self._update_average()
                 bar.update(1)
                 window.add(loss, grad_norm, clipped, stats, lr)
 
@@ -459,6 +481,31 @@ class Trainer:
             self._bar = None
             self.elapsed_s = elapsed_before + time.perf_counter() - fit_start
         return self.history
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """averaged <- d averaged + (1 - d) weights, d = min(ema, (1 + n) / (10 + n))
+        after the n-th update (TensorFlow's ExponentialMovingAverage with num_updates)."""
+        assert self.config.ema is not None and self.averaged is not None
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(self.averaged, [p.detach() for p in self._trained], 1.0 - decay)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[nn.Module]:
+        """Inside, the model holds the moving average of its weights (``config.ema``);
+        on leaving, its own again. Without ``ema`` (or before any step) nothing changes.
+        Evaluation, and so what ``on_eval`` callbacks save as best, runs inside."""
+        if self.averaged is None:
+            yield self.model
+            return
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self._trained]
+            torch._foreach_copy_([p.data for p in self._trained], self.averaged)
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self._trained], own)
 
     def _spend_time_budget(self, seen: dict[str, float]) -> None:
         """Keep ``max_steps`` where training ends after ``max_minutes`` of training time
@@ -563,16 +610,17 @@ class Trainer:
         if self.eval_fn is None:
             return None
         was_training, rng = self.model.training, rng_state()
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
-        finally:
-            self.model.train(was_training)
-            set_rng_state(rng)
-        self.last_eval = metrics
-        self.history.append({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
-        self._fire("on_eval", metrics)
+        with self.averaged_weights():
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+            finally:
+                self.model.train(was_training)
+                set_rng_state(rng)
+            self.last_eval = metrics
+            self.history.append({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+            self._fire("on_eval", metrics)
         return metrics
 
     # -- state ------------------------------------------------------------------------
@@ -596,6 +644,7 @@ class Trainer:
             # under torchrun: every rank's generators (dropout, augmentation), in rank order
             "world_size": self.world,
             "rng_ranks": distributed.all_gather_objects(rng_state()) if self.world > 1 else None,
+            "averaged": [t.clone() for t in self.averaged] if self.averaged is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -610,6 +659,12 @@ class Trainer:
             raise ValueError(
                 f"extra state mismatch: the state has {sorted(saved)}, this trainer "
                 f"registered {sorted(registered)} (see Trainer.add_extra_state)."
+            )
+        averaged = state.get("averaged")
+        if averaged is not None and len(averaged) != len(self._trained):
+            raise ValueError(
+                f"the state's moving average has {len(averaged)} tensors, this model "
+                f"{len(self._trained)} trained parameters: it is another model's state."
             )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -627,6 +682,12 @@ class Trainer:
         for name, (_, set_fn) in self._extra_state.items():
             set_fn(state["extra"][name])
         self._batch_iter = None  # an iterable restarts; its position is the task's business
+        # a run saved without ema and resumed with it averages from the weights it has
+        self.averaged = (
+            [t.to(p.device, p.dtype).clone() for t, p in zip(averaged, self._trained)]
+            if averaged is not None and self.config.ema is not None
+            else None
+        )
         ranks = state.get("rng_ranks")
         if ranks and len(ranks) == self.world:
             set_rng_state(ranks[distributed.rank()])

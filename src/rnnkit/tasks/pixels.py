@@ -109,6 +109,9 @@ class TrainConfig:
     warmup_steps: int = 100  # at most a tenth of the run
     min_lr_ratio: float = 0.05  # the decay ends at lr * min_lr_ratio
     clip_norm: float = 1.0  # the gradient norm is clipped to this
+    # evaluate, keep as best and test the exponential moving average of the weights with
+    # this decay (0.999: about the last thousand steps) instead of the last step's
+    ema: float | None = None
     val_fraction: float = 0.1  # of the training images held out for validation
     evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     seed: int = 1234  # initialisation and batch order
