@@ -374,12 +374,36 @@ def test_mirrors_add_each_training_image_flipped_with_its_captions():
     assert both.names[4] == f"{split.names[0]} (mirrored)"
 
 
+def test_shifted_training_images_move_in_front_of_their_background():
+    split = toy_split(6, seed=2)
+    split.images[:] = 255
+    for n, colour in enumerate([*COLOURS.values()] * 2):  # a square 3 pixels from each edge
+        split.images[n, 5:11, 4:12] = colour
+    model = tiny_model()
+    batch = batch_for(model, split)
+    fed = []
+    recorder = SimpleNamespace(loss=lambda b: fed.append(b["images"]) or torch.tensor(0.0))
+    torch.manual_seed(3)
+    caption.make_step_fn(shift=3)(recorder, batch)
+    torch.manual_seed(3)
+    dy, dx = torch.randint(-3, 4, (6,)), torch.randint(-3, 4, (6,))
+    (images,) = fed
+    assert images.shape == batch["images"].shape and images.dtype == torch.uint8
+    for n in range(6):  # the coloured square moved by (dy, dx); white all around it
+        a, c = int(dy[n]), int(dx[n])
+        moved = np.roll(split.images[n], (a, c), axis=(0, 1))
+        assert np.array_equal(images[n].numpy(), moved), (a, c)
+    assert (dy != 0).any() or (dx != 0).any()
+    with pytest.raises(ValueError, match="`shift`"):
+        TrainConfig(shift=-1)
+
+
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     path = write_coco(tmp_path / "coco", toy_split(120, seed=6))
     cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,
                         embedding_size=8, image_vector_size=8, dropout=0.2,
                         attention=True)  # fmt: skip
-    tc = dict(epochs=3, evals_per_epoch=2)
+    tc = dict(epochs=3, evals_per_epoch=2, shift=1, ema=0.9)  # resumed: shifts and average
     kw = dict(images=tmp_path / "coco" / "images", captions=path, log=quiet)
 
     check_resumes_exactly(
@@ -556,6 +580,9 @@ def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypa
                         embedding_size=8, image_vector_size=8, inject="first",
                         dropout=0.0)  # fmt: skip
     out = tmp_path / "run"
+    with pytest.raises(ValueError, match="`shift` .2.: the frozen encoder's maps"):
+        caption.train(tmp_path / "shifted", cfg, small(shift=2),
+                      images=tmp_path / "coco" / "images", captions=path, log=quiet)  # fmt: skip
     caption.train(out, cfg, small(epochs=2, select="loss"), images=tmp_path / "coco" / "images",
                   captions=path, log=quiet)  # fmt: skip
     model = caption.load(out)

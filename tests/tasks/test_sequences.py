@@ -121,6 +121,25 @@ def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
     assert len({(int(a), int(c)) for a, c in zip(dy, dx)}) > 1  # offsets differ per image
 
 
+def test_translate_with_repeated_edges_moves_colour_images_and_keeps_the_background():
+    from rnnkit.tasks.sequences import translate
+
+    x = torch.full((8, 12, 10, 3), 255, dtype=torch.uint8)  # white pictures (B, H, W, C)
+    x[:, 4:8, 3:6] = torch.tensor([200, 30, 10], dtype=torch.uint8)  # a red box each
+    torch.manual_seed(2)
+    out = translate(x, 3, edge="repeat")
+    torch.manual_seed(2)
+    dy, dx = torch.randint(-3, 4, (8,)), torch.randint(-3, 4, (8,))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    for b in range(8):
+        expected = torch.full((12, 10, 3), 255, dtype=torch.uint8)
+        a, c = int(dy[b]), int(dx[b])
+        expected[4 + a : 8 + a, 3 + c : 6 + c] = torch.tensor([200, 30, 10], dtype=torch.uint8)
+        assert torch.equal(out[b], expected)  # the box moved, white came in from the edges
+    with pytest.raises(ValueError, match="`edge`.*'wrap'"):
+        translate(x, 1, edge="wrap")
+
+
 def test_translate_refuses_what_is_not_an_image_read_by_rows():
     from rnnkit.tasks.sequences import RunConfig, augmented
 

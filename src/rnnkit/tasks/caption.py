@@ -91,7 +91,7 @@ from ..data.readers import WordVocab, split_indices
 from ..layers import STACKS
 from ..trainer import Trainer, TrainerConfig, resolve_device
 from ..vision import EfficientNetLite0, SmallCNN
-from .sequences import BucketBatches, own_share
+from .sequences import BucketBatches, own_share, translate
 
 KIND = "caption"
 PathLike = str | os.PathLike
@@ -209,6 +209,10 @@ class TrainConfig:
     # also train on every training image mirrored left to right, with the same captions
     # (twice the images for a small set; not for captions that say left or right)
     mirror: bool = False
+    # move each training image by up to this many pixels each way, a new random shift each
+    # time it is drawn, the edge pixels repeated into the gap (the background stays whole);
+    # for encoders that read pixels in training (the small CNN, or --finetune)
+    shift: int = 0
     # what best/ keeps: the lowest validation loss, or the highest score of the greedy
     # captions of the validation images (CIDEr, BLEU-4, or the share of exact captions).
     # On small sets the two part ways: the loss is lowest long before the captions are
@@ -234,6 +238,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "beam"):
             _positive(name, getattr(self, name))
+        if not (isinstance(self.shift, int) and self.shift >= 0):
+            raise ValueError(f"Argument `shift` must be an integer >= 0, got {self.shift!r}")
         runs.check_evals_per_epoch(self.evals_per_epoch)
         if self.objective not in OBJECTIVES:
             raise ValueError(
@@ -1126,8 +1132,13 @@ figure {{ margin: 0; text-align: center; font-size: 0.8em; }}
 # -- training ------------------------------------------------------------------------------
 
 
-def make_step_fn() -> Callable:
+def make_step_fn(shift: int = 0) -> Callable:
+    """The cross-entropy of a batch's captions (teacher forcing); with `shift`, its images
+    first moved at random by up to that many pixels (:func:`~rnnkit.tasks.sequences.translate`)."""
+
     def step_fn(model: Captioner, batch: dict[str, Tensor]):
+        if shift:
+            batch = {**batch, "images": translate(batch["images"], shift, edge="repeat")}
         loss = model.loss(batch)
         return loss, {"items": int((batch["target"] != PAD_ID).sum())}
 
@@ -1244,6 +1255,11 @@ def train(
                 f"{source_model.image_shape}, this data has {tuple(image_shape)}"
             )
         model.load_state_dict(source_model.state_dict())
+    if train_config.shift and model.frozen:
+        raise ValueError(
+            f"Argument `shift` ({train_config.shift}): the frozen encoder's maps are computed "
+            f"once per image, so its images cannot move; use --encoder cnn or --finetune"
+        )
     device = resolve_device(train_config.device)
     model.to(device)
     where = source.get("data") or source.get("captions")
@@ -1257,7 +1273,7 @@ def train(
     if train_config.objective == "cider":
         step_fn = make_cider_step_fn(CiderReward(splits["train"].captions), train_config.samples)
     else:
-        step_fn = make_step_fn()
+        step_fn = make_step_fn(train_config.shift)
     trainer = Trainer(
         train_config.trainer_config(len(batches)), model, own_share(step_fn),
         train_batches=batches,

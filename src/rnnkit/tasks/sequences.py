@@ -305,19 +305,26 @@ def build_encoder(config: EncoderConfig, input_size: int) -> nn.Module:
     return STACKS[config.cell](input_size, config.hidden_size, config.num_layers, **kwargs)
 
 
-def translate(x: Tensor, max_shift: int = MAX_SHIFT) -> Tensor:
-    """Shift each image in x (B, H, W) (rows as steps) by its own random (dy, dx) in
-    [-max_shift, max_shift], zero filled; draws from torch's global generator, which the
-    trainer saves and restores, so a resumed run sees the same shifts."""
-    B, H, W = x.shape
+def translate(x: Tensor, max_shift: int = MAX_SHIFT, *, edge: str = "zero") -> Tensor:
+    """Shift each image in x (B, H, W, ...) (rows as steps; or (B, H, W, C) pixels) by its
+    own random (dy, dx) in [-max_shift, max_shift]; what comes in from outside is zeros
+    (``edge="zero"``) or the nearest edge pixel repeated (``"repeat"``: a white or black
+    background stays whole). Draws from torch's global generator, which the trainer
+    saves and restores, so a resumed run sees the same shifts."""
+    if edge not in ("zero", "repeat"):
+        raise ValueError(f"Argument `edge` must be 'zero' or 'repeat', got {edge!r}")
+    B, H, W = x.shape[:3]
     k = max_shift
     dy = torch.randint(-k, k + 1, (B,))
     dx = torch.randint(-k, k + 1, (B,))
-    padded = torch.nn.functional.pad(x, (k, k, k, k))  # (B, H + 2k, W + 2k)
-    rows = (torch.arange(H)[None, :] + k - dy[:, None]).to(x.device)  # (B, H)
-    cols = (torch.arange(W)[None, :] + k - dx[:, None]).to(x.device)  # (B, W)
+    rows = (torch.arange(H)[None, :] - dy[:, None]).to(x.device)  # (B, H): source rows
+    cols = (torch.arange(W)[None, :] - dx[:, None]).to(x.device)  # (B, W)
     b = torch.arange(B, device=x.device)[:, None, None]
-    return padded[b, rows[:, :, None], cols[:, None, :]]
+    out = x[b, rows.clamp(0, H - 1)[:, :, None], cols.clamp(0, W - 1)[:, None, :]]
+    if edge == "zero":
+        inside = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]
+        out = out * inside.view(B, H, W, *[1] * (x.dim() - 3)).to(x.dtype)  # (B, H, W, ...)
+    return out
 
 
 def augmented(step_fn: Callable, how: str | None) -> Callable:
