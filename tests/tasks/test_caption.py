@@ -398,6 +398,24 @@ def test_shifted_training_images_move_in_front_of_their_background():
         TrainConfig(shift=-1)
 
 
+def test_label_smoothing_trains_towards_the_true_word_mixed_with_the_uniform():
+    model = tiny_model(dropout=0.0)
+    batch = batch_for(model, toy_split(5, seed=4))
+    logits, _ = model(batch)
+    logp = logits.log_softmax(-1)  # (B, T, V)
+    real = batch["target"] != 0  # (B, T): words and <end>, not padding
+    true = -logp.gather(-1, batch["target"][..., None])[..., 0]  # -log p(true word)
+    uniform = -logp.mean(-1)  # the cross-entropy against the uniform distribution
+    e = 0.2
+    want = ((1 - e) * true + e * uniform)[real].mean()
+    loss, _ = caption.make_step_fn(label_smoothing=e)(model, batch)
+    torch.testing.assert_close(loss, want)
+    plain, _ = caption.make_step_fn()(model, batch)
+    torch.testing.assert_close(plain, true[real].mean())
+    with pytest.raises(ValueError, match="`label_smoothing`"):
+        TrainConfig(label_smoothing=1.0)
+
+
 def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
     path = write_coco(tmp_path / "coco", toy_split(120, seed=6))
     cfg = CaptionConfig(encoder="cnn", image_size=16, cnn_width=4, hidden_size=16,

@@ -213,6 +213,9 @@ class TrainConfig:
     # time it is drawn, the edge pixels repeated into the gap (the background stays whole);
     # for encoders that read pixels in training (the small CNN, or --finetune)
     shift: int = 0
+    # train against targets that give the true word 1 - e and the rest e spread over the
+    # vocabulary (the validation loss stays the plain cross-entropy)
+    label_smoothing: float = 0.0
     # what best/ keeps: the lowest validation loss, or the highest score of the greedy
     # captions of the validation images (CIDEr, BLEU-4, or the share of exact captions).
     # On small sets the two part ways: the loss is lowest long before the captions are
@@ -240,6 +243,10 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         if not (isinstance(self.shift, int) and self.shift >= 0):
             raise ValueError(f"Argument `shift` must be an integer >= 0, got {self.shift!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"Argument `label_smoothing` must lie in [0, 1), got {self.label_smoothing!r}"
+            )
         runs.check_evals_per_epoch(self.evals_per_epoch)
         if self.objective not in OBJECTIVES:
             raise ValueError(
@@ -662,10 +669,15 @@ class Captioner(CaptionWriter, nn.Module):
         fmap = batch["features"] if "features" in batch else self.feature_map(batch["images"])
         return self.decode(fmap, batch["previous"])
 
-    def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Mean cross-entropy (nats) per caption word (and <end>); padding masked out."""
+    def loss(self, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
+        """Mean cross-entropy (nats) per caption word (and <end>); padding masked out. With
+        `label_smoothing` e, against targets that give the true word 1 - e and spread e
+        over the whole vocabulary (Szegedy et al. 2016)."""
         logits, _ = self(batch)
-        return F.cross_entropy(logits.flatten(0, 1), batch["target"].flatten(), ignore_index=PAD_ID)
+        return F.cross_entropy(
+            logits.flatten(0, 1), batch["target"].flatten(), ignore_index=PAD_ID,
+            label_smoothing=label_smoothing,
+        )  # fmt: skip
 
     # -- decoding ---------------------------------------------------------------------
     def start(self, fmap: Tensor) -> tuple[Tensor, tuple]:
@@ -1132,14 +1144,15 @@ figure {{ margin: 0; text-align: center; font-size: 0.8em; }}
 # -- training ------------------------------------------------------------------------------
 
 
-def make_step_fn(shift: int = 0) -> Callable:
-    """The cross-entropy of a batch's captions (teacher forcing); with `shift`, its images
-    first moved at random by up to that many pixels (:func:`~rnnkit.tasks.sequences.translate`)."""
+def make_step_fn(shift: int = 0, label_smoothing: float = 0.0) -> Callable:
+    """The cross-entropy of a batch's captions (teacher forcing; `label_smoothing`: see
+    :meth:`Captioner.loss`); with `shift`, its images first moved at random by up to that
+    many pixels (:func:`~rnnkit.tasks.sequences.translate`)."""
 
     def step_fn(model: Captioner, batch: dict[str, Tensor]):
         if shift:
             batch = {**batch, "images": translate(batch["images"], shift, edge="repeat")}
-        loss = model.loss(batch)
+        loss = model.loss(batch, label_smoothing)
         return loss, {"items": int((batch["target"] != PAD_ID).sum())}
 
     return step_fn
@@ -1273,7 +1286,7 @@ def train(
     if train_config.objective == "cider":
         step_fn = make_cider_step_fn(CiderReward(splits["train"].captions), train_config.samples)
     else:
-        step_fn = make_step_fn(train_config.shift)
+        step_fn = make_step_fn(train_config.shift, train_config.label_smoothing)
     trainer = Trainer(
         train_config.trainer_config(len(batches)), model, own_share(step_fn),
         train_batches=batches,
