@@ -359,6 +359,9 @@ def test_the_moving_average_is_the_formula_over_the_weights_of_every_step():
         assert not torch.allclose(got, last)  # the average, not the last step's weights
     for p, last in zip(trainer.model.parameters(), live[-1]):
         assert torch.equal(p, last)  # after evaluating, the model holds its own weights
+    trainer.keep_average()  # and for good, when asked: the weights evaluation saw
+    for p, got in zip(trainer.model.parameters(), seen[0]):
+        assert torch.equal(p, got)
 
 
 def test_the_average_changes_no_training_step():

@@ -507,6 +507,14 @@ class Trainer:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self._trained], own)
 
+    @torch.no_grad()
+    def keep_average(self) -> None:
+        """Put the moving average into the model for good (after training, so that what
+        comes next -- sampling, a report -- uses the weights evaluation used). Nothing
+        without ``ema``."""
+        if self.averaged is not None:
+            torch._foreach_copy_([p.data for p in self._trained], self.averaged)
+
     def _spend_time_budget(self, seen: dict[str, float]) -> None:
         """Keep ``max_steps`` where training ends after ``max_minutes`` of training time
         (evaluation and checkpoints not counted), even when the machine slows down.

@@ -119,6 +119,9 @@ class TrainConfig:
     weight_decay: float = 0.0  # on matrices and embeddings, not biases
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
     clip_norm: float = 1.0  # the gradient norm is clipped to this
+    # evaluate, keep as best and test the exponential moving average of the weights with
+    # this decay (0.999: about the last thousand steps) instead of the last step's
+    ema: float | None = None
     val_fraction: float = 0.1  # the last part of the text, by position
     eval_every: int = 500  # steps; 0: only at the end
     eval_chars: int = 1_000_000  # validation characters per evaluation (its start); 0: all
@@ -179,6 +182,7 @@ class TrainConfig:
             device=self.device,
             max_minutes=self.minutes,
             nonfinite=self.nonfinite,
+            ema=self.ema,
         )
 
 
@@ -720,6 +724,7 @@ def train(
     best = runs.KeepBest(out, meta, metric="loss")  # the lowest validation loss
     probe = probe_on(*probe_windows(data.val, PROBE_SIZE, train_config.seq_len, device))
     runs.fit(trainer, out, meta, best=best, resume_from=ckpt, probe=probe, log=log)
+    trainer.keep_average()  # with --ema, the sample after training uses the average
     try:
         if distributed.is_main():
             plot_history(trainer.history, out / "loss.png", batches.batch_size * batches.seq_len)

@@ -114,6 +114,9 @@ class RunConfig:
     min_lr_ratio: float = 0.05  # the decay ends at lr * min_lr_ratio
     weight_decay: float = 0.0  # on matrices and embeddings, not biases
     clip_norm: float = 5.0  # the gradient norm is clipped to this
+    # evaluate, keep as best and test the exponential moving average of the weights with
+    # this decay (0.999: about the last thousand steps) instead of the last step's
+    ema: float | None = None
     val_fraction: float = 0.1  # of the training data, when no validation file is given
     evals_per_epoch: float = 1  # validations (and checkpoints) per epoch (0.1: every ten epochs)
     # numeric inputs read from images (rows as steps, pixels as channels): "translate"
@@ -485,6 +488,7 @@ def trainer_config(run: RunConfig, steps_per_epoch: int) -> TrainerConfig:
         device=run.device,
         nonfinite=run.nonfinite,
         max_loss=runs.MAX_LOSS,
+        ema=run.ema,
     )
 
 
