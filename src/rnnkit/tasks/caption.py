@@ -211,7 +211,8 @@ class TrainConfig:
     mirror: bool = False
     # move each training image by up to this many pixels each way, a new random shift each
     # time it is drawn, the edge pixels repeated into the gap (the background stays whole);
-    # for encoders that read pixels in training (the small CNN, or --finetune)
+    # for encoders that read pixels in training (the small CNN, or --finetune), in
+    # cross-entropy training
     shift: int = 0
     # train against targets that give the true word 1 - e and the rest e spread over the
     # vocabulary (the validation loss stays the plain cross-entropy)
