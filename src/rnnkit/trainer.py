@@ -488,7 +488,8 @@ class Trainer:
         after the n-th update (TensorFlow's ExponentialMovingAverage with num_updates)."""
         assert self.config.ema is not None and self.averaged is not None
         decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(self.averaged, [p.detach() for p in self._trained], 1.0 - decay)
+        for average, p in zip(self.averaged, self._trained):
+            average.lerp_(p.detach(), 1.0 - decay)
 
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[nn.Module]:
@@ -498,22 +499,24 @@ class Trainer:
         if self.averaged is None:
             yield self.model
             return
-        with torch.no_grad():
-            own = [p.detach().clone() for p in self._trained]
-            torch._foreach_copy_([p.data for p in self._trained], self.averaged)
+        own = [p.detach().clone() for p in self._trained]
+        self._load_weights(self.averaged)
         try:
             yield self.model
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self._trained], own)
+            self._load_weights(own)
 
     @torch.no_grad()
+    def _load_weights(self, tensors: list[Tensor]) -> None:
+        for p, t in zip(self._trained, tensors):
+            p.copy_(t)
+
     def keep_average(self) -> None:
         """Put the moving average into the model for good (after training, so that what
         comes next -- sampling, a report -- uses the weights evaluation used). Nothing
         without ``ema``."""
         if self.averaged is not None:
-            torch._foreach_copy_([p.data for p in self._trained], self.averaged)
+            self._load_weights(self.averaged)
 
     def _spend_time_budget(self, seen: dict[str, float]) -> None:
         """Keep ``max_steps`` where training ends after ``max_minutes`` of training time
