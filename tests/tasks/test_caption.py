@@ -382,7 +382,7 @@ def test_shifted_training_images_move_in_front_of_their_background():
     model = tiny_model()
     batch = batch_for(model, split)
     fed = []
-    recorder = SimpleNamespace(loss=lambda b: fed.append(b["images"]) or torch.tensor(0.0))
+    recorder = SimpleNamespace(loss=lambda b, e: fed.append(b["images"]) or torch.tensor(0.0))
     torch.manual_seed(3)
     caption.make_step_fn(shift=3)(recorder, batch)
     torch.manual_seed(3)
