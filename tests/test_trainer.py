@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnkit.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rnnkit.trainer import Trainer, TrainerConfig, lr_multiplier
 
 
@@ -283,11 +283,11 @@ def train_records(trainer: Trainer) -> list[tuple]:
     return [(r["step"], r["loss"], r["lr"], r["grad_norm"]) for r in trainer.history if "loss" in r]
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-    full = resume_setup(seed=0)
-    full.fit()
-
-    first = resume_setup(seed=0)
+def stopped_and_resumed(setup, tmp_path) -> tuple[Trainer, Checkpoint]:
+    """A run of ``setup(0)`` stopped at step 10 (checkpointed there), then resumed from
+    that checkpoint by ``setup(123)`` (another init and RNG: all must come from the
+    checkpoint) and trained to the end; the resumed trainer and the checkpoint."""
+    first = setup(0)
     first.add_callback(
         "on_checkpoint",
         lambda t: save_checkpoint(
@@ -300,13 +300,19 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     first.add_callback("on_log", lambda t, r: t.stop() if t.step == 10 else None)
     first.fit()
     assert first.step == 10
-
-    resumed = resume_setup(seed=123)  # different init and RNG: all must come from the ckpt
+    resumed = setup(123)
     ckpt = load_checkpoint(tmp_path / "ckpt", expected_kind="toy")
-    assert ckpt.train_state["step"] == 10
     resumed.model.load_state_dict(ckpt.model_state)
     resumed.load_state_dict(ckpt.train_state)
     resumed.fit()
+    return resumed, ckpt
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full = resume_setup(seed=0)
+    full.fit()
+    resumed, ckpt = stopped_and_resumed(resume_setup, tmp_path)
+    assert ckpt.train_state["step"] == 10
 
     assert resumed.step == 20
     assert train_records(resumed) == train_records(full)  # exact float equality
@@ -385,21 +391,7 @@ def test_a_resumed_run_keeps_the_moving_average(tmp_path):
 
     full = setup(seed=0)
     full.fit()
-    first = setup(seed=0)
-    first.add_callback(
-        "on_checkpoint",
-        lambda t: save_checkpoint(
-            tmp_path / "ckpt", model_state=t.model.state_dict(), train_state=t.state_dict(),
-            meta={"kind": "toy"},
-        ),
-    )  # fmt: skip
-    first.add_callback("on_log", lambda t, r: t.stop() if t.step == 10 else None)
-    first.fit()
-    resumed = setup(seed=123)
-    ckpt = load_checkpoint(tmp_path / "ckpt", expected_kind="toy")
-    resumed.model.load_state_dict(ckpt.model_state)
-    resumed.load_state_dict(ckpt.train_state)
-    resumed.fit()
+    resumed, ckpt = stopped_and_resumed(setup, tmp_path)
     for a, b in zip(full.averaged, resumed.averaged):
         assert torch.equal(a, b)
     assert full.last_eval == resumed.last_eval
