@@ -311,6 +311,37 @@ def test_beam_search_results_are_sorted_and_a_narrow_beam_can_miss():
         beam_search(bigram_step, torch.tensor([0]), torch.zeros(1), 3, alpha=-1)
 
 
+def test_log_prob_scores_given_sequences_as_the_chain_rule_says():
+    table = trigram_table(seed=1)
+    step = trigram_step(table)
+    seqs = [[2, 1, 0], [], [0, 0, 2, 1, 2]]
+    first, before = torch.tensor([1, 2, 0]), torch.tensor([0, 2, 1])
+
+    def by_hand(seq, a, b, end):
+        lp = 0.0
+        for c in seq + ([end] if end is not None else []):
+            lp += math.log(table[a, b, c])
+            a, b = b, c
+        return lp
+
+    for end in (None, 3):
+        got = decoding.log_prob(step, first, before, seqs, end=end)
+        assert got.shape == (3,) and got.dtype == torch.float64
+        for n, seq in enumerate(seqs):
+            assert float(got[n]) == pytest.approx(by_hand(seq, int(before[n]), int(first[n]), end))
+    # an empty sequence without an end is certain
+    assert float(decoding.log_prob(step, first, before, seqs)[1]) == 0.0
+    # each hypothesis of beam search gets its own log_prob back, finished or not
+    found = beam_search(step, first, before, 4, k=6, end=3, beam_size=8)
+    for n, hyps in enumerate(found):
+        for h in hyps:
+            lp = decoding.log_prob(step, first[n : n + 1], before[n : n + 1], [h.tokens],
+                                   end=3 if h.finished else None)  # fmt: skip
+            assert float(lp[0]) == pytest.approx(h.log_prob, abs=1e-6)
+    with pytest.raises(ValueError, match=r"`sequences`.*2 for 3"):
+        decoding.log_prob(step, first, before, seqs[:2])
+
+
 def test_an_ensemble_decodes_with_the_mean_of_its_models_probabilities():
     a, b = trigram_table(seed=1), trigram_table(seed=2)
     mean = (a + b) / 2  # trigram models of one context: the mixture is the mean table's model

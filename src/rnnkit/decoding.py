@@ -11,7 +11,8 @@
 
 That loop is :func:`decode`; :func:`greedy` and :func:`sample` run it and collect the
 tokens, :func:`beam_search` keeps the k most likely prefixes instead of one, and
-:func:`complete` is the lecture's spelling completion built on it. Everything here
+:func:`complete` is the lecture's spelling completion built on it; :func:`log_prob`
+runs it the other way, feeding given sequences to score them. Everything here
 works over any model given as a plain callable::
 
     step(ids, state) -> (scores, state)
@@ -33,7 +34,7 @@ sequences here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -521,6 +522,55 @@ def complete(
     )
 
 
+@torch.inference_mode()
+def log_prob(
+    step: Step,
+    ids: Tensor,
+    state: State,
+    sequences: Sequence[Sequence[int]],
+    *,
+    end: int | None = None,
+) -> Tensor:
+    """How likely the model finds given sequences: log P of each one's tokens (and of
+    `end` after them, when given), stream by stream: the loop fed the sequence's own
+    tokens instead of its choices (teacher forcing). What rescoring candidates needs
+    (an n-best list, or sentences from elsewhere), and the gold score of OpenNMT and
+    fairseq's ``--score-reference``.
+
+    Args:
+        step, ids, state: as for :func:`decode`: N streams (`state` batch-first).
+        sequences: N token lists, one per stream (each may be empty).
+        end: a token id that closes every sequence (its log-probability is added).
+
+    Returns:
+        log P of each sequence, (N,), float. A sequence of the tokens of a beam search
+        :class:`Hypothesis` (with the same `end` when it finished) gets its ``log_prob``.
+    """
+    ids = torch.as_tensor(ids)
+    if len(sequences) != len(ids):
+        raise ValueError(
+            f"Argument `sequences`: one per stream, got {len(sequences)} for {len(ids)} streams"
+        )
+    closing = [] if end is None else [int(_end_ids(end)[0])]
+    rows = [list(s) + closing for s in sequences]
+    T = max((len(r) for r in rows), default=0)
+    device = ids.device
+    targets = torch.zeros(len(rows), T, dtype=torch.long, device=device)  # (N, T)
+    live = torch.zeros(len(rows), T, dtype=torch.bool, device=device)
+    for n, r in enumerate(rows):
+        targets[n, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        live[n, : len(r)] = True
+    total = torch.zeros(len(rows), dtype=torch.float64, device=device)
+    for t in range(T):
+        scores, state = step(ids, state)
+        scores = torch.as_tensor(scores)
+        log_probs = scores.log_softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32))
+        picked = log_probs.gather(1, targets[:, t : t + 1].to(log_probs.device))[:, 0]
+        total += torch.where(live[:, t].to(picked.device), picked, 0.0).to(total)
+        ids = targets[:, t].to(ids.dtype)
+    return total
+
+
 def _end_ids(end: int | Collection[int] | None) -> Tensor | None:
     if end is None:
         return None
@@ -545,6 +595,7 @@ __all__ = [
     "filter_logits",
     "greedy",
     "length_penalty",
+    "log_prob",
     "make_generator",
     "next_token",
     "sample",
