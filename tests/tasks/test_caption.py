@@ -229,6 +229,35 @@ def test_an_ensemble_writes_with_the_mean_of_its_models_probabilities():
         both.caption_ids(fmaps[:1])
 
 
+def test_log_prob_of_given_captions_is_the_teacher_forced_likelihood():
+    a, b = tiny_model(seed=0, attention=True), tiny_model(seed=1, inject="init", cell="gru")
+    split = toy_split(5, seed=3)
+    said = [caps[0] for caps in split.captions]
+    batch = batch_for(a, split)  # the same captions, teacher-forced
+
+    def by_hand(model):  # (N, T, V) log-probabilities of the targets, padding out
+        with torch.no_grad():
+            logits, _ = model(batch)
+        lp = F.log_softmax(logits, -1).gather(2, batch["target"][..., None])[..., 0]
+        return lp * (batch["target"] != 0), lp
+
+    got = a.log_prob(a.features(split.images), said)
+    assert got.shape == (5,) and got.dtype == torch.float64
+    torch.testing.assert_close(got.float(), by_hand(a)[0].sum(1), rtol=1e-5, atol=1e-5)
+    # two as one: at every word the mean of their probabilities
+    both = caption.Ensemble([a, b])
+    fmaps = both.features(split.images)
+    mixed = torch.logsumexp(torch.stack([by_hand(a)[1], by_hand(b)[1]]), 0) - math.log(2)
+    expected = (mixed * (batch["target"] != 0)).sum(1)
+    torch.testing.assert_close(both.log_prob(fmaps, said).float(), expected, rtol=1e-5, atol=1e-5)
+    # words outside the vocabulary are all <unk>; punctuation and case do not count
+    unk = a.log_prob(fmaps[0][:2], ["a purple square", "A red square."])
+    other = a.log_prob(fmaps[0][:2], ["a mauve square", "a red square"])
+    torch.testing.assert_close(unk, other)
+    with pytest.raises(ValueError, match=r"`captions`: one per image, got 2"):
+        a.log_prob(fmaps[0], said[:2])
+
+
 def test_caption_scores_are_pycocoevalcaps_on_words_without_punctuation():
     hyps = ["A red kangaroo.", "a small blue car"]
     refs = [["A red kangaroo!", "a kangaroo"], ["A big blue car.", "the blue car"]]
@@ -291,9 +320,16 @@ def test_the_nearest_neighbour_baseline_takes_the_caption_most_like_its_images_o
                          ["a", "b", "c"])  # fmt: skip
     reward = CiderReward(train.captions)
     assert reward.consensus(0) == 1 and reward.consensus(1) == 0  # 0: a single caption
-    query = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.0, 0.1], [0.0, 0.0, 1.0]])
+    query = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.0, 0.1], [0.1, 0.0, 1.0]])
     got = nearest_neighbour_captions(torch.eye(3), train, query)
     assert got == ["a dog on the grass", "a dog on the grass", "a red car"]
+    # k nearest images: the consensus of all their captions (the third query's two
+    # nearest are the car and the dog; "a red car" shares nothing with the dog's four)
+    got = nearest_neighbour_captions(torch.eye(3), train, query, k=2)
+    assert got == ["a dog on the grass", "a dog on the grass", "a dog on the grass"]
+    assert reward.most_agreed(["a cat", "a red car", "a red car."]) == 1
+    with pytest.raises(ValueError, match=r"`k`.*0"):
+        nearest_neighbour_captions(torch.eye(3), train, query, k=0)
 
 
 # -- training through the files a user has: the COCO captions schema ----------------------

@@ -369,15 +369,11 @@ def write_ids(
             f"Argument `fmaps`: one batch of feature maps per model, each of the same images "
             f"({len(models)} models, {[len(f) for f in fmaps]} maps)"
         )
-    step = models[0].step if len(models) == 1 else decoding.ensemble([m.step for m in models])
+    step = _joint_step(models)
     out: list[list[int]] = []
-    with contextlib.ExitStack() as stack:
-        for m in models:
-            stack.enter_context(_evaluating(m))
+    with _all_evaluating(models):
         for s in range(0, len(fmaps[0]), batch_size):
-            starts = [m.start(f[s : s + batch_size].to(m.device)) for m, f in zip(models, fmaps)]
-            first = starts[0][0].to(models[0].device)
-            state = starts[0][1] if len(models) == 1 else tuple(st for _, st in starts)
+            first, state = _joint_start(models, [f[s : s + batch_size] for f in fmaps])
             if beam > 1:
                 found = decoding.beam_search(
                     step, first, state, max_length + 1, k=1, beam_size=beam, end=END_ID,
@@ -394,6 +390,54 @@ def write_ids(
                     for t, n in zip(seqs.tokens, seqs.lengths.tolist())
                 ]
     return out
+
+
+@torch.inference_mode()
+def caption_log_probs(
+    models: Sequence[Captioner],
+    fmaps: Sequence[Tensor],
+    captions: Sequence[str],
+    *,
+    batch_size: int = 64,
+) -> Tensor:
+    """log P(caption | image) of the given captions (their words, then <end>), one per
+    image, as one captioner or several as one (the mean of their probabilities, as
+    :func:`write_ids` writes) find them: what reranking candidate captions needs.
+    ``fmaps[m]``: model m's feature maps (N, F, h, w) of the N images. Words outside the
+    vocabulary count as <unk>. Returns (N,) float64."""
+    if len(fmaps) != len(models) or any(len(f) != len(captions) for f in fmaps):
+        raise ValueError(
+            f"Argument `captions`: one per image, got {len(captions)} for "
+            f"{[len(f) for f in fmaps]} feature maps"
+        )
+    step, vocab = _joint_step(models), models[0].vocab
+    ids = [vocab.encode(caption_words(c)) for c in captions]
+    out = []
+    with _all_evaluating(models):
+        for s in range(0, len(captions), batch_size):
+            first, state = _joint_start(models, [f[s : s + batch_size] for f in fmaps])
+            out.append(decoding.log_prob(step, first, state, ids[s : s + batch_size], end=END_ID))
+    return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.float64)
+
+
+def _joint_step(models: Sequence[Captioner]) -> decoding.Step:
+    """The decoding step of one model, or of several as one."""
+    return models[0].step if len(models) == 1 else decoding.ensemble([m.step for m in models])
+
+
+def _joint_start(models: Sequence[Captioner], fmaps: Sequence[Tensor]) -> tuple[Tensor, Any]:
+    """The first ids and state of :func:`_joint_step` for each model's feature maps."""
+    starts = [m.start(f.to(m.device)) for m, f in zip(models, fmaps)]
+    first = starts[0][0].to(models[0].device)
+    return first, starts[0][1] if len(models) == 1 else tuple(st for _, st in starts)
+
+
+@contextlib.contextmanager
+def _all_evaluating(models: Sequence[nn.Module]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for m in models:
+            stack.enter_context(_evaluating(m))
+        yield
 
 
 @contextlib.contextmanager
@@ -461,6 +505,10 @@ class Ensemble(CaptionWriter):
         """Word ids for each image, from each model's feature maps (``fmaps[m]``; see
         :meth:`features`), as :func:`write_ids` writes them."""
         return write_ids(self.models, fmaps, **kw)
+
+    def log_prob(self, fmaps: Sequence[Tensor], captions: Sequence[str]) -> Tensor:
+        """log P of each image's given caption (:func:`caption_log_probs`), (N,)."""
+        return caption_log_probs(self.models, fmaps, captions)
 
 
 class Captioner(CaptionWriter, nn.Module):
@@ -702,6 +750,11 @@ class Captioner(CaptionWriter, nn.Module):
         or by beam search (:func:`write_ids`, whose keywords it takes)."""
         return write_ids([self], [fmaps], **kw)
 
+    def log_prob(self, fmaps: Tensor, captions: Sequence[str]) -> Tensor:
+        """log P(caption | image) of each image's given caption, its words then <end>
+        (:func:`caption_log_probs`): how likely this model finds it, (N,) float64."""
+        return caption_log_probs([self], [fmaps], captions)
+
     @torch.inference_mode()
     def features(self, images: np.ndarray | Tensor, batch_size: int = 16) -> Tensor:
         """uint8 images (N, H, W, C) -> feature maps (N, F, h, w), in batches, eval mode."""
@@ -926,21 +979,27 @@ def score(
 
 
 def nearest_neighbour_captions(
-    train_vectors: Tensor, train: CaptionSplit, vectors: Tensor
+    train_vectors: Tensor, train: CaptionSplit, vectors: Tensor, k: int = 1
 ) -> list[str]:
     """The baseline of Devlin et al. (2015): each image gets a caption of the training
     image nearest to it in the encoder's feature space (cosine similarity of the pooled
     feature maps, :meth:`Captioner.pool`: (N, F') and (M, F')); of that image's captions,
     the one most like its others (the highest CIDEr-D against them, with the n-gram
     frequencies of all the training captions: :meth:`CiderReward.consensus`), or its
-    only one."""
+    only one. With `k` > 1, the consensus of the captions of the k nearest training
+    images (their "k-NN consensus" caption)."""
+    decoding.check_count("k", k, 1)
     a = F.normalize(train_vectors.float(), dim=1)  # (N, F')
     b = F.normalize(vectors.float(), dim=1)  # (M, F')
-    nearest = (b @ a.T).argmax(1).tolist()
-    several = any(len(train.captions[n]) > 1 for n in nearest)
+    nearest = (b @ a.T).topk(min(k, len(a)), dim=1).indices.tolist()  # (M, k)
+    several = k > 1 or any(len(train.captions[n[0]]) > 1 for n in nearest)
     reward = CiderReward(train.captions) if several else None
-    chosen = {n: train.captions[n][reward.consensus(n) if reward else 0] for n in set(nearest)}
-    return [chosen[n] for n in nearest]
+    chosen: dict[tuple, str] = {}
+    for near in map(tuple, nearest):
+        if near not in chosen:
+            pool = [c for n in near for c in train.captions[n]]
+            chosen[near] = pool[reward.most_agreed(pool) if reward else 0]
+    return [chosen[tuple(near)] for near in nearest]
 
 
 def baseline_captions(model: Captioner | Ensemble, train: CaptionSplit, fmaps: Any) -> list[str]:
@@ -1012,10 +1071,19 @@ class CiderReward:
     def consensus(self, image: int) -> int:
         """Which of the references of ``image`` is most like the others: the index of the
         highest CIDEr-D against them (the first of equals; 0 for a single caption)."""
-        refs = self.references[image]
-        if len(refs) == 1:
+        return self._most_agreed(self.references[image])
+
+    def most_agreed(self, captions: Sequence[str]) -> int:
+        """Which of `captions` (raw text) is most like the others, as :meth:`consensus`
+        (with these n-gram frequencies)."""
+        return self._most_agreed([self._vector(self._counts(" ".join(caption_words(c))))
+                                  for c in captions])  # fmt: skip
+
+    def _most_agreed(self, vectors: Sequence[tuple]) -> int:
+        if len(vectors) == 1:
             return 0
-        scores = [self._similarity(r, refs[:i] + refs[i + 1 :]) for i, r in enumerate(refs)]
+        scores = [self._similarity(v, [*vectors[:i], *vectors[i + 1 :]])
+                  for i, v in enumerate(vectors)]  # fmt: skip
         return int(np.argmax(scores))
 
 
