@@ -27,6 +27,14 @@ run's feature space.
 
     python benchmarks/bench_caption.py ensemble runs/emoji-s1 runs/emoji-s2 runs/emoji-s3
 
+``retrieval``: trained runs (one, or several as one ensemble) against retrieval and with
+it: for each k, the consensus caption of the k nearest training images (the one with the
+highest CIDEr-D against the others, Devlin et al. 2015), and the caption among the k
+images' captions (and the model's own beam-search caption) that the model finds likeliest,
+by log P and by log P per word; test CIDEr each.
+
+    python benchmarks/bench_caption.py retrieval runs/tuxpaint-s1 --k 1 5 10
+
 ``speed``: a trained run captions the first `--n` test images with a beam of 3, in
 batches of 64 and one image at a time (the same model, the same process), in captions
 per second, and counts the captions that differ between the two ways (0 expected).
@@ -145,6 +153,63 @@ def ensemble(args: argparse.Namespace) -> None:
     print(f"| nearest neighbour | {nn['bleu4']:.1f} / {nn['cider']:.1f} | - |")
 
 
+def likeliest(
+    flat: list[str], image: torch.Tensor, score: torch.Tensor, allowed: torch.Tensor
+) -> list[str]:
+    """For each image, the allowed candidate (``flat[c]`` of image ``image[c]``) of the
+    highest `score`."""
+    out = []
+    for i in range(int(image.max()) + 1):
+        rows = ((image == i) & allowed).nonzero()[:, 0]
+        out.append(flat[int(rows[score[rows].argmax()])])
+    return out
+
+
+def retrieval(args: argparse.Namespace) -> None:
+    """The model against retrieval, and the two together: captions of the k nearest
+    training images, their consensus (Devlin et al. 2015), and the one the model finds
+    likeliest, among them alone or with its own."""
+    models = [caption.load(run) for run in args.runs]
+    together = caption.Ensemble(models, names=args.runs)
+    data = args.data or together.meta["data"].get("data")
+    if data is None:
+        sys.exit("retrieval: give --data NAME (the runs were trained on files)")
+    splits = get(data, "caption").splits()
+    train, test = splits["train"], splits["test"]
+    fmaps = together.features(test.images)
+    lead = models[0]
+    train_vectors, vectors = lead.pool(lead.features(train.images)), lead.pool(fmaps[0])
+    near = (
+        torch.nn.functional.normalize(vectors, dim=1)
+        @ torch.nn.functional.normalize(train_vectors, dim=1).T
+    )  # (M, N) cosine similarities
+    own = together.caption(test.images, beam=args.beam)
+    print(f"# {data}: {len(test):,} test images, {len(models)} run(s), nearest neighbours in "
+          f"{args.runs[0]}'s feature space")  # fmt: skip
+    print(json.dumps(environment()))
+    cider = lambda said: caption.caption_scores(said, test.captions)["cider"]  # noqa: E731
+    print(f"model (beam {args.beam}): CIDEr {cider(own):.1f}")
+    print("| k | k-NN consensus | likeliest of the k captions, log P | ... log P per word | "
+          f"... among them and the model's own (beam {args.beam}), log P per word |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for k in args.k:
+        consensus = caption.nearest_neighbour_captions(train_vectors, train, vectors, k=k)
+        ranked = near.topk(k, dim=1).indices.tolist()
+        pools = [list(dict.fromkeys(c for n in row for c in train.captions[n])) for row in ranked]
+        with_own = [[*pool, said] for pool, said in zip(pools, own)]
+        image = torch.tensor([i for i, cands in enumerate(with_own) for _ in cands])  # (C,)
+        flat = [c for cands in with_own for c in cands]
+        is_own = torch.tensor(
+            [j == len(cands) - 1 for cands in with_own for j in range(len(cands))]
+        )
+        lp = together.log_prob([f[image] for f in fmaps], flat)  # (C,) log P(caption | image)
+        per_word = lp / torch.tensor([len(caption.caption_words(c)) + 1 for c in flat])
+        said = [likeliest(flat, image, lp, ~is_own), likeliest(flat, image, per_word, ~is_own),
+                likeliest(flat, image, per_word, torch.ones_like(is_own))]  # fmt: skip
+        print(f"| {k} | {cider(consensus):.1f} | {cider(said[0]):.1f} | {cider(said[1]):.1f} | "
+              f"{cider(said[2]):.1f} |", flush=True)  # fmt: skip
+
+
 def speed(args: argparse.Namespace) -> None:
     model = caption.load(args.run)
     data = args.data or model.meta["data"].get("data")
@@ -198,6 +263,12 @@ def main() -> None:
     p.add_argument("runs", nargs="+", help="run directories trained on one built-in set")
     p.add_argument("--data", help="the built-in set (default: the first run's own)")
     p.set_defaults(func=ensemble)
+    p = sub.add_parser("retrieval", help="the model against and with k nearest neighbours")
+    p.add_argument("runs", nargs="+", help="run directories trained on one built-in set")
+    p.add_argument("--data", help="the built-in set (default: the first run's own)")
+    p.add_argument("--k", type=int, nargs="+", default=[1, 5, 10], help="neighbours")
+    p.add_argument("--beam", type=int, default=3, help="the beam of the model's own captions")
+    p.set_defaults(func=retrieval)
     p = sub.add_parser("speed", help="captions per second, batched against one at a time")
     p.add_argument("run")
     p.add_argument("--data", help="the built-in set (default: the run's own)")
