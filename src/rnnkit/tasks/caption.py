@@ -991,7 +991,11 @@ def nearest_neighbour_captions(
     decoding.check_count("k", k, 1)
     a = F.normalize(train_vectors.float(), dim=1)  # (N, F')
     b = F.normalize(vectors.float(), dim=1)  # (M, F')
-    nearest = (b @ a.T).topk(min(k, len(a)), dim=1).indices.tolist()  # (M, k)
+    similar = b @ a.T  # (M, N)
+    if k == 1:  # the first of equals, as ever
+        nearest = similar.argmax(1)[:, None].tolist()  # (M, 1)
+    else:
+        nearest = similar.topk(min(k, len(a)), dim=1).indices.tolist()  # (M, k)
     several = k > 1 or any(len(train.captions[n[0]]) > 1 for n in nearest)
     reward = CiderReward(train.captions) if several else None
     chosen: dict[tuple, str] = {}
