@@ -342,6 +342,38 @@ def test_log_prob_scores_given_sequences_as_the_chain_rule_says():
         decoding.log_prob(step, first, before, seqs[:2])
 
 
+def test_minimum_bayes_risk_picks_the_candidate_of_the_highest_expected_utility():
+    overlap = lambda a, b: len(set(a) & set(b)) / len(set(a) | set(b))  # noqa: E731
+    # the likeliest candidate (0.34) shares nothing with the rest (0.66 together), which
+    # agree with each other: the expected utility prefers one of them
+    cands = [[9, 8], [1, 2, 3], [1, 2, 4], [1, 2, 5]]
+    log_p = np.log([0.34, 0.22, 0.22, 0.22])
+    p = np.exp(log_p)
+
+    def by_hand(i):
+        return sum(p[j] * overlap(cands[i], cands[j]) for j in range(len(cands)))
+
+    expected = int(np.argmax([by_hand(i) for i in range(len(cands))]))
+    assert expected == 1  # the first of the three equals
+    assert decoding.minimum_bayes_risk(cands, log_p, overlap) == 1
+    # without probabilities every candidate weighs the same: still one of the three
+    assert decoding.minimum_bayes_risk(cands, None, overlap) == 1
+    # one far likelier candidate is its own best bet
+    assert decoding.minimum_bayes_risk(cands, np.log([0.97, 0.01, 0.01, 0.01]), overlap) == 0
+    # equal candidates add up: [9, 8] twice at 0.25 each expects 0.5, each of the
+    # three others (0.5 / 3) * (1 + 0.5 + 0.5) = 0.33
+    twice = [[9, 8], [9, 8], [1, 2, 3], [1, 2, 4], [1, 2, 5]]
+    p2 = np.array([0.25, 0.25, 0.5 / 3, 0.5 / 3, 0.5 / 3])
+    assert decoding.minimum_bayes_risk(twice, np.log(p2), overlap) == 0
+    assert decoding.minimum_bayes_risk([[1], [1]], None, overlap) == 0
+    with pytest.raises(ValueError, match="`candidates`"):
+        decoding.minimum_bayes_risk([], None, overlap)
+    with pytest.raises(ValueError, match=r"`log_probs`: one per candidate, got 1 for 2"):
+        decoding.minimum_bayes_risk([[1], [2]], [0.0], overlap)
+    with pytest.raises(ValueError, match="`log_probs` must be finite"):
+        decoding.minimum_bayes_risk([[1], [2]], [0.0, float("nan")], overlap)
+
+
 def test_an_ensemble_decodes_with_the_mean_of_its_models_probabilities():
     a, b = trigram_table(seed=1), trigram_table(seed=2)
     mean = (a + b) / 2  # trigram models of one context: the mixture is the mean table's model

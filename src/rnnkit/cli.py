@@ -528,10 +528,11 @@ def _cmd_caption(args: argparse.Namespace) -> int:
     images = caption.read_images(model, args.images)
     for path, image in zip(args.images, images):
         if args.num == 1 and args.temperature == 0:
-            said = model.caption(image[None], beam=args.beam, length_penalty=args.length_penalty)
+            said = model.caption(image[None], beam=args.beam, length_penalty=args.length_penalty,
+                                 mbr=args.mbr)  # fmt: skip
         else:
-            if args.beam != 1:
-                raise ValueError("--num samples captions: give --temperature, not --beam")
+            if args.beam != 1 or args.mbr != 1:
+                raise ValueError("--num samples captions: give --temperature, not --beam or --mbr")
             said = model.caption(
                 np.repeat(image[None], args.num, axis=0),
                 temperature=args.temperature or 1.0,
@@ -675,6 +676,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 captions=args.captions,
                 beam=args.beam,
                 length_penalty=args.length_penalty if args.length_penalty is not None else 0.0,
+                mbr=args.mbr,
                 page_path=args.page or _run_dir(args.checkpoint) / "captions.html",
                 log=_stderr,
             )
@@ -682,6 +684,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     if args.images is not None or args.captions is not None or args.page is not None:
         raise ValueError("--images, --captions and --page are for image captioners")
+    if args.mbr != 1:
+        raise ValueError(f"--mbr is for image captioners; {args.checkpoint} is a {kind}")
     if args.ensemble:
         raise ValueError(f"--ensemble is for image captioners; {args.checkpoint} is a {kind}")
     if kind == "pixels":
@@ -1177,6 +1181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=1, help="beam width (default 1: greedy)")
     p.add_argument("--length-penalty", type=float, default=0.0, help="beam search's alpha")
     p.add_argument(
+        "--mbr", type=int, default=1, metavar="N",
+        help="minimum Bayes risk decoding: of the N likeliest captions (beam search), the one "
+        "with the highest CIDEr-D against the others, weighted by their probabilities "
+        "(default 1: off)",
+    )  # fmt: skip
+    p.add_argument(
         "--ensemble", nargs="+", metavar="RUN",
         help="more runs on the same data writing with this one as one, the mean of their "
         "next-word probabilities (after the images)",
@@ -1254,6 +1264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--length-penalty", type=float,
         help="seq2seq, caption: beam search's alpha (default 0.6 and 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mbr", type=int, default=1, metavar="N",
+        help="caption: minimum Bayes risk decoding of the N likeliest captions (default 1: off)",
     )  # fmt: skip
     p.add_argument("--images", help="caption: the folder of the images of --captions")
     p.add_argument("--captions", help="caption: a COCO captions JSON file to score on")

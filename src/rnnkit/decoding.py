@@ -12,7 +12,9 @@
 That loop is :func:`decode`; :func:`greedy` and :func:`sample` run it and collect the
 tokens, :func:`beam_search` keeps the k most likely prefixes instead of one, and
 :func:`complete` is the lecture's spelling completion built on it; :func:`log_prob`
-runs it the other way, feeding given sequences to score them. Everything here
+runs it the other way, feeding given sequences to score them, and
+:func:`minimum_bayes_risk` picks, of several candidates, the one the others agree
+with most. Everything here
 works over any model given as a plain callable::
 
     step(ids, state) -> (scores, state)
@@ -571,6 +573,62 @@ def log_prob(
     return total
 
 
+def minimum_bayes_risk(
+    candidates: Sequence[Any],
+    log_probs: Sequence[float] | None,
+    utility: Callable[[Any, Any], float],
+) -> int:
+    """Minimum Bayes risk selection (Kumar and Byrne 2004): of one stream's candidate
+    sequences (a beam search's n-best list, or samples), the one that agrees most with
+    the others, weighted by how likely the model finds them::
+
+        best = argmax_i  sum_j  p_j * utility(c_i, c_j)
+        p_j  = softmax(log_probs)_j   (equal weights when log_probs is None)
+
+    The mode of the model's distribution (what beam search looks for) need not score
+    best on a metric; the candidate with the highest expected metric against the
+    model's own alternatives often does (captions: CIDEr; translation: BLEU).
+    Candidates that are equal count once, their probabilities summed. Samples drawn
+    from the model are already weighted by being drawn: pass None.
+
+    Args:
+        candidates: one stream's sequences (anything `utility` reads), at least one.
+        log_probs: log P of each candidate, or None.
+        utility: utility(hypothesis, reference) -> float, higher is better.
+
+    Returns:
+        The index in `candidates` of the chosen one (the first of equals).
+    """
+    if not len(candidates):
+        raise ValueError("Argument `candidates`: give at least one sequence")
+    if log_probs is not None and len(log_probs) != len(candidates):
+        raise ValueError(
+            f"Argument `log_probs`: one per candidate, got {len(log_probs)} for "
+            f"{len(candidates)} candidates"
+        )
+    keys = [tuple(c) if isinstance(c, (list, np.ndarray, Tensor)) else c for c in candidates]
+    first: dict[Any, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    unique = list(first.values())  # indices of the distinct candidates, in order
+    if len(unique) == 1:
+        return 0
+    weights = np.zeros(len(unique))
+    row = {key: n for n, key in enumerate(first)}
+    lp = np.zeros(len(keys)) if log_probs is None else np.asarray(log_probs, dtype=np.float64)
+    if not np.all(np.isfinite(lp) | (lp == -np.inf)) or np.all(lp == -np.inf):
+        raise ValueError(f"Argument `log_probs` must be finite log-probabilities, got {lp!r}")
+    p = np.exp(lp - lp.max())
+    for key, pi in zip(keys, p):
+        weights[row[key]] += pi
+    weights /= weights.sum()
+    gain = [
+        sum(w * utility(candidates[i], candidates[j]) for j, w in zip(unique, weights) if w > 0)
+        for i in unique
+    ]
+    return unique[int(np.argmax(gain))]
+
+
 def _end_ids(end: int | Collection[int] | None) -> Tensor | None:
     if end is None:
         return None
@@ -597,6 +655,7 @@ __all__ = [
     "length_penalty",
     "log_prob",
     "make_generator",
+    "minimum_bayes_risk",
     "next_token",
     "sample",
     "select_state",

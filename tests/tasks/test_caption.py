@@ -28,6 +28,7 @@ from pycocoevalcap.cider.cider import Cider
 from torch.nn import functional as F
 
 from resumes import check_resumes_exactly
+from rnnkit import decoding
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
 from rnnkit.data.images import CaptionSplit
@@ -290,6 +291,56 @@ def test_the_cider_reward_is_pycocoevalcaps_cider_d_with_the_corpus_frequencies(
     assert reward(["a red kangaroo"], [0])[0] == pytest.approx(got[0])
     with pytest.raises(ValueError, match="`references`"):
         CiderReward([["a car"], []])
+
+
+def test_saved_frequencies_give_the_same_cider_d_and_agreement():
+    refs = [["A red kangaroo!", "a kangaroo in the sun"], ["A big blue car.", "the blue car"],
+            ["a small red car"], ["two wild boars", "a pig and a boar", "boars"]]  # fmt: skip
+    reward = CiderReward(refs)
+    saved = reward.frequencies()
+    assert saved["images"] == 4 and saved["df"]["a"] == 4 and saved["df"]["car"] == 2
+    # one image's n-gram weighs as an unseen one: not kept
+    assert "kangaroo in" not in saved["df"] and "blue car" not in saved["df"]
+    back = CiderReward.from_frequencies(json.loads(json.dumps(saved)))
+    texts = ["a red kangaroo", "a small blue car", "the blue car", "a kangaroo in the sun",
+             "boars", "a pig and a boar"]  # fmt: skip
+    for a in texts:
+        for b in texts:
+            assert back.agreement(a, b) == pytest.approx(reward.agreement(a, b), abs=1e-12)
+    assert reward.agreement("a red car", "a red car") > reward.agreement("a red car", "a car")
+    with pytest.raises(ValueError, match="`saved`: not the n-gram frequencies"):
+        CiderReward.from_frequencies({"images": 4})
+
+
+def test_minimum_bayes_risk_decoding_picks_the_n_best_caption_the_others_agree_with():
+    model = tiny_model(seed=2, attention=True)
+    split = toy_split(8, seed=6)
+    fmaps = model.features(split.images)
+    with pytest.raises(ValueError, match=r"`mbr` \(3\): the model keeps no n-gram"):
+        model.caption_ids(fmaps, mbr=3)
+    model.cider = CiderReward(toy_split(40, seed=7).captions)
+    # mbr 1 is plain beam search
+    assert model.caption_ids(fmaps, beam=3, mbr=1) == model.caption_ids(fmaps, beam=3)
+    said = model.caption_ids(fmaps, beam=2, mbr=4, max_length=8)
+    # by hand: the 4-best of a beam of 4, the expected CIDEr-D of each against all
+    step, vocab = model.step, model.vocab
+    with torch.no_grad():
+        first, state = model.start(fmaps)
+        found = decoding.beam_search(step, first, state, 9, k=4, beam_size=4, end=END_ID)
+    for row, hyps in zip(said, found):
+        texts = [" ".join(vocab.tokens[k] for k in h.tokens) for h in hyps]
+        p = torch.tensor([h.log_prob for h in hyps]).softmax(0).tolist()
+        gain = [sum(pj * model.cider.agreement(a, b) for b, pj in zip(texts, p)) for a in texts]
+        assert row in [h.tokens for h in hyps]
+        best = max(gain)
+        assert gain[[h.tokens for h in hyps].index(row)] == pytest.approx(best, abs=1e-9)
+    # one image at a time or in a batch, and as the sentence caption() returns
+    assert said == [model.caption_ids(fmaps[i : i + 1], beam=2, mbr=4, max_length=8)[0]
+                    for i in range(len(split))]  # fmt: skip
+    with pytest.raises(ValueError, match="`mbr` must be"):
+        model.caption_ids(fmaps, mbr=0)
+    with pytest.raises(ValueError, match="no temperature"):
+        model.caption_ids(fmaps, mbr=3, temperature=1.0)
 
 
 def test_teacher_batch_feeds_generated_captions_as_collate_feeds_human_ones():
@@ -578,6 +629,29 @@ def test_the_commands_caption_and_evaluate_with_an_ensemble(trained, tmp_path, c
     assert err.count("\n") == 1 and "charlm" in err
     assert main(["eval", str(lm), "--ensemble", str(out)]) == 2
     assert "--ensemble is for image captioners" in capsys.readouterr().err
+
+
+def test_a_run_keeps_its_training_frequencies_for_minimum_bayes_risk_decoding(
+    trained, tmp_path, capsys
+):
+    out, images = trained.out, trained.images
+    model = caption.load(out)
+    splits, _ = caption.load_splits(data=None, images=images, captions=trained.captions,
+                                    train_config=small(), size=(16, 16), log=quiet)  # fmt: skip
+    assert model.cider.frequencies() == CiderReward(splits["train"].captions).frequencies()
+    first = images / "00000.png"
+    assert main(["caption", str(out), str(first), "--beam", "2", "--mbr", "3"]) == 0
+    said = capsys.readouterr().out.strip().split("\t")[1]
+    image = caption.read_images(model, [first])
+    assert said == model.caption(image, beam=2, mbr=3)[0]
+    assert main(["eval", str(out), "--mbr", "3", "--page", str(tmp_path / "page.html")]) == 0
+    assert "minimum Bayes risk of the 3 likeliest (beam 3): BLEU-1" in capsys.readouterr().out
+    assert main(["caption", str(out), str(first), "--num", "2", "--temperature", "1",
+                 "--mbr", "3"]) == 2  # fmt: skip
+    assert "not --beam or --mbr" in capsys.readouterr().err
+    lm = tiny_charlm(tmp_path, capsys)
+    assert main(["eval", str(lm), "--mbr", "3"]) == 2
+    assert "--mbr is for image captioners" in capsys.readouterr().err
 
 
 def validation_batch(model: Captioner, images: Path, captions: Path) -> dict:

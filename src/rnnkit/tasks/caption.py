@@ -65,7 +65,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from html import escape
 from pathlib import Path
@@ -325,15 +325,17 @@ class CaptionWriter:
         top_p: float | None = None,
         seed: int | None = None,
         batch_size: int = 64,
+        mbr: int = 1,
     ) -> list[str]:
         """A caption for each uint8 image (N, H, W, C) of the size the model was trained
-        on: greedy (beam 1, temperature 0), sampled (temperature > 0, seeded by `seed`)
-        or by beam search."""
+        on: greedy (beam 1, temperature 0), sampled (temperature > 0, seeded by `seed`),
+        by beam search, or, with `mbr` > 1, the one of the `mbr` likeliest that agrees
+        most with the others (:func:`write_ids`)."""
         fmaps = self.features(images)
         generator = decoding.make_generator(seed, self.device) if temperature > 0 else None
         ids = self.caption_ids(
             fmaps, beam=beam, length_penalty=length_penalty, temperature=temperature,
-            top_k=top_k, top_p=top_p, generator=generator, batch_size=batch_size,
+            top_k=top_k, top_p=top_p, generator=generator, batch_size=batch_size, mbr=mbr,
         )  # fmt: skip
         return [" ".join(self.vocab.tokens[k] for k in row) for row in ids]
 
@@ -351,13 +353,30 @@ def write_ids(
     top_p: float | None = None,
     generator: Any = None,
     batch_size: int = 64,
+    mbr: int = 1,
 ) -> list[list[int]]:
     """Word ids (no <start>/<end>) for each image, written by one captioner or by several
     as one (:func:`rnnkit.decoding.ensemble`: the mean of their next-word probabilities),
     each model reading its own feature maps of the images (``fmaps[m]``: (N, F, h, w)):
     greedy, sampled (`temperature` > 0) or by beam search of width `beam`, in batches of
-    `batch_size`. `max_length` (words) defaults to the first model's ``max_caption_len``."""
+    `batch_size`. `max_length` (words) defaults to the first model's ``max_caption_len``.
+
+    With `mbr` > 1, minimum Bayes risk decoding: of the `mbr` likeliest captions (beam
+    search of width max(`beam`, `mbr`)) the one with the highest CIDEr-D against the
+    others, weighted by their probabilities (:func:`rnnkit.decoding.minimum_bayes_risk`,
+    with the n-gram frequencies of the first model's training captions, its
+    ``cider``)."""
     decoding.check_count("beam", beam, 1)
+    decoding.check_count("mbr", mbr, 1)
+    reward = models[0].cider if mbr > 1 else None
+    if mbr > 1 and reward is None:
+        raise ValueError(
+            f"Argument `mbr` ({mbr}): the model keeps no n-gram frequencies of its training "
+            f"captions (a run saved before they were kept); set its `cider` from them: "
+            f"model.cider = CiderReward(training_captions)"
+        )
+    if mbr > 1 and temperature > 0:
+        raise ValueError("Argument `mbr` chooses among beam search's captions: no temperature")
     decoding.check_count("batch_size", batch_size, 1)
     decoding.check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if beam > 1 and temperature > 0:
@@ -374,12 +393,13 @@ def write_ids(
     with _all_evaluating(models):
         for s in range(0, len(fmaps[0]), batch_size):
             first, state = _joint_start(models, [f[s : s + batch_size] for f in fmaps])
-            if beam > 1:
+            if beam > 1 or mbr > 1:
                 found = decoding.beam_search(
-                    step, first, state, max_length + 1, k=1, beam_size=beam, end=END_ID,
-                    alpha=length_penalty,
+                    step, first, state, max_length + 1, k=mbr, beam_size=max(beam, mbr),
+                    end=END_ID, alpha=length_penalty,
                 )  # fmt: skip
-                out += [hyps[0].tokens for hyps in found]
+                out += [_agreed(hyps, reward, models[0].vocab) if reward else hyps[0].tokens
+                        for hyps in found]  # fmt: skip
             else:
                 seqs = decoding.sample(
                     step, first, state, max_length + 1, temperature=temperature,
@@ -390,6 +410,19 @@ def write_ids(
                     for t, n in zip(seqs.tokens, seqs.lengths.tolist())
                 ]
     return out
+
+
+def _agreed(
+    hyps: Sequence[decoding.Hypothesis], reward: CiderReward, vocab: WordVocab
+) -> list[int]:
+    """Of beam search's n-best captions of one image, the minimum Bayes risk choice."""
+    texts = [" ".join(vocab.tokens[k] for k in h.tokens) for h in hyps]
+    vectors = {t: reward._vector(reward._counts(t)) for t in texts}
+    pick = decoding.minimum_bayes_risk(
+        texts, [h.log_prob for h in hyps],
+        lambda a, b: reward._similarity(vectors[a], [vectors[b]]),
+    )  # fmt: skip
+    return hyps[pick].tokens
 
 
 @torch.inference_mode()
@@ -562,6 +595,9 @@ class Captioner(CaptionWriter, nn.Module):
             self.combine = nn.Linear(A + H, H)  # tanh(W_c [z_t; s_t])
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(H, len(vocab))
+        # the n-gram frequencies of the training captions (set by train and load): what
+        # minimum Bayes risk decoding (mbr) weighs agreement with
+        self.cider: CiderReward | None = None
 
     @property
     def device(self) -> torch.device:
@@ -967,11 +1003,12 @@ def format_scores(m: dict[str, float]) -> str:
 
 def score(
     model: Captioner | Ensemble, split: CaptionSplit, fmaps: Any, *, beam: int = 1,
-    length_penalty: float = 0.0, batch_size: int = 64,
+    length_penalty: float = 0.0, batch_size: int = 64, mbr: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Caption every image of `split` (feature maps `fmaps`) and score the captions against
     all of its human captions. Returns {"metrics", "captions"}."""
-    ids = model.caption_ids(fmaps, beam=beam, length_penalty=length_penalty, batch_size=batch_size)
+    ids = model.caption_ids(fmaps, beam=beam, length_penalty=length_penalty,
+                            batch_size=batch_size, mbr=mbr)  # fmt: skip
     said = [" ".join(model.vocab.tokens[k] for k in row) for row in ids]
     metrics = caption_scores(said, split.captions)
     metrics["images"] = float(len(said))
@@ -1031,8 +1068,44 @@ class CiderReward:
         df: Counter = Counter()
         for refs in counts:
             df.update({g for c in refs for g in c})
-        self.df, self.log_images = df, math.log(float(len(references)))
+        self.df, self.images = df, len(references)
+        self.log_images = math.log(float(self.images))
         self.references = [[self._vector(c) for c in refs] for refs in counts]
+
+    def frequencies(self) -> dict[str, Any]:
+        """The n-gram document frequencies, JSON-ready, as a checkpoint keeps them
+        (:meth:`from_frequencies`): the number of images and each n-gram (words joined by
+        spaces) that two or more images' captions hold; one image's n-gram weighs as
+        much as an unseen one (both: log of the number of images), so the rest is exact."""
+        return {
+            "images": self.images, "n": self.n, "sigma": self.sigma,
+            "df": {" ".join(g): int(k) for g, k in sorted(self.df.items()) if k >= 2},
+        }  # fmt: skip
+
+    @classmethod
+    def from_frequencies(cls, saved: Mapping[str, Any]) -> CiderReward:
+        """A scorer with the n-gram document frequencies of :meth:`frequencies`, without
+        references: what :meth:`agreement` (minimum Bayes risk decoding) needs."""
+        try:
+            images, n, sigma, df = saved["images"], saved["n"], saved["sigma"], saved["df"]
+            reward = cls.__new__(cls)
+            reward.n, reward.sigma = int(n), float(sigma)
+            reward.df = Counter({tuple(g.split(" ")): int(k) for g, k in df.items()})
+            reward.images = int(images)
+            reward.log_images = math.log(float(reward.images))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"Argument `saved`: not the n-gram frequencies of CiderReward.frequencies "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        reward.references = []
+        return reward
+
+    def agreement(self, hypothesis: str, reference: str) -> float:
+        """CIDEr-D (pycocoevalcap's scale) of one caption (words joined by spaces) against
+        one other: the utility of :func:`rnnkit.decoding.minimum_bayes_risk`."""
+        return self._similarity(self._vector(self._counts(hypothesis)),
+                                [self._vector(self._counts(reference))])  # fmt: skip
 
     def _counts(self, text: str) -> Counter:
         words = text.split()
@@ -1328,10 +1401,12 @@ def train(
         vocab = build_vocab(
             [caption_words(t) for caps in train_split.captions for t in caps], config.min_freq
         )
+    frequencies = CiderReward(train_split.captions)  # before mirrors, as the vocabulary
     if train_config.mirror:  # after the vocabulary: a mirror does not make a word frequent
         splits["train"] = with_mirrors(train_split)
     runs.seed_everything(train_config.seed)
     model = new_model(config, vocab, image_shape, pretrained=ckpt is None, log=log)
+    model.cider = frequencies
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state)  # the frozen encoder's cached maps match
     elif source_model is not None:
@@ -1386,6 +1461,7 @@ def train(
         "image_shape": image_shape,
         "train": asdict(train_config),
         "data": source,
+        "cider": model.cider.frequencies(),
     }
     if ckpt is None:
         n_params = sum(p.numel() for p in model.parameters())
@@ -1486,6 +1562,8 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> Captioner:
     model = Captioner(config, WordVocab.from_dict(ckpt.meta["vocab"]), ckpt.meta["image_shape"])
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
+    if "cider" in ckpt.meta:  # runs saved before the frequencies were kept have none
+        model.cider = CiderReward.from_frequencies(ckpt.meta["cider"])
     return model.to(device).eval()
 
 
@@ -1528,13 +1606,15 @@ def eval_report(
     captions: PathLike | None = None,
     beam: int = 1,
     length_penalty: float = 0.0,
+    mbr: int = 1,
     page_path: PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> str:
     """``rnnkit eval`` of a captioner: the scores on the test split of the run's own
     data (or of built-in set `data`, or of a COCO file `captions` with its `images`,
     all of it) beside the nearest-neighbour baseline, and the HTML page of the test
-    images (default ``captions.html`` in the run)."""
+    images (default ``captions.html`` in the run). `mbr` > 1: minimum Bayes risk
+    decoding (:func:`write_ids`)."""
     meta = getattr(model, "meta", {})
     source = meta.get("data", {})
     tc = config_from_dict(TrainConfig, meta["train"]) if "train" in meta else TrainConfig()
@@ -1553,12 +1633,17 @@ def eval_report(
                              train_config=tc, size=(H, W), log=log)[0]  # fmt: skip
         test, train_split = splits["test"], splits["train"]
         name = f"{data or source.get('captions')} (test)"
+    lead = model.models[0] if isinstance(model, Ensemble) else model
+    if mbr > 1 and lead.cider is None:  # a run saved before the frequencies were kept
+        lead.cider = CiderReward(train_split.captions)
     fmaps = model.features(test.images)
-    r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty)
+    r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty, mbr=mbr)
     nn_said = baseline_captions(model, train_split, fmaps)
     baseline = caption_scores(nn_said, test.captions)
     baseline["images"] = float(len(test))
     how = "greedy" if beam == 1 else f"beam {beam}"
+    if mbr > 1:
+        how = f"minimum Bayes risk of the {mbr} likeliest (beam {max(beam, mbr)})"
     ensemble = isinstance(model, Ensemble)
     if ensemble:
         how += f", an ensemble of {len(model)}"
