@@ -734,6 +734,122 @@ def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypa
     np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
 
 
+
+def retrieving_model(seed: int = 0, **kw) -> Captioner:
+    """A captioner that copies from retrieved captions, over a frozen (random) pretrained
+    encoder, its bank holding ten toy pictures."""
+    torch.manual_seed(seed)
+    base = dict(encoder="efficientnet-lite0", image_size=32, hidden_size=12, embedding_size=8,
+                image_vector_size=6, attention_size=5, dropout=0.0, retrieve=3)  # fmt: skip
+    config = caption.resolve_config(CaptionConfig(**{**base, **kw}), None)
+    model = Captioner(config, build_vocab([WORDS], 1), (16, 16, 3)).eval()
+    bank = toy_split(10, seed=8)
+    words = caption.bank_captions(bank, model.vocab, CiderReward(bank.captions))
+    model.set_bank(model.pool(model.features(bank.images)), words)
+    return model
+
+
+@pytest.mark.parametrize("variant", [{}, dict(attention=True, inject="first")], ids=ids)
+def test_retrieval_mixes_writing_and_copying_the_nearest_training_captions(variant):
+    model = retrieving_model(**variant)
+    split = toy_split(5, seed=9)
+    fmaps = model.features(split.images)
+    # the neighbours: the highest cosine of the pooled features, by hand
+    query = F.normalize(model.pool(fmaps), dim=1)
+    rows, similarity = model.neighbours(fmaps)
+    by_hand = (query @ model.bank_vectors.T).topk(3, dim=1)
+    assert torch.equal(rows, by_hand.indices)
+    torch.testing.assert_close(similarity, by_hand.values)
+    batch = batch_for(model, split)
+    batch["features"] = fmaps
+    with torch.no_grad():
+        scores, _ = model(batch)  # (B, T, V) log-probabilities
+        torch.testing.assert_close(scores.exp().sum(-1), torch.ones(scores.shape[:2]))
+        # step by step as decoding runs it: the same distribution at every word
+        ids, state = model.start(fmaps)
+        for t in range(batch["previous"].shape[1]):
+            step_scores, state = model.step(batch["previous"][:, t], state)
+            torch.testing.assert_close(step_scores, scores[:, t], rtol=1e-5, atol=1e-5)
+        # a closed gate copies only: the mass lies on the retrieved captions' words
+        model.copy_gate.bias.fill_(-60.0)
+        copied, _ = model(batch)
+        retrieved = model.bank_words[rows].flatten(1)  # (B, k*L)
+        for b in range(len(split)):
+            allowed = torch.zeros(len(model.vocab), dtype=torch.bool)
+            allowed[retrieved[b][retrieved[b] != 0]] = True
+            mass = copied[b].exp()[:, allowed].sum(-1)
+            torch.testing.assert_close(mass, torch.ones_like(mass), rtol=1e-5, atol=1e-5)
+        # an open gate writes only: the plain softmax of the readout
+        model.copy_gate.bias.fill_(60.0)
+        written, _ = model(batch)
+        assert not torch.allclose(written, copied)
+        v, memory = model.context(fmaps)
+        state = model.initial_state(v)
+        if model.config.inject == "first":
+            state = model._image_step(v, state, memory)
+        x = model._inputs(batch["previous"][:, :1], v)[:, 0]
+        out, _, z, _, _ = model._step(x, state, memory)
+        torch.testing.assert_close(written[:, 0], model._readout(out, z).log_softmax(-1),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        # the retrieved words condition the decoder: other captions in the bank, other scores
+        model.copy_gate.bias.fill_(0.0)
+        before, _ = model(batch)
+        model.bank_words[:, 1] = model.vocab.encode(["green"])[0]
+        after, _ = model(batch)
+        assert not torch.allclose(before, after)
+    # a training image never retrieves itself when told so; otherwise it comes first
+    bank_maps = model.features(toy_split(10, seed=8).images)
+    own = torch.arange(10)
+    assert torch.equal(model.neighbours(bank_maps)[0][:, 0], own)
+    assert not (model.neighbours(bank_maps, exclude=own)[0] == own[:, None]).any()
+    # beam 1 is greedy; a batch writes what each image alone would
+    assert model.caption_ids(fmaps, beam=1, max_length=6) == model.caption_ids(fmaps, max_length=6)
+    alone = [model.caption_ids(fmaps[i : i + 1], beam=3, max_length=6)[0] for i in range(5)]
+    assert model.caption_ids(fmaps, beam=3, max_length=6) == alone
+
+
+def test_retrieval_trains_without_an_images_own_caption_and_saves_its_bank(tmp_path, monkeypatch):
+    from rnnkit.data import weights
+    from rnnkit.vision import EfficientNetLite0
+
+    torch.manual_seed(7)
+    pretrained = EfficientNetLite0()
+    monkeypatch.setattr(weights, "load_efficientnet_lite0", lambda log=print: pretrained)
+    path = write_coco(tmp_path / "coco", toy_split(40, seed=3))
+    images = tmp_path / "coco" / "images"
+    cfg = CaptionConfig(encoder="efficientnet-lite0", image_size=32, hidden_size=8,
+                        embedding_size=8, image_vector_size=8, dropout=0.0, retrieve=2)  # fmt: skip
+    seen = []
+    real_collate = caption.collate
+    monkeypatch.setattr(caption, "collate", lambda ex, idx: seen.append(real_collate(ex, idx))
+                        or seen[-1])  # fmt: skip
+    out = tmp_path / "run"
+    model, _ = caption.train(out, cfg, small(epochs=1), images=images, captions=path, log=quiet)
+    training = [b for b in seen if "neighbours" in b]
+    assert training and all(not (b["neighbours"] == b["image"][:, None]).any() for b in training)
+    assert all(b["neighbours"].shape[1] == 2 for b in training)
+    splits, _ = caption.load_splits(data=None, images=images, captions=path,
+                                    train_config=small(), size=(32, 32), log=quiet)  # fmt: skip
+    train = splits["train"]
+    loaded = caption.load(out)
+    assert loaded.bank_vectors.shape[0] == len(train) == loaded.bank_words.shape[0]
+    expected = caption.bank_captions(train, loaded.vocab, CiderReward(train.captions))
+    assert torch.equal(loaded.bank_words, expected)
+    test = splits["test"]
+    assert loaded.caption(test.images) == model.caption(test.images)
+    for bad in (dict(encoder="cnn"), dict(finetune=True), dict(blind=True)):
+        with pytest.raises(ValueError, match=r"`retrieve` \(2\) needs a frozen pretrained"):
+            CaptionConfig(**{**asdict_config(cfg), **bad})
+    with pytest.raises(ValueError, match=r"`retrieve` \(2\): not with --mirror"):
+        caption.train(tmp_path / "m", cfg, small(mirror=True), images=images, captions=path,
+                      log=quiet)  # fmt: skip
+
+
+def asdict_config(config: CaptionConfig) -> dict:
+    from dataclasses import asdict
+
+    return asdict(config)
+
 def tiny_charlm(tmp_path: Path, capsys) -> Path:
     """A character model's run of two steps: a run of another kind."""
     text = tmp_path / "t.txt"

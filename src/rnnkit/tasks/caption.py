@@ -130,6 +130,10 @@ class CaptionConfig:
     inject: Literal["every-step", "first", "init"] = "every-step"  # how v enters the decoder
     attention: bool = False  # soft attention over the feature map (Show, Attend and Tell)
     blind: bool = False  # a baseline: the decoder never sees the image (its features are 0)
+    # retrieval: the captions of this many nearest training images (cosine of the frozen
+    # encoder's pooled features) as a second memory that the decoder attends over and
+    # copies words from (a pointer-generator over retrieved captions); 0: off
+    retrieve: int = 0
     cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the decoder's cell (rnn: tanh)
     num_layers: int = 1  # decoder layers
     hidden_size: int = 256  # decoder units per layer
@@ -165,6 +169,18 @@ class CaptionConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.retrieve, int) or isinstance(self.retrieve, bool) or self.retrieve < 0:
+            raise ValueError(
+                f"Argument `retrieve` must be a number of training images (0: off), got "
+                f"{self.retrieve!r}"
+            )
+        if self.retrieve and (self.encoder == "cnn" or self.finetune or self.blind):
+            raise ValueError(
+                f"Argument `retrieve` ({self.retrieve}) needs a frozen pretrained encoder (its "
+                f"features find the nearest training images once) and a decoder that sees the "
+                f"image; got encoder {self.encoder!r}, finetune {self.finetune}, blind "
+                f"{self.blind}"
+            )
 
 
 def _positive(name: str, v: Any) -> None:
@@ -574,6 +590,7 @@ class Captioner(CaptionWriter, nn.Module):
         self.image_vector = nn.Linear(pooled, D)  # v = relu(W_v pool(a))
         self.embedding = nn.Embedding(len(vocab), E, padding_idx=PAD_ID)
         inputs = E + (D if c.inject == "every-step" else 0) + (A if c.attention else 0)
+        inputs += A if c.retrieve else 0
         self.decoder = STACKS[c.cell](
             inputs, H, c.num_layers, dropout=c.dropout, batch_first=True, init=c.init
         )
@@ -592,7 +609,23 @@ class Captioner(CaptionWriter, nn.Module):
             self.attention_proj = nn.Linear(A, A, bias=False)  # W_a a_i
             self.attention_query = nn.Linear(H, A)  # W_s s_{t-1} (+ b)
             self.attention_v = nn.Linear(A, 1, bias=False)  # w^T tanh(...)
-            self.combine = nn.Linear(A + H, H)  # tanh(W_c [z_t; s_t])
+        if c.retrieve:
+            # the retrieval memory: the words m_j of the k nearest training images' captions,
+            # keys b_j = W_m (e(m_j) + r_rank + sim * u) (their rank, and how close their
+            # image is, said by learned vectors), attended like the image
+            self.register_buffer("bank_vectors", torch.zeros(0, pooled))  # (N, F') unit
+            self.register_buffer("bank_words", torch.zeros(0, 1, dtype=torch.int64))  # (N, L)
+            self.memory_rank = nn.Parameter(0.1 * torch.randn(c.retrieve, E))
+            self.memory_similarity = nn.Parameter(0.1 * torch.randn(E))
+            self.memory_key = nn.Linear(E, A)
+            self.memory_proj = nn.Linear(A, A, bias=False)
+            self.memory_query = nn.Linear(H, A)
+            self.memory_v = nn.Linear(A, 1, bias=False)
+            # g_t = sigmoid(w_g [s_t; y_t; x_t]): write from the vocabulary (g) or copy (1 - g)
+            self.copy_gate = nn.Linear(H + A + inputs, 1)
+        contexts = (A if c.attention else 0) + (A if c.retrieve else 0)
+        if contexts:
+            self.combine = nn.Linear(contexts + H, H)  # tanh(W_c [z_t; y_t; s_t])
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(H, len(vocab))
         # the n-gram frequencies of the training captions (set by train and load): what
@@ -672,6 +705,69 @@ class Captioner(CaptionWriter, nn.Module):
         keys = self.attention_key(fmap.flatten(2).transpose(1, 2)) + self.attention_position
         return v, (keys, self.attention_proj(keys))  # (B, P, A) each
 
+    # -- retrieval --------------------------------------------------------------------
+    def set_bank(self, vectors: Tensor, words: Tensor) -> None:
+        """The training images the retrieval memory draws on: their pooled features (N,
+        F') (:meth:`pool`; kept unit length) and one caption each as word ids (N, L),
+        padded with <pad>. Saved with the weights."""
+        if not self.config.retrieve:
+            raise ValueError("this model retrieves nothing (trained without --retrieve)")
+        if vectors.dim() != 2 or vectors.shape[1] != self.bank_vectors.shape[1]:
+            raise ValueError(
+                f"Argument `vectors` must be (N, {self.bank_vectors.shape[1]}), got "
+                f"{tuple(vectors.shape)}"
+            )
+        if words.dim() != 2 or len(words) != len(vectors) or len(vectors) < self.config.retrieve:
+            raise ValueError(
+                f"Argument `words` must be (N, L) for the N = {len(vectors)} images (at least "
+                f"retrieve = {self.config.retrieve}), got {tuple(words.shape)}"
+            )
+        device = self.bank_vectors.device
+        self.bank_vectors = F.normalize(vectors.float(), dim=1).to(device)
+        self.bank_words = words.to(device=device, dtype=torch.int64)
+
+    def neighbours(self, fmap: Tensor, exclude: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The k nearest training images of each feature map (B, F, h, w): their rows in
+        the bank (B, k), nearest first, and cosine similarities (B, k); `exclude` (B,):
+        a bank row each may not take (a training image's own)."""
+        if not len(self.bank_vectors):
+            raise ValueError("the retrieval bank is empty: set_bank first (train does)")
+        query = F.normalize(self.pool(fmap.float()), dim=1).to(self.bank_vectors.device)
+        similar = query @ self.bank_vectors.T  # (B, N)
+        if exclude is not None:
+            similar = similar.scatter(1, exclude.to(similar.device)[:, None], -2.0)
+        top = similar.topk(self.config.retrieve, dim=1)
+        return top.indices, top.values
+
+    def word_memory(self, rows: Tensor, similarity: Tensor) -> tuple[Tensor, ...]:
+        """Bank rows (B, k) and their similarities (B, k) -> what the decoder reads of
+        their captions: keys b_j and W_b b_j (B, k*L, A), the word ids (B, k*L) and
+        which are words, not padding (B, k*L)."""
+        words = self.bank_words[rows.to(self.bank_words.device)]  # (B, k, L)
+        B, k, L = words.shape
+        x = self.embedding(words) + self.memory_rank[None, :, None, :]  # (B, k, L, E)
+        x = x + similarity.to(x)[:, :, None, None] * self.memory_similarity
+        keys = self.memory_key(self.drop(x)).view(B, k * L, -1)
+        return keys, self.memory_proj(keys), words.view(B, k * L), words.view(B, k * L) != PAD_ID
+
+    def context(
+        self, fmap: Tensor, neighbours: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Any, Any]]:
+        """v (B, D) and the memories the decoder reads: (the image attention's, the
+        retrieved captions') or None each. `neighbours` (B, k): bank rows chosen
+        beforehand (training: never an image's own); by default the nearest."""
+        v, image = self.image_context(fmap)
+        words = None
+        if self.config.retrieve:
+            if neighbours is None:
+                rows, similarity = self.neighbours(fmap)
+            else:
+                rows = neighbours.to(self.bank_vectors.device)
+                query = F.normalize(self.pool(fmap.float()), dim=1).to(rows.device)
+                similarity = (query[:, None, :] * self.bank_vectors[rows]).sum(-1)  # (B, k)
+            words = self.word_memory(rows, similarity)
+        return v, (image, words)
+
     def initial_state(self, v: Tensor) -> Any:
         """The decoder's initial state, batch-first: (B, L, H), or (h, c) for an LSTM;
         zeros unless ``inject == "init"``."""
@@ -702,57 +798,100 @@ class Captioner(CaptionWriter, nn.Module):
         alpha = e.squeeze(-1).softmax(-1)  # (B, P)
         return (alpha[:, :, None] * keys).sum(1), alpha
 
+    def _attend_words(self, top: Tensor, memory: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+        """The same over the retrieved captions' words, padding masked: y (B, A), beta (B,
+        M)."""
+        keys, projected, _, real = memory
+        e = self.memory_v(torch.tanh(projected + self.memory_query(top)[:, None])).squeeze(-1)
+        beta = e.masked_fill(~real, -math.inf).softmax(-1)  # (B, M)
+        return (beta[:, :, None] * keys).sum(1), beta
+
     def _readout(self, out: Tensor, z: Tensor | None) -> Tensor:
-        """Decoder outputs (..., H) [and contexts (..., A)] -> logits (..., V)."""
+        """Decoder outputs (..., H) [and contexts (..., A or 2A)] -> logits (..., V)."""
         if z is not None:
             out = torch.tanh(self.combine(torch.cat([z, out], dim=-1)))
         return self.head(self.drop(out))
 
-    def _step(self, x: Tensor, state: Any, memory: tuple | None) -> tuple[Tensor, Any, Any, Any]:
+    def _step(self, x: Tensor, state: Any, memory: tuple) -> tuple[Tensor, Any, Any, Any, Any]:
         """One decoder step from inputs x (B, I) and the batch-first state: outputs (B, H),
-        the new state, the context z (B, A) and weights alpha (B, P) (None without
-        attention)."""
-        z = alpha = None
-        if memory is not None:
-            top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
-            z, alpha = self._attend(top, memory)
-            x = torch.cat([x, z], dim=-1)
+        the new state, the contexts (B, A or 2A; None without a memory), the image
+        attention's weights alpha (B, P) and what the copy needs (None without
+        retrieval)."""
+        image, words = memory
+        top = state[0][:, -1] if isinstance(state, tuple) else state[:, -1]  # (B, H)
+        contexts, alpha, copy = [], None, None
+        if image is not None:
+            z, alpha = self._attend(top, image)
+            contexts.append(z)
+        if words is not None:
+            y, beta = self._attend_words(top, words)
+            contexts.append(y)
+        x = torch.cat([x, *contexts], dim=-1)
         out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))  # (B, 1, H)
-        return out[:, 0], decoding.batch_first_state(new), z, alpha
+        out = out[:, 0]
+        if words is not None:
+            gate = torch.sigmoid(self.copy_gate(torch.cat([out, y, x], dim=-1)))  # (B, 1)
+            copy = (gate, beta)
+        z = torch.cat(contexts, dim=-1) if contexts else None
+        return out, decoding.batch_first_state(new), z, alpha, copy
 
-    def _image_step(self, v: Tensor, state: Any, memory: tuple | None) -> Any:
+    def _image_step(self, v: Tensor, state: Any, memory: tuple) -> Any:
         """``inject == "first"``: the step that reads the image's word vector."""
         x = self.image_input(v)  # (B, E)
-        if memory is not None:  # it attends like any step
+        if any(m is not None for m in memory):  # it attends like any step
             return self._step(x, state, memory)[1]
         out, new = self.decoder(x[:, None, :], decoding.layer_first_state(state))
         return decoding.batch_first_state(new)
 
-    def decode(self, fmap: Tensor, previous: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _scores(self, logits: Tensor, copy: Any, words: Any) -> Tensor:
+        """The next word's scores: the logits, or with retrieval the log-probabilities of
+        the mixture g P_vocab(w) + (1 - g) sum_{j: m_j = w} beta_j (See et al. 2017):
+        normalised, so softmax and cross-entropy read them as logits."""
+        if copy is None:
+            return logits
+        gate, beta = copy  # (..., 1), (..., M)
+        ids = words[2]  # (B, M)
+        if beta.dim() == 3:  # (B, T, M): every step of a caption at once
+            ids = ids[:, None, :].expand_as(beta)
+        copied = torch.zeros_like(logits, dtype=torch.float32).scatter_add(-1, ids, beta.float())
+        p = gate.float() * logits.float().softmax(-1) + (1 - gate.float()) * copied
+        return p.clamp_min(1e-12).log()
+
+    def decode(
+        self, fmap: Tensor, previous: Tensor, neighbours: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: previous (B, T) = <start> w1 .. w_{T-1} -> logits (B, T, V)
-        and the attention weights (B, T, h*w) (None without attention)."""
-        v, memory = self.image_context(fmap)
+        (with retrieval: log-probabilities) and the attention weights (B, T, h*w) (None
+        without attention). `neighbours`: see :meth:`context`."""
+        v, memory = self.context(fmap, neighbours)
         state = self.initial_state(v)
         if self.config.inject == "first":
             state = self._image_step(v, state, memory)
         x = self._inputs(previous, v)  # (B, T, I)
-        if memory is None:  # one fused call over the whole caption
+        if all(m is None for m in memory):  # one fused call over the whole caption
             out, _ = self.decoder(x, decoding.layer_first_state(state))
             return self._readout(out, None), None
-        outs, contexts, weights = [], [], []
+        outs, contexts, weights, gates, betas = [], [], [], [], []
         for t in range(x.shape[1]):  # step by step: each step attends from the last state
-            out, state, z, alpha = self._step(x[:, t], state, memory)
+            out, state, z, alpha, copy = self._step(x[:, t], state, memory)
             outs.append(out)
             contexts.append(z)
             weights.append(alpha)
+            if copy is not None:
+                gates.append(copy[0])
+                betas.append(copy[1])
         logits = self._readout(torch.stack(outs, 1), torch.stack(contexts, 1))  # one call
-        return logits, torch.stack(weights, 1)
+        if betas:
+            logits = self._scores(logits, (torch.stack(gates, 1), torch.stack(betas, 1)),
+                                  memory[1])  # fmt: skip
+        return logits, torch.stack(weights, 1) if memory[0] is not None else None
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         """A batch with ``images`` (B, H, W, C) uint8 or ``features`` (B, F, h, w) and
-        ``previous`` (B, T) -> logits (B, T, V), attention weights."""
+        ``previous`` (B, T) (and, with retrieval, maybe ``neighbours`` (B, k)) -> logits
+        (B, T, V), attention weights."""
         fmap = batch["features"] if "features" in batch else self.feature_map(batch["images"])
-        return self.decode(fmap, batch["previous"])
+        return self.decode(fmap, batch["previous"], batch.get("neighbours"))
 
     def loss(self, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
         """Mean cross-entropy (nats) per caption word (and <end>); padding masked out. With
@@ -767,7 +906,7 @@ class Captioner(CaptionWriter, nn.Module):
     # -- decoding ---------------------------------------------------------------------
     def start(self, fmap: Tensor) -> tuple[Tensor, tuple]:
         """The first ids (<start>, (B,)) and state of :meth:`step` for a feature map."""
-        v, memory = self.image_context(fmap)
+        v, memory = self.context(fmap)
         state = self.initial_state(v)
         if self.config.inject == "first":
             state = self._image_step(v, state, memory)
@@ -775,11 +914,12 @@ class Captioner(CaptionWriter, nn.Module):
         return ids, (state, v, memory)
 
     def step(self, ids: Tensor, state: tuple) -> tuple[Tensor, tuple]:
-        """:mod:`rnnkit.decoding`'s step: previous ids (N,) -> logits (N, V), new state."""
+        """:mod:`rnnkit.decoding`'s step: previous ids (N,) -> logits (N, V) (with
+        retrieval: log-probabilities), new state."""
         dec, v, memory = state
         x = self._inputs(ids[:, None], v)[:, 0]
-        out, dec, z, _ = self._step(x, dec, memory)
-        return self._readout(out, z), (dec, v, memory)
+        out, dec, z, _, copy = self._step(x, dec, memory)
+        return self._scores(self._readout(out, z), copy, memory[1]), (dec, v, memory)
 
     def caption_ids(self, fmaps: Tensor, **kw: Any) -> list[list[int]]:
         """Word ids (no <start>/<end>) for each feature map (N, F, h, w): greedy, sampled
@@ -836,6 +976,9 @@ class Captions:
     is_features: bool
     image: list[int]
     words: list[np.ndarray]
+    # with retrieval, the training split's own: each image's k nearest other training
+    # images, rows of the model's bank (N, k)
+    neighbours: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.image)
@@ -866,11 +1009,15 @@ def teacher_batch(
 def collate(examples: Captions, idx: Sequence[int]) -> dict[str, Tensor]:
     """A padded batch: ``images`` or ``features`` (B, ...), ``previous`` (B, T) =
     <start> w1 .. wn and ``target`` (B, T) = w1 .. wn <end>, both padded with <pad>, and
-    ``image`` (B,): each pair's row in the split."""
+    ``image`` (B,): each pair's row in the split (and ``neighbours`` (B, k) when the split
+    has them)."""
     rows = torch.tensor([examples.image[i] for i in idx], dtype=torch.int64)
     previous, target = teacher_batch([examples.words[i] for i in idx])
     key = "features" if examples.is_features else "images"
-    return {key: examples.pixels[rows], "previous": previous, "target": target, "image": rows}
+    batch = {key: examples.pixels[rows], "previous": previous, "target": target, "image": rows}
+    if examples.neighbours is not None:
+        batch["neighbours"] = examples.neighbours[rows]
+    return batch
 
 
 def encode_captions(
@@ -893,6 +1040,20 @@ def encode_captions(
             image.append(n)
             words.append(np.asarray(vocab.encode(w), dtype=np.int64))
     return Captions(pixels, is_features, image, words)
+
+
+def bank_captions(split: CaptionSplit, vocab: WordVocab, frequencies: CiderReward) -> Tensor:
+    """One caption per image of a (training) split for the retrieval bank, as word ids
+    padded with <pad> (N, L): of several, the one most like the others
+    (:meth:`CiderReward.most_agreed`, with the frequencies given)."""
+    rows = [
+        vocab.encode(caption_words(caps[frequencies.most_agreed(caps) if len(caps) > 1 else 0]))
+        for caps in split.captions
+    ]
+    out = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.int64)
+    for n, r in enumerate(rows):
+        out[n, : len(r)] = torch.as_tensor(r, dtype=torch.int64)
+    return out
 
 
 def load_splits(
@@ -1407,6 +1568,14 @@ def train(
     runs.seed_everything(train_config.seed)
     model = new_model(config, vocab, image_shape, pretrained=ckpt is None, log=log)
     model.cider = frequencies
+    if config.retrieve:
+        if train_config.mirror or train_config.objective == "cider":
+            raise ValueError(
+                f"Argument `retrieve` ({config.retrieve}): not with --mirror (a mirrored "
+                f"image would retrieve its original) or self-critical training"
+            )
+        train_maps = cached_features(model, train_split, log)
+        model.set_bank(model.pool(train_maps), bank_captions(train_split, vocab, frequencies))
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state)  # the frozen encoder's cached maps match
     elif source_model is not None:
@@ -1429,6 +1598,9 @@ def train(
         k: encode_captions(s, *pixels[k], vocab, config, f"{where} ({k})")
         for k, s in splits.items()
     }
+    if config.retrieve:  # each training image retrieves others, never itself
+        own = torch.arange(len(splits["train"]))
+        examples["train"].neighbours = model.neighbours(pixels["train"][0], exclude=own)[0].cpu()
     batches = BucketBatches(examples["train"], train_config.batch_size, train_config.seed, collate)
     val = examples["val"]
     if train_config.objective == "cider":
@@ -1549,6 +1721,7 @@ def describe(model: Captioner, device: torch.device) -> str:
     size = f" at {c.image_size} px" if c.image_size else ""
     att = ", attention" if c.attention else ""
     att += ", blind (the image is never seen)" if c.blind else ""
+    att += f", copying from the captions of the {c.retrieve} nearest training images" if c.retrieve else ""
     return (
         f"{enc}{size} -> {c.num_layers}x{c.hidden_size} {c.cell.upper()} decoder "
         f"({model.decoder.backend(device)}), image {c.inject}{att}"
@@ -1560,6 +1733,8 @@ def load(path: PathLike, *, device: str | torch.device = "cpu") -> Captioner:
     ckpt: Checkpoint = load_checkpoint(resolve_checkpoint(path), expected_kind=KIND)
     config = config_from_dict(CaptionConfig, ckpt.meta["model"])
     model = Captioner(config, WordVocab.from_dict(ckpt.meta["vocab"]), ckpt.meta["image_shape"])
+    if config.retrieve:  # the bank's size is the training split's
+        model.set_bank(ckpt.model_state["bank_vectors"], ckpt.model_state["bank_words"])
     model.load_state_dict(ckpt.model_state)
     model.meta = ckpt.meta
     if "cider" in ckpt.meta:  # runs saved before the frequencies were kept have none
