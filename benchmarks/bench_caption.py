@@ -21,11 +21,13 @@ training (its own sampled captions rewarded by CIDEr-D) from its best weights, a
 row.
 
 ``ensemble``: trained runs on one built-in set (other seeds, say, kept by ``quality
---keep``) scored on its test split one by one and as one ensemble (the mean of their
-next-word probabilities), greedy and beam 3, beside the nearest neighbour in the first
-run's feature space.
+--keep``) scored on its test split (``--split val``: validation) one by one and as one
+ensemble (the mean of their next-word probabilities), greedy and beam 3 (and with
+``--mbr N ...``, minimum Bayes risk decoding of the N likeliest captions), beside the
+nearest neighbour in the first run's feature space.
 
-    python benchmarks/bench_caption.py ensemble runs/emoji-s1 runs/emoji-s2 runs/emoji-s3
+    python benchmarks/bench_caption.py ensemble runs/emoji-s1 runs/emoji-s2 runs/emoji-s3 \\
+        --mbr 3 5 8
 
 ``retrieval``: trained runs (one, or several as one ensemble) against retrieval and with
 it: for each k, the consensus caption of the k nearest training images (the one with the
@@ -136,21 +138,30 @@ def ensemble(args: argparse.Namespace) -> None:
     if data is None:
         sys.exit("ensemble: give --data NAME (the runs were trained on files)")
     splits = get(data, "caption").splits()
-    test = splits["test"]
+    test = splits[args.split]
+    for model in models:  # runs saved before they kept their training n-gram frequencies
+        if model.cider is None and args.mbr:
+            model.cider = caption.CiderReward(splits["train"].captions)
     fmaps = together.features(test.images)
-    print(f"# {data}: {len(test):,} test images, {len(models)} runs alone and as one")
+    print(f"# {data}: {len(test):,} {args.split} images, {len(models)} runs alone and as one")
     print(json.dumps(environment()))
-    print("| model | greedy BLEU-4 / CIDEr | beam 3 BLEU-4 / CIDEr / ROUGE-L |")
-    print("|---|---|---|")
+    mbr = "".join(f" minimum Bayes risk of {n} BLEU-4 / CIDEr |" for n in args.mbr)
+    print(f"| model | greedy BLEU-4 / CIDEr | beam 3 BLEU-4 / CIDEr / ROUGE-L |{mbr}")
+    print("|---|---|---|" + "---|" * len(args.mbr))
     rows = [(run, model, maps) for run, model, maps in zip(args.runs, models, fmaps)]
     for name, model, maps in [*rows, (f"ensemble of {len(models)}", together, fmaps)]:
         g = caption.score(model, test, maps)["metrics"]
         b = caption.score(model, test, maps, beam=3)["metrics"]
+        m = [caption.score(model, test, maps, beam=3, mbr=n)["metrics"] for n in args.mbr]
+        cells = "".join(f" {x['bleu4']:.1f} / {x['cider']:.1f} |" for x in m)
         print(f"| {name} | {g['bleu4']:.1f} / {g['cider']:.1f} | {b['bleu4']:.1f} / "
-              f"{b['cider']:.1f} / {b['rouge_l']:.1f} |", flush=True)  # fmt: skip
+              f"{b['cider']:.1f} / {b['rouge_l']:.1f} |{cells}", flush=True)  # fmt: skip
     nn = caption.caption_scores(caption.baseline_captions(together, splits["train"], fmaps),
                                 test.captions)  # fmt: skip
-    print(f"| nearest neighbour | {nn['bleu4']:.1f} / {nn['cider']:.1f} | - |")
+    print(
+        f"| nearest neighbour | {nn['bleu4']:.1f} / {nn['cider']:.1f} | - |"
+        + " - |" * len(args.mbr)
+    )
 
 
 def likeliest(
@@ -262,6 +273,14 @@ def main() -> None:
     p = sub.add_parser("ensemble", help="runs alone and as one ensemble, on the test split")
     p.add_argument("runs", nargs="+", help="run directories trained on one built-in set")
     p.add_argument("--data", help="the built-in set (default: the first run's own)")
+    p.add_argument("--split", choices=["val", "test"], default="test", help="the split scored")
+    p.add_argument(
+        "--mbr",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also minimum Bayes risk decoding of the N likeliest (beam max(3, N))",
+    )
     p.set_defaults(func=ensemble)
     p = sub.add_parser("retrieval", help="the model against and with k nearest neighbours")
     p.add_argument("runs", nargs="+", help="run directories trained on one built-in set")

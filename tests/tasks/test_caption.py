@@ -734,7 +734,6 @@ def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypa
     np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
 
 
-
 def retrieving_model(seed: int = 0, **kw) -> Captioner:
     """A captioner that copies from retrieved captions, over a frozen (random) pretrained
     encoder, its bank holding ten toy pictures."""
@@ -849,6 +848,7 @@ def asdict_config(config: CaptionConfig) -> dict:
     from dataclasses import asdict
 
     return asdict(config)
+
 
 def tiny_charlm(tmp_path: Path, capsys) -> Path:
     """A character model's run of two steps: a run of another kind."""

@@ -169,7 +169,7 @@ class CaptionConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Argument `dropout` must lie in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.retrieve, int) or isinstance(self.retrieve, bool) or self.retrieve < 0:
+        if type(self.retrieve) is not int or self.retrieve < 0:
             raise ValueError(
                 f"Argument `retrieve` must be a number of training images (0: off), got "
                 f"{self.retrieve!r}"
@@ -1721,7 +1721,8 @@ def describe(model: Captioner, device: torch.device) -> str:
     size = f" at {c.image_size} px" if c.image_size else ""
     att = ", attention" if c.attention else ""
     att += ", blind (the image is never seen)" if c.blind else ""
-    att += f", copying from the captions of the {c.retrieve} nearest training images" if c.retrieve else ""
+    if c.retrieve:
+        att += f", copying from the captions of the {c.retrieve} nearest training images"
     return (
         f"{enc}{size} -> {c.num_layers}x{c.hidden_size} {c.cell.upper()} decoder "
         f"({model.decoder.backend(device)}), image {c.inject}{att}"
