@@ -3,7 +3,10 @@ teacher-forced pass equals decoding step by step, beam 1 is greedy, padding chan
 nothing, a small model learns a toy set of pictures exactly, resume is exact, and the
 commands train, caption and evaluate (with the HTML page in a real browser); training
 traces gradients through time, and a trained run measures them on its own validation
-captions (images, or a frozen encoder's cached maps)."""
+captions (images, or a frozen encoder's cached maps); minimum Bayes risk decoding picks
+the n-best caption of the highest expected CIDEr-D, and the retrieving decoder's mixture
+of writing and copying is a distribution that training never feeds an image's own
+caption."""
 
 from __future__ import annotations
 

@@ -44,6 +44,15 @@ judged by becomes what is learnt.
 
 Several runs on the same data write as one (:class:`Ensemble`, ``--ensemble``): at every
 step the next word's probability is the mean of theirs (:func:`rnnkit.decoding.ensemble`).
+Minimum Bayes risk decoding (``mbr``) chooses, of beam search's N likeliest captions, the
+one with the highest CIDEr-D against the others, weighted by their probabilities
+(:func:`rnnkit.decoding.minimum_bayes_risk`, the training captions' n-gram frequencies,
+which a run keeps).
+
+Retrieval (``retrieve``, with a frozen pretrained encoder): the captions of the k
+training images nearest to the picture are a second memory; the decoder attends over
+their words, y_t = sum_j beta_tj b_j, and writes the pointer-generator's mixture
+(See et al. 2017), P(w) = g_t P_vocab(w) + (1 - g_t) sum_{j: m_j = w} beta_tj.
 
 Captions become lower-cased words (punctuation dropped, as COCO's scorers read them);
 the vocabulary holds ``<pad>``, ``<unk>``, ``<start>``, ``<end>`` and the training
