@@ -139,9 +139,8 @@ def ensemble(args: argparse.Namespace) -> None:
         sys.exit("ensemble: give --data NAME (the runs were trained on files)")
     splits = get(data, "caption").splits()
     test = splits[args.split]
-    for model in models:  # runs saved before they kept their training n-gram frequencies
-        if model.cider is None and args.mbr:
-            model.cider = caption.CiderReward(splits["train"].captions)
+    if args.mbr:
+        caption.keep_frequencies(together, splits["train"])
     fmaps = together.features(test.images)
     print(f"# {data}: {len(test):,} {args.split} images, {len(models)} runs alone and as one")
     print(json.dumps(environment()))

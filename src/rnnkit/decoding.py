@@ -606,27 +606,23 @@ def minimum_bayes_risk(
             f"Argument `log_probs`: one per candidate, got {len(log_probs)} for "
             f"{len(candidates)} candidates"
         )
-    keys = [tuple(c) if isinstance(c, (list, np.ndarray, Tensor)) else c for c in candidates]
-    first: dict[Any, int] = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    unique = list(first.values())  # indices of the distinct candidates, in order
-    if len(unique) == 1:
-        return 0
-    weights = np.zeros(len(unique))
-    row = {key: n for n, key in enumerate(first)}
-    lp = np.zeros(len(keys)) if log_probs is None else np.asarray(log_probs, dtype=np.float64)
+    lp = np.zeros(len(candidates)) if log_probs is None else np.asarray(log_probs, float)
     if not np.all(np.isfinite(lp) | (lp == -np.inf)) or np.all(lp == -np.inf):
         raise ValueError(f"Argument `log_probs` must be finite log-probabilities, got {lp!r}")
     p = np.exp(lp - lp.max())
-    for key, pi in zip(keys, p):
-        weights[row[key]] += pi
-    weights /= weights.sum()
-    gain = [
-        sum(w * utility(candidates[i], candidates[j]) for j, w in zip(unique, weights) if w > 0)
-        for i in unique
-    ]
-    return unique[int(np.argmax(gain))]
+    first: dict[Any, int] = {}  # each distinct candidate: its first index
+    mass: dict[Any, float] = {}  # ... and its summed probability
+    for i, (c, pi) in enumerate(zip(candidates, p)):
+        key = tuple(np.asarray(c).tolist()) if isinstance(c, (list, np.ndarray, Tensor)) else c
+        first.setdefault(key, i)
+        mass[key] = mass.get(key, 0.0) + pi
+    if len(first) == 1:
+        return 0
+    total = sum(mass.values())
+    weighted = [(first[k], m / total) for k, m in mass.items() if m > 0]
+    gain = {i: sum(w * utility(candidates[i], candidates[j]) for j, w in weighted)
+            for i in first.values()}  # fmt: skip
+    return max(gain, key=gain.get)  # the first of equals
 
 
 def _end_ids(end: int | Collection[int] | None) -> Tensor | None:

@@ -18,7 +18,7 @@ import math
 import random
 import shutil
 import subprocess
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -841,16 +841,10 @@ def test_retrieval_trains_without_an_images_own_caption_and_saves_its_bank(tmp_p
     assert loaded.caption(test.images) == model.caption(test.images)
     for bad in (dict(encoder="cnn"), dict(finetune=True), dict(blind=True)):
         with pytest.raises(ValueError, match=r"`retrieve` \(2\) needs a frozen pretrained"):
-            CaptionConfig(**{**asdict_config(cfg), **bad})
+            CaptionConfig(**{**asdict(cfg), **bad})
     with pytest.raises(ValueError, match=r"`retrieve` \(2\): not with --mirror"):
         caption.train(tmp_path / "m", cfg, small(mirror=True), images=images, captions=path,
                       log=quiet)  # fmt: skip
-
-
-def asdict_config(config: CaptionConfig) -> dict:
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 def tiny_charlm(tmp_path: Path, capsys) -> Path:

@@ -442,11 +442,7 @@ def _agreed(
 ) -> list[int]:
     """Of beam search's n-best captions of one image, the minimum Bayes risk choice."""
     texts = [" ".join(vocab.tokens[k] for k in h.tokens) for h in hyps]
-    vectors = {t: reward._vector(reward._counts(t)) for t in texts}
-    pick = decoding.minimum_bayes_risk(
-        texts, [h.log_prob for h in hyps],
-        lambda a, b: reward._similarity(vectors[a], [vectors[b]]),
-    )  # fmt: skip
+    pick = decoding.minimum_bayes_risk(texts, [h.log_prob for h in hyps], reward.agreement)
     return hyps[pick].tokens
 
 
@@ -741,12 +737,15 @@ class Captioner(CaptionWriter, nn.Module):
         a bank row each may not take (a training image's own)."""
         if not len(self.bank_vectors):
             raise ValueError("the retrieval bank is empty: set_bank first (train does)")
-        query = F.normalize(self.pool(fmap.float()), dim=1).to(self.bank_vectors.device)
-        similar = query @ self.bank_vectors.T  # (B, N)
+        similar = self._query(fmap) @ self.bank_vectors.T  # (B, N)
         if exclude is not None:
             similar = similar.scatter(1, exclude.to(similar.device)[:, None], -2.0)
         top = similar.topk(self.config.retrieve, dim=1)
         return top.indices, top.values
+
+    def _query(self, fmap: Tensor) -> Tensor:
+        """Feature maps (B, F, h, w) -> the unit vectors (B, F') compared with the bank."""
+        return F.normalize(self.pool(fmap.float()), dim=1).to(self.bank_vectors.device)
 
     def word_memory(self, rows: Tensor, similarity: Tensor) -> tuple[Tensor, ...]:
         """Bank rows (B, k) and their similarities (B, k) -> what the decoder reads of
@@ -772,8 +771,8 @@ class Captioner(CaptionWriter, nn.Module):
                 rows, similarity = self.neighbours(fmap)
             else:
                 rows = neighbours.to(self.bank_vectors.device)
-                query = F.normalize(self.pool(fmap.float()), dim=1).to(rows.device)
-                similarity = (query[:, None, :] * self.bank_vectors[rows]).sum(-1)  # (B, k)
+                query = self._query(fmap)[:, None, :]  # (B, 1, F')
+                similarity = (query * self.bank_vectors[rows]).sum(-1)  # (B, k)
             words = self.word_memory(rows, similarity)
         return v, (image, words)
 
@@ -1169,6 +1168,15 @@ def format_scores(m: dict[str, float]) -> str:
         f"BLEU-1 {m['bleu1']:.1f}, BLEU-4 {m['bleu4']:.1f}, CIDEr {m['cider']:.1f}, "
         f"ROUGE-L {m['rouge_l']:.1f}, exact {m['exact']:.1f}% ({int(m['images']):,} images)"
     )
+
+
+def keep_frequencies(model: Captioner | Ensemble, train: CaptionSplit) -> None:
+    """Give a run saved before runs kept their training captions' n-gram frequencies
+    (what minimum Bayes risk decoding weighs agreement with) those of `train`, its
+    training split; an ensemble's first model is the one :func:`write_ids` reads."""
+    lead = model.models[0] if isinstance(model, Ensemble) else model
+    if lead.cider is None:
+        lead.cider = CiderReward(train.captions)
 
 
 def score(
@@ -1818,9 +1826,8 @@ def eval_report(
                              train_config=tc, size=(H, W), log=log)[0]  # fmt: skip
         test, train_split = splits["test"], splits["train"]
         name = f"{data or source.get('captions')} (test)"
-    lead = model.models[0] if isinstance(model, Ensemble) else model
-    if mbr > 1 and lead.cider is None:  # a run saved before the frequencies were kept
-        lead.cider = CiderReward(train_split.captions)
+    if mbr > 1:
+        keep_frequencies(model, train_split)
     fmaps = model.features(test.images)
     r = score(model, test, fmaps, beam=beam, length_penalty=length_penalty, mbr=mbr)
     nn_said = baseline_captions(model, train_split, fmaps)
