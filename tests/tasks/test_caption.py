@@ -292,6 +292,11 @@ def test_the_cider_reward_is_pycocoevalcaps_cider_d_with_the_corpus_frequencies(
     assert got[0] > got[3] > 0 and reward([""], [2])[0] == 0.0
     # the frequencies are the corpus's, not the batch's: an image scored alone scores alike
     assert reward(["a red kangaroo"], [0])[0] == pytest.approx(got[0])
+    # a hypothesis is read as the references are: case and punctuation do not count
+    assert reward(["A red, kangaroo!"], [0])[0] == pytest.approx(got[0])
+    assert reward.agreement("The blue car.", "a BLUE car") == pytest.approx(
+        reward.agreement("the blue car", "a blue car")
+    )
     with pytest.raises(ValueError, match="`references`"):
         CiderReward([["a car"], []])
 

@@ -1242,7 +1242,7 @@ class CiderReward:
         if not references or not all(references):
             raise ValueError("Argument `references`: give at least one caption for each image")
         self.n, self.sigma = n, sigma
-        counts = [[self._counts(" ".join(caption_words(r))) for r in refs] for refs in references]
+        counts = [[self._counts(r) for r in refs] for refs in references]
         df: Counter = Counter()
         for refs in counts:
             df.update({g for c in refs for g in c})
@@ -1280,13 +1280,15 @@ class CiderReward:
         return reward
 
     def agreement(self, hypothesis: str, reference: str) -> float:
-        """CIDEr-D (pycocoevalcap's scale) of one caption (words joined by spaces) against
-        one other: the utility of :func:`rnnkit.decoding.minimum_bayes_risk`."""
+        """CIDEr-D (pycocoevalcap's scale) of one caption against one other (both read by
+        :func:`caption_words`): the utility of :func:`rnnkit.decoding.minimum_bayes_risk`."""
         return self._similarity(self._vector(self._counts(hypothesis)),
                                 [self._vector(self._counts(reference))])  # fmt: skip
 
     def _counts(self, text: str) -> Counter:
-        words = text.split()
+        """The n-grams of a caption as the scorers read it (:func:`caption_words`: lower
+        case, no punctuation; a model's output, already so, is unchanged)."""
+        words = caption_words(text)
         return Counter(
             tuple(words[i : i + k]) for k in range(1, self.n + 1) for i in range(len(words) - k + 1)
         )
@@ -1317,7 +1319,9 @@ class CiderReward:
 
     def __call__(self, hypotheses: Sequence[str], images: Sequence[int]) -> np.ndarray:
         """The CIDEr-D (x 1, pycocoevalcap's scale; x 100 in the reports) of each
-        hypothesis (words joined by spaces) against the references of ``images[i]``."""
+        hypothesis against the references of ``images[i]``; hypotheses and references are
+        read alike (:func:`caption_words`), so "A red kangaroo." scores as "a red
+        kangaroo"."""
         return np.array([
             self._similarity(self._vector(self._counts(text)), self.references[image])
             for text, image in zip(hypotheses, images)
@@ -1331,8 +1335,7 @@ class CiderReward:
     def most_agreed(self, captions: Sequence[str]) -> int:
         """Which of `captions` (raw text) is most like the others, as :meth:`consensus`
         (with these n-gram frequencies)."""
-        return self._most_agreed([self._vector(self._counts(" ".join(caption_words(c))))
-                                  for c in captions])  # fmt: skip
+        return self._most_agreed([self._vector(self._counts(c)) for c in captions])
 
     def _most_agreed(self, vectors: Sequence[tuple]) -> int:
         if len(vectors) == 1:
