@@ -742,6 +742,45 @@ def test_a_frozen_encoders_run_probes_its_cached_feature_maps(tmp_path, monkeypa
     np.testing.assert_allclose(layer.norms, traced["layers"][0].norms, rtol=1e-4)
 
 
+def test_a_frozen_encoders_run_goes_on_with_its_encoder_trained_by_init_from_finetune(
+    tmp_path, monkeypatch
+):
+    """The two-stage recipe: a run with the pretrained encoder frozen, then --init-from it
+    with --finetune: the new run keeps the source's settings but trains the encoder too
+    (its weights move away from the source's, which stay as they were), training batches
+    carry pixels, not cached maps; without --finetune the encoder stays frozen."""
+    from rnnkit.data import weights
+    from rnnkit.vision import EfficientNetLite0
+
+    torch.manual_seed(7)
+    pretrained = EfficientNetLite0()
+    monkeypatch.setattr(weights, "load_efficientnet_lite0", lambda log=print: pretrained)
+    path = write_coco(tmp_path / "coco", toy_split(40, seed=3))
+    kw = dict(images=tmp_path / "coco" / "images", captions=path, log=quiet)
+    cfg = CaptionConfig(encoder="efficientnet-lite0", image_size=32, hidden_size=8,
+                        embedding_size=8, image_vector_size=8, dropout=0.0)  # fmt: skip
+    caption.train(tmp_path / "frozen", cfg, small(epochs=1, select="loss"), **kw)
+    source = caption.load(tmp_path / "frozen")
+    assert source.frozen
+    seen = []
+    real_collate = caption.collate
+    monkeypatch.setattr(caption, "collate", lambda ex, idx: seen.append(ex.is_features)
+                        or real_collate(ex, idx))  # fmt: skip
+    stage2 = small(epochs=1, select="loss", lr=1e-3, init_from=str(tmp_path / "frozen"))
+    # the model flags are the source's: a CNN asked for here is ignored, finetune is taken
+    model, _ = caption.train(tmp_path / "tuned", replace(cfg, finetune=True, hidden_size=99),
+                             stage2, **kw)  # fmt: skip
+    assert model.config == replace(source.config, finetune=True) and not model.frozen
+    assert seen and not any(seen)  # pixels, read by the encoder in training
+    moved = [not torch.equal(a, b) for a, b in
+             zip(model.encoder.parameters(), source.encoder.parameters())]  # fmt: skip
+    assert sum(moved) > len(moved) // 2
+    assert all(torch.equal(a, b) for a, b in zip(caption.load(tmp_path / "frozen").encoder
+                                                 .parameters(), source.encoder.parameters()))
+    plain, _ = caption.train(tmp_path / "again", None, stage2, **kw)
+    assert plain.frozen and plain.config == source.config
+
+
 def retrieving_model(seed: int = 0, **kw) -> Captioner:
     """A captioner that copies from retrieved captions, over a frozen (random) pretrained
     encoder, its bank holding ten toy pictures."""

@@ -257,7 +257,9 @@ class TrainConfig:
     objective: Literal["xent", "cider"] = "xent"
     samples: int = 5  # captions sampled per image (objective cider)
     # a caption run (directory or checkpoint) whose weights, model settings and vocabulary
-    # this run starts from (its model flags are ignored)
+    # this run starts from (its model flags are ignored, but for --finetune: a run with a
+    # frozen encoder goes on with the encoder trained too, the second stage of Show and
+    # Tell's recipe)
     init_from: str | None = None
     seed: int = 1234  # initialisation and batch order
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA where available
@@ -1565,8 +1567,12 @@ def train(
     source_model = None
     if ckpt is None and train_config.init_from:  # its model, words and weights
         source_model = load(train_config.init_from)
+        finetune = config.finetune and not source_model.config.finetune
         config, vocab = source_model.config, source_model.vocab
         log(f"starting from {train_config.init_from}: its weights, model settings and words")
+        if finetune:  # the one model flag it takes: train its frozen encoder too (stage 2)
+            config = replace(config, finetune=True)
+            log("and training its pretrained encoder too (--finetune)")
     config = resolve_config(config, data)
     if progress is not None:
         train_config.progress = progress
