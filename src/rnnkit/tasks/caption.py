@@ -130,7 +130,9 @@ class CaptionConfig:
     # the CNN; auto: the data set's choice (digit-scenes: cnn, photos and drawings: the
     # pretrained efficientnet-lite0)
     encoder: Literal["auto", "cnn", "efficientnet-lite0"] = "auto"
-    finetune: bool = False  # train the pretrained encoder too (off: frozen, features cached)
+    # train the pretrained encoder too (its batch-norm statistics stay ImageNet's); off:
+    # frozen, its feature maps computed once and cached
+    finetune: bool = False
     image_size: int = -1  # the encoder's input height in pixels (-1: auto; 0: as stored)
     cnn_width: int = 32  # channels of the small CNN's first block (doubling per block)
     # how the feature map becomes v; auto: flatten for the small CNN (v keeps where things
@@ -659,7 +661,10 @@ class Captioner(CaptionWriter, nn.Module):
 
     def train(self, mode: bool = True) -> Captioner:
         super().train(mode)
-        if self.frozen:  # a frozen encoder keeps its batch-norm statistics
+        if self.config.encoder != "cnn":
+            # the pretrained encoder keeps its ImageNet batch-norm statistics, frozen or
+            # fine-tuned: a small set's batches would move them, and the features the
+            # decoder learnt to read (from the cached maps, before --finetune) with them
             self.encoder.eval()
         return self
 
