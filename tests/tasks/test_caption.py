@@ -767,7 +767,8 @@ def test_a_frozen_encoders_run_goes_on_with_its_encoder_trained_by_init_from_fin
     monkeypatch.setattr(caption, "collate", lambda ex, idx: seen.append(ex.is_features)
                         or real_collate(ex, idx))  # fmt: skip
     stage2 = small(epochs=1, select="loss", lr=1e-3, init_from=str(tmp_path / "frozen"))
-    # the model flags are the source's: a CNN asked for here is ignored, finetune is taken
+    # the model flags are the source's: the 99 units asked for here are ignored, finetune
+    # is taken
     model, _ = caption.train(tmp_path / "tuned", replace(cfg, finetune=True, hidden_size=99),
                              stage2, **kw)  # fmt: skip
     assert model.config == replace(source.config, finetune=True) and not model.frozen

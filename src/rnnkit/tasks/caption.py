@@ -590,7 +590,8 @@ class Captioner(CaptionWriter, nn.Module):
         c = config
         E, H, D, A = c.embedding_size, c.hidden_size, c.image_vector_size, c.attention_size
         self.encoder = make_encoder(c, self.channels)
-        self.frozen = c.encoder != "cnn" and not c.finetune
+        self.pretrained = c.encoder != "cnn"  # ImageNet's weights (and batch-norm statistics)
+        self.frozen = self.pretrained and not c.finetune
         if self.frozen:
             self.encoder.requires_grad_(False)
         Fm = self.encoder.out_channels
@@ -661,7 +662,7 @@ class Captioner(CaptionWriter, nn.Module):
 
     def train(self, mode: bool = True) -> Captioner:
         super().train(mode)
-        if self.config.encoder != "cnn":
+        if self.pretrained:
             # the pretrained encoder keeps its ImageNet batch-norm statistics, frozen or
             # fine-tuned: a small set's batches would move them, and the features the
             # decoder learnt to read (from the cached maps, before --finetune) with them
